@@ -1,0 +1,213 @@
+"""Fakes for torch.cuda and pynvml, so GPU logic runs on a CPU-only machine.
+
+The fake pynvml raises the same kind of errors the real one does: subclasses of NVMLError whose
+text is what NVML prints ("Not Supported", "Driver Not Loaded", ...).
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass, field
+
+from amp_advisor.hardware.cuda import GpuProps
+
+
+@dataclass(frozen=True)
+class FakeGpu:
+    name: str
+    cc: tuple[int, int]
+    sms: int
+    memory_gib: int
+    uuid: str
+    bus_id: str  # NVML spelling: 00000000:3B:00.0
+    gcn_arch: str | None = None
+
+
+# The table the issue names, with the names each GPU really reports.
+GPU_TABLE = {
+    "V100": FakeGpu("Tesla V100-SXM2-16GB", (7, 0), 80, 16, "0f1e7a1c-0000-0000-0000-000000000070", "00000000:1A:00.0"),
+    "T4": FakeGpu("Tesla T4", (7, 5), 40, 16, "0f1e7a1c-0000-0000-0000-000000000075", "00000000:1B:00.0"),
+    "A100": FakeGpu("NVIDIA A100-SXM4-80GB", (8, 0), 108, 80, "0f1e7a1c-0000-0000-0000-000000000080", "00000000:1C:00.0"),
+    "RTX 4090": FakeGpu("NVIDIA GeForce RTX 4090", (8, 9), 128, 24, "0f1e7a1c-0000-0000-0000-000000000089", "00000000:1D:00.0"),
+    "H100": FakeGpu("NVIDIA H100 80GB HBM3", (9, 0), 132, 80, "0f1e7a1c-0000-0000-0000-000000000090", "00000000:1E:00.0"),
+    "B200": FakeGpu("NVIDIA B200", (10, 0), 148, 180, "0f1e7a1c-0000-0000-0000-000000000100", "00000000:1F:00.0"),
+}
+
+CUDA_ARCH_LIST = ["sm_70", "sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"]
+
+
+class FakeCuda:
+    """Stands in for TorchCuda: the torch.cuda view of a machine."""
+
+    def __init__(
+        self,
+        gpus: list[FakeGpu],
+        *,
+        cuda: str | None = "12.8",
+        hip: str | None = None,
+        unavailable: str | None = None,
+        arch_list: list[str] | None = None,
+    ) -> None:
+        self.gpus = gpus
+        self._cuda, self._hip, self._unavailable = cuda, hip, unavailable
+        self._arch_list = CUDA_ARCH_LIST if arch_list is None else arch_list
+
+    def torch_version(self) -> str:
+        return "2.99.0+fake"
+
+    def cuda_version(self) -> str | None:
+        return self._cuda
+
+    def hip_version(self) -> str | None:
+        return self._hip
+
+    def availability(self) -> tuple[int, str | None]:
+        if self._unavailable:
+            return 0, self._unavailable
+        return len(self.gpus), None
+
+    def properties(self, index: int) -> GpuProps:
+        g = self.gpus[index]
+        domain, bus, devfn = g.bus_id.lower().split(":")
+        return GpuProps(
+            name=g.name, major=g.cc[0], minor=g.cc[1], multi_processor_count=g.sms,
+            total_memory=g.memory_gib * 2**30, uuid=g.uuid, pci_bus_id=f"{int(domain, 16):04x}:{bus}:{devfn}",
+            gcn_arch=g.gcn_arch,
+        )
+
+    def arch_list(self) -> list[str]:
+        return list(self._arch_list)
+
+    def dnn_version(self) -> str | None:
+        return "91000"
+
+    def mem_get_info(self, index: int) -> tuple[int, int]:
+        total = self.gpus[index].memory_gib * 2**30
+        return total - 2**30, total
+
+
+class NVMLError(Exception):
+    pass
+
+
+def _nvml_error(name: str, text: str) -> type[NVMLError]:
+    return type(f"NVMLError_{name}", (NVMLError,), {"__str__": lambda self: text})
+
+
+NVMLError_NotSupported = _nvml_error("NotSupported", "Not Supported")
+NVMLError_LibraryNotFound = _nvml_error("LibraryNotFound", "NVML Shared Library Not Found")
+NVMLError_DriverNotLoaded = _nvml_error("DriverNotLoaded", "Driver Not Loaded")
+
+
+@dataclass
+class FakeNvmlConfig:
+    gpus: list[FakeGpu]
+    init_error: type[NVMLError] | None = None
+    not_supported: set[str] = field(default_factory=set)  # pynvml function names that raise NotSupported
+    calls: list[str] = field(default_factory=list)
+
+
+def fake_pynvml(config: FakeNvmlConfig) -> types.ModuleType:
+    """A module with pynvml's names, answering from `config`."""
+    nv = types.ModuleType("pynvml")
+    nv.NVMLError = NVMLError
+    nv.NVML_CLOCK_SM = 1
+
+    def api(fn):
+        def wrapper(*args):
+            config.calls.append(fn.__name__)
+            if fn.__name__ in config.not_supported:
+                raise NVMLError_NotSupported()
+            return fn(*args)
+
+        wrapper.__name__ = fn.__name__
+        setattr(nv, fn.__name__, wrapper)
+        return wrapper
+
+    @api
+    def nvmlInit():
+        if config.init_error:
+            raise config.init_error()
+
+    @api
+    def nvmlShutdown():
+        return None
+
+    @api
+    def nvmlSystemGetDriverVersion():
+        return "570.86.15"
+
+    @api
+    def nvmlSystemGetCudaDriverVersion():
+        return 12080
+
+    @api
+    def nvmlDeviceGetCount():
+        return len(config.gpus)
+
+    @api
+    def nvmlDeviceGetHandleByIndex(i):
+        return config.gpus[i]
+
+    @api
+    def nvmlDeviceGetName(g):
+        return g.name
+
+    @api
+    def nvmlDeviceGetUUID(g):
+        return "GPU-" + g.uuid
+
+    @api
+    def nvmlDeviceGetPciInfo(g):
+        return types.SimpleNamespace(busId=g.bus_id.encode())
+
+    @api
+    def nvmlDeviceGetCudaComputeCapability(g):
+        return g.cc
+
+    @api
+    def nvmlDeviceGetMemoryInfo(g):
+        total = g.memory_gib * 2**30
+        return types.SimpleNamespace(total=total, free=total - 2**29, used=2**29)
+
+    @api
+    def nvmlDeviceGetMaxClockInfo(g, clock):
+        assert clock == nv.NVML_CLOCK_SM
+        return 1980
+
+    @api
+    def nvmlDeviceGetEnforcedPowerLimit(g):
+        return 700_000  # milliwatts
+
+    @api
+    def nvmlDeviceGetCurrPcieLinkGeneration(g):
+        return 1  # idle links train down
+
+    @api
+    def nvmlDeviceGetMaxPcieLinkGeneration(g):
+        return 5
+
+    @api
+    def nvmlDeviceGetCurrPcieLinkWidth(g):
+        return 16
+
+    @api
+    def nvmlDeviceGetMaxPcieLinkWidth(g):
+        return 16
+
+    @api
+    def nvmlDeviceGetEccMode(g):
+        return (1, 1)
+
+    return nv
+
+
+def nvml_reader(config: FakeNvmlConfig):
+    """A `nvml=` argument for probe(): reads the fake module."""
+    from amp_advisor.hardware.nvml import read_nvml
+
+    return lambda: read_nvml(loader=lambda: fake_pynvml(config))
+
+
+def missing_pynvml():
+    raise ImportError("No module named 'pynvml'")
