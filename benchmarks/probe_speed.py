@@ -25,6 +25,18 @@ COMMANDS = {
 }
 TARGETS = {"amp-advisor probe": 2.5, "amp-advisor probe --bench": 6.0}
 
+# The probe's own cost, without the noise of importing torch: import torch first, then time
+# importing the CLI, probing and rendering, in the same process.
+IN_PROCESS = """
+import time, torch
+start = time.perf_counter()
+from amp_advisor.cli import main
+from amp_advisor.hardware import probe
+from amp_advisor.hardware.render import render_profile
+render_profile(probe())
+print(time.perf_counter() - start)
+"""
+
 
 def wall(cmd: list[str]) -> float:
     start = time.perf_counter()
@@ -46,6 +58,9 @@ def main() -> None:
         for name, cmd in COMMANDS.items():
             samples[name].append(wall(cmd))
 
+    own = [float(subprocess.run([sys.executable, "-c", IN_PROCESS], check=True, capture_output=True,
+                                text=True).stdout) for _ in range(args.repeats)]
+
     base = statistics.median(samples["import torch (baseline)"])
     print(f"wall time over {args.repeats} interleaved runs (seconds)\n")
     print(f"{'command':28s} {'median':>7s} {'min':>6s} {'max':>6s} {'over torch':>10s} {'target':>7s}  verdict")
@@ -53,9 +68,11 @@ def main() -> None:
         med = statistics.median(values)
         target = TARGETS.get(name)
         verdict = "" if target is None else ("meets" if med <= target else "MISSES")
-        over = "" if name.startswith("import") else f"+{med - base:.2f}"
+        over = "" if name.startswith("import") else f"{med - base:+.2f}"
         print(f"{name:28s} {med:7.2f} {min(values):6.2f} {max(values):6.2f} {over:>10s} "
               f"{'' if target is None else f'<= {target}':>7s}  {verdict}")
+    print(f"{'probe after import torch':28s} {statistics.median(own):7.2f} {min(own):6.2f} {max(own):6.2f} "
+          f"{'':>10s} {'':>7s}  (in-process: CLI import + probe + render)")
 
     doc = json.loads(subprocess.run(["amp-advisor", "probe", "--device", "cpu", "--bench", "--json"],
                                     check=True, capture_output=True, text=True).stdout)
@@ -70,7 +87,7 @@ def main() -> None:
             continue
         rel = bench["relative_to_fp32"]
         print(f"{dtype:6s} {verdict['supported']!s:>9s} {verdict['fast']!s:>5s} {bench['n']:>5d} "
-              f"{bench['tflops']:9.4f} {rel:8.4f} {f'{1 / rel:.0f}x faster' if rel < 1 else '':>12s}")
+              f"{bench['tflops']:9.4f} {rel:8.4f} {f'{1 / rel:.3g}x faster' if rel < 1 else '':>12s}")
 
 
 if __name__ == "__main__":
