@@ -76,7 +76,7 @@ def probe(device: str, bench: bool, bench_seconds: float | None, as_json: bool) 
     from .hardware.render import render_profile
 
     parse_device(device)  # bad input fails before any slow work
-    progress = _stderr_progress() if bench else None
+    progress = _StderrProgress() if bench else None
     profile = run_probe(device, bench=bench, bench_seconds=bench_seconds, on_progress=progress)
     if progress is not None:
         progress.done()
@@ -86,7 +86,7 @@ def probe(device: str, bench: bool, bench_seconds: float | None, as_json: bool) 
         click.echo(render_profile(profile))
 
 
-class _stderr_progress:
+class _StderrProgress:
     """One status line on stderr, rewritten in place on a terminal, a line per step otherwise."""
 
     def __init__(self) -> None:

@@ -147,7 +147,6 @@ def test_rocm_gpu_uses_gfx_rules_and_skips_nvml():
 def test_nvml_matched_by_uuid_when_visible_devices_reorder():
     gpus = [GPU_TABLE["T4"], GPU_TABLE["H100"]]
     config = FakeNvmlConfig(list(reversed(gpus)))  # NVML numbers them the other way round
-    config.gpus[0] = FakeGpu(**{**config.gpus[0].__dict__})
     profile = probe("cuda", cuda=FakeCuda(gpus), nvml=nvml_reader(config))
     assert [d.identity.pci_bus_id for d in profile.devices] == ["0000:1b:00.0", "0000:1e:00.0"]
     assert [d.identity.memory_total_bytes for d in profile.devices] == [16 * 2**30, 80 * 2**30]
@@ -174,3 +173,22 @@ def test_bench_on_a_gpu_measures_each_supported_dtype_and_confirms_the_suggestio
     assert "[measured: 14.0x faster than fp32" in dev.dtypes[Dtype.BF16].why
     doc = dev.measured[Dtype.FP8]
     assert doc.tflops == pytest.approx(1400.0)
+
+
+class EqualSpeedRunner(SyntheticGpuRunner):
+    """An emulated bf16 that happens to match fp16 on a square matmul."""
+
+    TFLOPS = {**SyntheticGpuRunner.TFLOPS, Dtype.BF16: 700.0, Dtype.FP16: 700.0}
+
+
+def test_a_native_path_wins_over_an_equally_fast_emulated_one():
+    (dev,) = gpu_probe([GPU_TABLE["T4"]], bench=True, bench_seconds=0.5, runner_for=EqualSpeedRunner).devices
+    assert dev.suggested_dtype is Dtype.FP16
+
+
+def test_cudnn_versions_read_like_releases():
+    from amp_advisor.hardware.cuda import format_cudnn_version
+
+    assert format_cudnn_version(91000) == "9.10.0"
+    assert format_cudnn_version(90100) == "9.1.0"
+    assert format_cudnn_version(8902) == "8.9.2"

@@ -94,10 +94,19 @@ class TorchCuda:
 
     def dnn_version(self) -> str | None:
         version = self._torch.backends.cudnn.version()
-        return str(version) if version is not None else None
+        if version is None:
+            return None
+        return str(version) if self.hip_version() else format_cudnn_version(version)
 
     def mem_get_info(self, index: int) -> tuple[int, int]:
         return self._torch.cuda.mem_get_info(index)
+
+
+def format_cudnn_version(version: int) -> str:
+    """cuDNN encodes 9.10.0 as 91000 (major*10000 from 9 on) and 8.9.2 as 8902 (major*1000 before)."""
+    if version >= 90000:
+        return f"{version // 10000}.{version % 10000 // 100}.{version % 100}"
+    return f"{version // 1000}.{version % 1000 // 100}.{version % 100}"
 
 
 def _props_bus_id(p) -> str | None:

@@ -62,7 +62,9 @@ def _from_measurements(
         )
         return Dtype.FP32, f"measured: {listed}. Nothing beats fp32 by {MIN_SPEEDUP}x"
     best = max(fast_enough.values())
-    # The first preferred dtype within COMPARABLE of the fastest; the fastest itself always qualifies.
-    dtype = next(d for d in TRAINING_PREFERENCE if fast_enough.get(d, 0.0) >= COMPARABLE * best)
+    # Among the dtypes within COMPARABLE of the fastest (the fastest always is), a native path
+    # beats an emulated one that happened to do well on a square matmul, then preference decides.
+    comparable = [d for d in TRAINING_PREFERENCE if fast_enough.get(d, 0.0) >= COMPARABLE * best]
+    dtype = next((d for d in comparable if verdicts[d].fast), comparable[0])
     note = "" if verdicts[dtype].fast else " (faster than fp32 although no native path was detected)"
     return dtype, f"measured {fast_enough[dtype]:.1f}x fp32 matmul speed; {verdicts[dtype].why}{note}"
