@@ -1,0 +1,168 @@
+"""The workload contract: a plain model.py loaded by path (or a built-in example).
+
+| name                               | required | default                                      |
+|------------------------------------|----------|----------------------------------------------|
+| build_model() -> nn.Module         | yes      |                                              |
+| make_batch(batch_size, device)     | yes      |                                              |
+| loss_fn(model, batch) -> scalar    | no       | call the model; use output.loss or a scalar  |
+| build_optimizer(params) -> Optim   | no       | torch.optim.AdamW(params, lr=1e-3)           |
+
+`check_source` only parses (it never runs user code) and is what the parent process uses; `load`
+imports the file and belongs in the worker process, where a crash or a hang is contained.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import BadInputError
+
+REQUIRED = ("build_model", "make_batch")
+
+
+class WorkloadError(BadInputError):
+    """The workload file breaks the contract. The message names the file and the fix."""
+
+
+def example_names() -> list[str]:
+    folder = resources.files("amp_advisor.examples")
+    return sorted(p.name[:-3] for p in folder.iterdir() if p.name.endswith(".py") and not p.name.startswith("_"))
+
+
+def example_path(name: str) -> Path:
+    if name not in example_names():
+        raise BadInputError(f"unknown example {name!r}: expected one of {', '.join(example_names())}")
+    return Path(str(resources.files("amp_advisor.examples").joinpath(f"{name}.py")))
+
+
+def check_source(path: str | Path) -> Path:
+    """Fail fast, without executing anything: the file exists, is Python, and parses."""
+    path = Path(path)
+    if not path.exists():
+        raise WorkloadError(f"{path}: no such file (expected a model.py defining build_model and make_batch)")
+    if not path.is_file():
+        raise WorkloadError(f"{path}: is a directory, expected a Python file")
+    try:
+        ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except SyntaxError as exc:
+        raise WorkloadError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
+    except UnicodeDecodeError as exc:
+        raise WorkloadError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
+    return path.resolve()
+
+
+@dataclass(frozen=True)
+class Workload:
+    path: Path
+    build_model: Callable[[], Any]
+    make_batch: Callable[[int, Any], Any]
+    loss_fn: Callable[[Any, Any], Any]
+    build_optimizer: Callable[[Any], Any]
+    custom_loss: bool
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+def load(path: str | Path) -> Workload:
+    """Import the workload file (runs its top-level code) and check the contract's names."""
+    path = check_source(path)
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))  # as `python model.py` would: sibling modules import
+    module_name = f"amp_advisor_workload_{abs(hash(str(path)))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise WorkloadError(f"{path}: importing it raised {type(exc).__name__}: {exc}") from exc
+    missing = [name for name in REQUIRED if not callable(getattr(module, name, None))]
+    if missing:
+        raise WorkloadError(
+            f"{path}: missing {' and '.join(missing)}; a workload defines build_model() -> nn.Module "
+            "and make_batch(batch_size, device)"
+        )
+    custom_loss = callable(getattr(module, "loss_fn", None))
+    return Workload(
+        path=path,
+        build_model=module.build_model,
+        make_batch=module.make_batch,
+        loss_fn=module.loss_fn if custom_loss else default_loss_fn,
+        build_optimizer=getattr(module, "build_optimizer", None) or default_optimizer,
+        custom_loss=custom_loss,
+    )
+
+
+def default_optimizer(params):
+    import torch
+
+    return torch.optim.AdamW(params, lr=1e-3)
+
+
+def default_loss_fn(model, batch):
+    """Call the model with the batch; take `.loss` if the output has one, else a scalar output."""
+    import torch
+
+    if isinstance(batch, dict):
+        out = model(**batch)
+    elif isinstance(batch, (tuple, list)):
+        out = model(*batch)
+    else:
+        out = model(batch)
+    if getattr(out, "loss", None) is not None:
+        return out.loss
+    if isinstance(out, dict) and out.get("loss") is not None:
+        return out["loss"]
+    if isinstance(out, torch.Tensor) and out.numel() == 1:
+        return out
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    raise WorkloadError(
+        f"the model's output is {shape}, not a loss: define loss_fn(model, batch) returning a scalar tensor"
+    )
+
+
+def check_batch(path: Path, batch: Any, device: Any) -> None:
+    """make_batch must return a tensor, a tuple/list of them, or a dict, on the requested device."""
+    import torch
+
+    if isinstance(batch, torch.Tensor):
+        tensors = [batch]
+    elif isinstance(batch, (tuple, list)) and batch:
+        tensors = [t for t in batch if isinstance(t, torch.Tensor)]
+    elif isinstance(batch, dict) and batch:
+        tensors = [t for t in batch.values() if isinstance(t, torch.Tensor)]
+    else:
+        raise WorkloadError(
+            f"{path}: make_batch returned {type(batch).__name__}; expected a Tensor, a tuple/list of "
+            "tensors, or a dict of tensors"
+        )
+    if not tensors:
+        raise WorkloadError(f"{path}: make_batch returned a {type(batch).__name__} with no tensors in it")
+    wrong = {str(t.device) for t in tensors if t.device.type != torch.device(device).type}
+    if wrong:
+        raise WorkloadError(
+            f"{path}: make_batch returned tensors on {', '.join(sorted(wrong))}, expected {device}: "
+            "create them on the `device` argument"
+        )
+
+
+def check_loss(path: Path, loss: Any) -> None:
+    import torch
+
+    if not isinstance(loss, torch.Tensor):
+        raise WorkloadError(f"{path}: loss_fn returned {type(loss).__name__}; expected a scalar tensor")
+    if loss.numel() != 1:
+        raise WorkloadError(
+            f"{path}: loss_fn returned a tensor of shape {tuple(loss.shape)}; expected a scalar "
+            "(reduce it, e.g. with .mean())"
+        )
+    if not loss.requires_grad:
+        raise WorkloadError(f"{path}: the loss does not require grad: is the model's output detached?")
