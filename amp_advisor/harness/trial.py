@@ -1,0 +1,144 @@
+"""TrialSpec (what to measure) and TrialResult (what happened): plain data, JSON both ways.
+
+A failed trial is a result like any other: `status` says how it ended and `error` why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+from ..dtypes import Dtype
+from ..errors import BadInputError
+
+TRIAL_SCHEMA_VERSION = 1
+
+Status = Literal["ok", "oom", "timeout", "crash", "nonfinite", "error"]
+STATUSES: tuple[str, ...] = ("ok", "oom", "timeout", "crash", "nonfinite", "error")
+BENCH_DTYPES = (Dtype.FP32, Dtype.TF32, Dtype.FP16, Dtype.BF16)
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    workload: str  # absolute path of the model.py
+    dtype: Dtype
+    batch_size: int
+    device: str = "cpu"
+    steps: int = 20  # measured optimizer steps
+    warmup_steps: int = 3  # untimed steps first: allocator, autotuning, lazy init
+    init_scale: float = 2.0**16  # GradScaler, fp16 only (torch's defaults)
+    growth_interval: int = 2000
+    grad_accum: int = 1  # micro-batches per optimizer step
+    compare_fp32: bool = True  # also train in fp32 from the same weights and batches
+    seed: int = 0
+    timeout_s: float | None = None  # None: chosen from the measured step time
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.dtype not in BENCH_DTYPES:
+            problems.append(f"dtype {self.dtype} is not benchmarked (expected one of {', '.join(map(str, BENCH_DTYPES))})")
+        for name in ("batch_size", "steps", "grad_accum", "growth_interval"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            problems.append(f"warmup-steps must be >= 0, got {self.warmup_steps}")
+        if not self.init_scale > 0:
+            problems.append(f"init-scale must be > 0, got {self.init_scale}")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            problems.append(f"timeout must be > 0 seconds, got {self.timeout_s}")
+        if problems:
+            raise BadInputError("; ".join(problems))
+
+    @property
+    def samples_per_step(self) -> int:
+        return self.batch_size * self.grad_accum
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "dtype": self.dtype.value}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrialSpec":
+        return cls(**{**data, "dtype": Dtype(data["dtype"])})
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    median: float
+    iqr: float
+    min: float
+    max: float
+    samples: tuple[float, ...]  # every measured step, seconds
+
+
+@dataclass(frozen=True)
+class GradStats:
+    """fp32 gradient magnitudes against fp16's range, at the trial's loss scale."""
+
+    scale: float
+    elements: int
+    zero_fraction: float
+    underflow_fraction: float  # 0 < |g * scale| < 2^-24: flushes to zero in fp16
+    overflow_fraction: float  # |g * scale| > 65504: inf in fp16
+    max_abs: float
+    log2_histogram: Mapping[int, int]  # floor(log2|g|) -> count, unscaled, non-zero elements only
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    spec: TrialSpec
+    status: Status
+    error: str | None = None
+    bad_input: bool = False  # the workload or the request broke the contract: fix the input, not a result
+    step_time_s: StepTimes | None = None
+    samples_per_s: float | None = None
+    loop_overhead_fraction: float | None = None  # timed-loop time outside the steps / step time
+    peak_memory_bytes: int | None = None
+    memory_method: str | None = None
+    flops_per_step: float | None = None
+    tflops: float | None = None
+    mfu: float | None = None
+    peak_tflops: float | None = None
+    skipped_steps: int | None = None  # fp16: optimizer steps GradScaler skipped (inf/nan grads)
+    final_loss_scale: float | None = None
+    losses: tuple[float, ...] = ()  # per measured step
+    fp32_losses: tuple[float, ...] = ()
+    loss_rel_diff_vs_fp32: float | None = None
+    grad_stats: GradStats | None = None
+    warnings: tuple[str, ...] = ()
+    wall_s: float | None = None  # the whole trial as seen by the caller
+    worker_pid: int | None = None
+    schema_version: int = TRIAL_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["spec"] = self.spec.to_dict()
+        if self.grad_stats is not None:
+            out["grad_stats"]["log2_histogram"] = {str(k): v for k, v in self.grad_stats.log2_histogram.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrialResult":
+        if data.get("schema_version") != TRIAL_SCHEMA_VERSION:
+            raise BadInputError(
+                f"trial result has schema_version {data.get('schema_version')!r}; expected {TRIAL_SCHEMA_VERSION}"
+            )
+        fields = dict(data)
+        fields["spec"] = TrialSpec.from_dict(data["spec"])
+        if data.get("step_time_s") is not None:
+            st = data["step_time_s"]
+            fields["step_time_s"] = StepTimes(**{**st, "samples": tuple(st["samples"])})
+        if data.get("grad_stats") is not None:
+            gs = dict(data["grad_stats"])
+            gs["log2_histogram"] = {int(k): v for k, v in gs["log2_histogram"].items()}
+            fields["grad_stats"] = GradStats(**gs)
+        for name in ("losses", "fp32_losses", "warnings"):
+            fields[name] = tuple(data.get(name, ()))
+        return cls(**fields)
+
+    def with_updates(self, **changes: Any) -> "TrialResult":
+        return dataclasses.replace(self, **changes)
+
+
+def failed(spec: TrialSpec, status: Status, error: str, **extra: Any) -> TrialResult:
+    return TrialResult(spec=spec, status=status, error=error, **extra)
