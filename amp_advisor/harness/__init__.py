@@ -1,0 +1,73 @@
+"""Measure one training configuration truthfully, isolated in a worker process.
+
+    TrialSpec -> Worker (subprocess) -> TrialRunner.run (measure.py) -> TrialResult
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from ..dtypes import Dtype
+from ..errors import BadInputError
+from ..workload import check_source, example_path
+from .trial import BENCH_DTYPES, TrialResult, TrialSpec
+from .worker import Worker
+
+__all__ = ["bench", "resolve_workload", "TrialSpec", "TrialResult", "Worker"]
+
+
+def resolve_workload(model: str | os.PathLike | None, example: str | None) -> Path:
+    """A model.py path or a built-in example name -> the file, checked without running it."""
+    if (model is None) == (example is None):
+        raise BadInputError("give a model.py path or --example NAME (exactly one of them)")
+    return check_source(example_path(example) if example is not None else Path(model))
+
+
+def bench(
+    model: str | os.PathLike | None = None,
+    *,
+    example: str | None = None,
+    dtype: str | Dtype = "fp32",
+    batch_size: int,
+    device: str = "auto",
+    steps: int = 20,
+    warmup_steps: int = 3,
+    init_scale: float = 2.0**16,
+    growth_interval: int = 2000,
+    grad_accum: int = 1,
+    timeout: float | None = None,
+    compare_fp32: bool = True,
+    seed: int = 0,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    worker: Worker | None = None,
+) -> TrialResult:
+    """Train `model` (a model.py path, or `example=`) for `steps` measured steps and report.
+
+    Failures of the model (oom, timeout, crash, nonfinite, error) come back as the result's
+    `status`; a workload that breaks the contract, or a dtype the device cannot run, raises
+    BadInputError. Pass a `worker` to reuse one process across calls.
+    """
+    path = resolve_workload(model, example)
+    dtype = Dtype.parse(dtype) if isinstance(dtype, str) else dtype
+    if dtype not in BENCH_DTYPES:
+        raise BadInputError(f"dtype {dtype} cannot be benchmarked: expected one of {', '.join(map(str, BENCH_DTYPES))}")
+    own = worker is None
+    worker = worker or Worker(on_event=on_event)
+    try:
+        worker.spawn()  # the worker imports torch while the spec is checked
+        if device == "auto":
+            device = worker.wait_ready()["default_device"]
+        spec = TrialSpec(
+            workload=str(path), dtype=dtype, batch_size=batch_size, device=device, steps=steps,
+            warmup_steps=warmup_steps, init_scale=init_scale, growth_interval=growth_interval,
+            grad_accum=grad_accum, compare_fp32=compare_fp32, seed=seed, timeout_s=timeout,
+        )
+        result = worker.run(spec)
+    finally:
+        if own:
+            worker.close()
+    if result.bad_input:
+        raise BadInputError(result.error or "the workload broke the contract")
+    return result

@@ -1,0 +1,330 @@
+"""One trial, in this process: real training steps, timed honestly. The worker calls `run_trial`.
+
+Order of work, and why:
+1. batches are made once and reused, so the fp32 reference sees exactly the same data;
+2. the measured run goes first, so its memory peak is not inflated by the reference run;
+3. warm-up steps run outside the clock; each timed step is bracketed by CUDA events on GPUs
+   (no host sync added) or perf_counter on the CPU (where a step is synchronous anyway);
+4. losses stay on the device until the loop ends, then are read at once;
+5. FLOPs and gradient statistics come from one extra fp32 forward/backward, outside the clock;
+6. the fp32 reference rebuilds the model under the same seed and trains on the same batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import statistics
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+from ..dtypes import Dtype
+from ..numerics import grad_stats, loss_rel_diff
+from ..workload import Workload, WorkloadError, check_batch, check_loss, load
+from .memory import tracker_for
+from .oom import is_oom
+from .trial import StepTimes, TrialResult, TrialSpec, failed
+
+NOISY_IQR_RATIO = 0.10
+HEARTBEAT_S = 1.0
+MAX_DISTINCT_BATCHES = 4  # enough to vary the data; few enough to keep memory flat
+AUTOCAST_DTYPES = {Dtype.FP16: torch.float16, Dtype.BF16: torch.bfloat16}
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+@contextlib.contextmanager
+def matmul_precision(dtype: Dtype) -> Iterator[None]:
+    """fp32 means fp32 (no TF32 behind the user's back); tf32 turns it on. Restored afterwards."""
+    previous = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("high" if dtype is Dtype.TF32 else "highest")
+    torch.backends.cudnn.allow_tf32 = dtype is Dtype.TF32
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous[0])
+        torch.backends.cudnn.allow_tf32 = previous[1]
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+class TrainingStep:
+    """One optimizer step of the user's training, as a user would write it with torch.amp."""
+
+    def __init__(self, workload: Workload, model: torch.nn.Module, spec: TrialSpec, dtype: Dtype,
+                 device: torch.device, batches: list[Any]) -> None:
+        self.workload, self.model, self.spec, self.device, self.batches = workload, model, spec, device, batches
+        self.optimizer = workload.build_optimizer(model.parameters())
+        self.autocast_dtype = AUTOCAST_DTYPES.get(dtype)
+        self.scaler = torch.amp.GradScaler(
+            device.type, init_scale=spec.init_scale, growth_interval=spec.growth_interval,
+            enabled=dtype is Dtype.FP16,  # bf16 has fp32's range: loss scaling only costs time
+        )
+        self._next_batch = 0
+        self._checked = False
+
+    def _batch(self) -> Any:
+        batch = self.batches[self._next_batch % len(self.batches)]
+        self._next_batch += 1
+        return batch
+
+    def __call__(self) -> torch.Tensor:
+        accum = self.spec.grad_accum
+        for _ in range(accum):
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                                enabled=self.autocast_dtype is not None):
+                loss = self.workload.loss_fn(self.model, self._batch())
+            if not self._checked:
+                check_loss(self.workload.path, loss)
+                self._checked = True
+            self.scaler.scale(loss / accum if accum > 1 else loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def loss_scale(self) -> float | None:
+        return self.scaler.get_scale() if self.scaler.is_enabled() else None
+
+
+@dataclass
+class _Loop:
+    times: list[float]
+    losses: list[torch.Tensor]
+    scales: list[float]
+    overhead_fraction: float
+
+
+def timed_loop(step: TrainingStep, steps: int, after_step: Callable[[int], None] | None = None) -> _Loop:
+    """`after_step(i)` runs outside the step's clock (a heartbeat for the parent's watchdog)."""
+    device = step.device
+    times: list[float] = []
+    losses: list[torch.Tensor] = []
+    scales: list[float] = []
+    fp16 = step.scaler.is_enabled()
+    use_events = device.type == "cuda"
+    if use_events:
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(steps)]
+    synchronize(device)
+    loop_start = time.perf_counter()
+    for i in range(steps):
+        if use_events:
+            events[i][0].record()
+            losses.append(step())
+            events[i][1].record()
+        else:
+            start = time.perf_counter()
+            losses.append(step())
+            times.append(time.perf_counter() - start)
+        if fp16:
+            scales.append(step.loss_scale())  # outside the step's clock; GradScaler synced already
+        if after_step is not None:
+            after_step(i)
+    synchronize(device)
+    loop_wall = time.perf_counter() - loop_start
+    if use_events:
+        times = [start.elapsed_time(end) / 1e3 for start, end in events]
+    stepped = sum(times)
+    return _Loop(times, losses, scales, max(0.0, loop_wall - stepped) / stepped if stepped > 0 else 0.0)
+
+
+def make_batches(workload: Workload, spec: TrialSpec, device: torch.device) -> list[Any]:
+    """The trial's data, made once under the trial's seed and reused by every run of it."""
+    torch.manual_seed(spec.seed)
+    n_batches = min(MAX_DISTINCT_BATCHES, spec.grad_accum * (spec.warmup_steps + spec.steps))
+    batches = [workload.make_batch(spec.batch_size, device) for _ in range(n_batches)]
+    check_batch(workload.path, batches[0], device)
+    return batches
+
+
+def seeded_model(workload: Workload, spec: TrialSpec, device: torch.device) -> torch.nn.Module:
+    """The same initial weights every time for the same seed (if build_model uses torch's RNG)."""
+    torch.manual_seed(spec.seed + 1)
+    return workload.build_model().to(device).train()
+
+
+def _step_times(samples: list[float]) -> StepTimes:
+    q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive") if len(samples) > 1 else (samples[0],) * 3
+    return StepTimes(statistics.median(samples), q3 - q1, min(samples), max(samples), tuple(samples))
+
+
+def _checksum(model: torch.nn.Module) -> float:
+    with torch.no_grad():
+        return float(sum(p.double().sum() for p in model.parameters()))
+
+
+def _where_in_workload(exc: BaseException, path: Path) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename) == path]
+    return f" (at {path.name}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+
+
+class TrialRunner:
+    """Runs trials in this process; keeps what can be reused between trials (device verdicts)."""
+
+    def __init__(self, emit: Emit | None = None) -> None:
+        self.emit = emit or (lambda event: None)
+        self._devices: dict[str, Any] = {}
+        self._last_heartbeat = 0.0
+
+    def _heartbeat(self, index: int) -> None:
+        """Tell the parent the timed loop is moving, at most once a second: each message wakes
+        the parent, which competes with the training step for the CPU."""
+        now = time.perf_counter()
+        if now - self._last_heartbeat >= HEARTBEAT_S:
+            self._last_heartbeat = now
+            self.emit({"event": "step", "phase": "measured", "index": index})
+
+    def _device_profile(self, device: str):
+        if device not in self._devices:
+            from ..hardware import probe
+
+            self._devices[device] = probe(device).devices[0]
+        return self._devices[device]
+
+    def run(self, spec: TrialSpec) -> TrialResult:
+        start = time.perf_counter()
+        workload_path = Path(spec.workload)
+        try:
+            result = self._run(spec)
+        except WorkloadError as exc:
+            result = failed(spec, "error", str(exc), bad_input=True)
+        except Exception as exc:  # anything the user's code raises is a recorded result
+            where = _where_in_workload(exc, workload_path)
+            kind = "oom" if is_oom(exc) else "error"
+            result = failed(spec, kind, f"{type(exc).__name__}: {exc}{where}".strip())
+        finally:
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        return result.with_updates(wall_s=time.perf_counter() - start)
+
+    def _check_device(self, spec: TrialSpec):
+        from ..errors import BadInputError
+
+        try:
+            profile = self._device_profile(spec.device)
+        except BadInputError as exc:
+            raise WorkloadError(str(exc)) from None
+        verdict = profile.dtypes[spec.dtype]
+        if not verdict.supported:
+            raise WorkloadError(f"{spec.dtype} cannot run on {spec.device}: {verdict.why}")
+        return profile
+
+    def _run(self, spec: TrialSpec) -> TrialResult:
+        profile = self._check_device(spec)
+        device = torch.device(spec.device)
+        workload = load(spec.workload)
+        warnings = []
+        if not profile.dtypes[spec.dtype].fast:
+            warnings.append(f"{spec.dtype} has no fast path on {spec.device}: {profile.dtypes[spec.dtype].why}")
+
+        batches = make_batches(workload, spec, device)
+        tracker = tracker_for(device)
+        tracker.start()
+        model = seeded_model(workload, spec, device)
+        initial_checksum = _checksum(model)
+        with matmul_precision(spec.dtype):
+            step = TrainingStep(workload, model, spec, spec.dtype, device, batches)
+            for i in range(spec.warmup_steps):
+                t0 = time.perf_counter()
+                step()
+                synchronize(device)
+                self.emit({"event": "step", "phase": "warmup", "index": i, "seconds": time.perf_counter() - t0})
+            loop = timed_loop(step, spec.steps, self._heartbeat)
+        peak = tracker.stop()
+        self.emit({"event": "phase", "phase": "numerics"})
+
+        losses = [float(l) for l in loop.losses]
+        final_scale = step.loss_scale()
+        skipped = None
+        if step.scaler.is_enabled():
+            previous = [spec.init_scale] + loop.scales[:-1]
+            skipped = sum(1 for before, after in zip(previous, loop.scales) if after < before)
+
+        flops, stats = self._fp32_pass(workload, model, batches[0], final_scale or 1.0)
+        del step, model
+        gc.collect()
+
+        reference: list[float] = []
+        diff = None
+        if spec.compare_fp32 and spec.dtype is not Dtype.FP32:
+            reference, note = self._fp32_reference(workload, spec, device, batches, initial_checksum)
+            if note:
+                warnings.append(note)
+            diff = loss_rel_diff(losses, reference)
+        elif spec.dtype is Dtype.FP32:
+            diff = 0.0
+
+        times = _step_times(loop.times)
+        if times.median > 0 and times.iqr / times.median > NOISY_IQR_RATIO:
+            warnings.append(f"noisy: step-time IQR is {times.iqr / times.median:.0%} of the median")
+        flops_per_step = flops * spec.grad_accum if flops else None
+        tflops = flops_per_step / times.median / 1e12 if flops_per_step and times.median > 0 else None
+        peak_tflops = profile.peak_tflops(spec.dtype)
+        status, error = "ok", None
+        bad = [i for i, value in enumerate(losses) if not math.isfinite(value)]
+        if bad:
+            status = "nonfinite"
+            error = (f"loss is {losses[bad[0]]} at measured step {bad[0] + 1} of {len(losses)}"
+                     + (": fp16 overflow in the forward pass?" if spec.dtype is Dtype.FP16 else ""))
+        return TrialResult(
+            spec=spec,
+            status=status,
+            error=error,
+            step_time_s=times,
+            samples_per_s=spec.samples_per_step / times.median if times.median > 0 else None,
+            loop_overhead_fraction=loop.overhead_fraction,
+            peak_memory_bytes=peak,
+            memory_method=tracker.method,
+            flops_per_step=flops_per_step,
+            tflops=tflops,
+            mfu=tflops / peak_tflops if tflops and peak_tflops else None,
+            peak_tflops=peak_tflops,
+            skipped_steps=skipped,
+            final_loss_scale=final_scale,
+            losses=tuple(losses),
+            fp32_losses=tuple(reference),
+            loss_rel_diff_vs_fp32=diff,
+            grad_stats=stats,
+            warnings=tuple(warnings),
+        )
+
+    def _fp32_pass(self, workload: Workload, model: torch.nn.Module, batch: Any, scale: float):
+        """FLOPs of one forward+backward (dtype-independent) and fp32 gradient statistics."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        model.zero_grad(set_to_none=True)
+        counter = FlopCounterMode(display=False)
+        with matmul_precision(Dtype.FP32), counter:
+            workload.loss_fn(model, batch).backward()
+        stats = grad_stats((p.grad for p in model.parameters()), scale)
+        model.zero_grad(set_to_none=True)
+        return counter.get_total_flops() or None, stats
+
+    def _fp32_reference(self, workload: Workload, spec: TrialSpec, device: torch.device,
+                        batches: list[Any], initial_checksum: float) -> tuple[list[float], str | None]:
+        model = seeded_model(workload, spec, device)
+        if _checksum(model) != initial_checksum:
+            return [], "fp32 agreement not computed: build_model() gives different weights under the same torch seed"
+        with matmul_precision(Dtype.FP32):
+            step = TrainingStep(workload, model, spec, Dtype.FP32, device, batches)
+            losses = []
+            for i in range(spec.warmup_steps + spec.steps):
+                t0 = time.perf_counter()
+                loss = step()
+                synchronize(device)
+                self.emit({"event": "step", "phase": "fp32 reference", "index": i, "seconds": time.perf_counter() - t0})
+                if i >= spec.warmup_steps:
+                    losses.append(float(loss))
+        return losses, None

@@ -1,0 +1,235 @@
+"""Trials in a subprocess: a hang, a crash or an out-of-memory in the user's code becomes a
+recorded result, never the end of the run.
+
+One worker process is reused between trials (torch is imported once) and replaced after it
+dies or is killed. Parent and worker speak JSON lines: the parent writes one request per trial
+on the worker's stdin; the worker answers with events on a private copy of its stdout (the
+user's own prints are redirected to stderr, so they cannot corrupt the protocol):
+
+    {"event": "ready", "pid": ..., "default_device": "cuda:0"}
+    {"event": "step", "phase": "warmup" | "measured" | "fp32 reference", "index": i, "seconds": s}
+    {"event": "result", "result": {...TrialResult...}}
+
+Watchdog: with an explicit timeout, the whole trial gets that many seconds. Without one, every
+event resets a deadline of HANG_GRACE_S + HANG_FACTOR x the slowest step seen so far, so a
+slow-but-moving trial runs on and a hung one is killed soon after it stops moving.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+from ..errors import AdvisorError
+from .trial import TrialResult, TrialSpec, failed
+
+STARTUP_TIMEOUT_S = 180.0  # importing torch on a cold, busy machine
+FIRST_STEP_TIMEOUT_S = 600.0  # before any step time is known: model build + first step
+HANG_GRACE_S = 30.0
+HANG_FACTOR = 20.0  # an fp32 reference step can be ~15x slower than a bf16 step on an H100
+
+EventFn = Callable[[dict[str, Any]], None]
+
+
+class WorkerError(AdvisorError):
+    """The worker process could not be started."""
+
+
+class Worker:
+    """A reusable trial subprocess. Use as a context manager, or call close()."""
+
+    def __init__(self, *, on_event: EventFn | None = None, echo_stderr: bool = False,
+                 startup_timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        self.on_event = on_event
+        self.echo_stderr = echo_stderr
+        self.startup_timeout_s = startup_timeout_s
+        self._proc: subprocess.Popen | None = None
+        self._events: queue.Queue = queue.Queue()
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
+        self.ready: dict[str, Any] | None = None
+        self.started = 0  # how many processes this worker has spawned (1 + replacements)
+
+    # ------------------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> "Worker":
+        self.spawn()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def spawn(self) -> None:
+        """Start the process if there is none; does not wait for it to be ready."""
+        if self.alive:
+            return
+        self._events = queue.Queue()
+        self._stderr_tail.clear()
+        self.ready = None
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "amp_advisor.harness.worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, bufsize=1,
+            start_new_session=True,  # its own process group: a kill takes its children too
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.started += 1
+        threading.Thread(target=self._read_events, args=(self._proc, self._events), daemon=True).start()
+        threading.Thread(target=self._read_stderr, args=(self._proc,), daemon=True).start()
+
+    def wait_ready(self) -> dict[str, Any]:
+        self.spawn()
+        if self.ready is None:
+            event = self._next_event(time.monotonic() + self.startup_timeout_s)
+            if event is None or event.get("event") != "ready":
+                reason = "timed out" if event is None and self.alive else "exited"
+                self._kill()
+                raise WorkerError(f"the trial worker {reason} while starting: {self.stderr_tail(8) or 'no output'}")
+            self.ready = event
+        return self.ready
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.poll() is None:
+                proc.stdin.write(json.dumps({"command": "exit"}) + "\n")
+                proc.stdin.flush()
+                proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            self._kill(proc)
+
+    def _kill(self, proc: subprocess.Popen | None = None) -> None:
+        proc = proc or self._proc
+        if proc is None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+        if proc is self._proc:
+            self._proc = None
+
+    # -------------------------------------------------------------------------------- threads
+    @staticmethod
+    def _read_events(proc: subprocess.Popen, events: queue.Queue) -> None:
+        for line in proc.stdout:
+            try:
+                events.put(json.loads(line))
+            except json.JSONDecodeError:
+                events.put({"event": "garbage", "line": line.rstrip()})
+        events.put(None)  # end of stream: the process is gone
+
+    def _read_stderr(self, proc: subprocess.Popen) -> None:
+        for line in proc.stderr:
+            self._stderr_tail.append(line.rstrip())
+            if self.echo_stderr:
+                sys.stderr.write(line)
+
+    def stderr_tail(self, lines: int = 5) -> str:
+        return " | ".join(list(self._stderr_tail)[-lines:])
+
+    def _next_event(self, deadline: float) -> dict[str, Any] | None:
+        """The next event; None when the stream ended (the process died) or the deadline passed."""
+        try:
+            return self._events.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            return None
+
+    # --------------------------------------------------------------------------------- trials
+    def run(self, spec: TrialSpec) -> TrialResult:
+        """Run one trial; every way it can end is a TrialResult."""
+        started = time.monotonic()
+        ready = self.wait_ready()
+        pid = ready.get("pid")
+        self._proc.stdin.write(json.dumps({"spec": spec.to_dict()}) + "\n")
+        self._proc.stdin.flush()
+
+        hard_deadline = started + spec.timeout_s if spec.timeout_s else None
+        deadline = hard_deadline or time.monotonic() + FIRST_STEP_TIMEOUT_S
+        slowest_step = 0.0
+        while True:
+            event = self._next_event(deadline)
+            if event is None:
+                if self.alive and time.monotonic() >= deadline:
+                    return self._timed_out(spec, started, pid, hard_deadline is not None, slowest_step)
+                return self._crashed(spec, started, pid)
+            kind = event.get("event")
+            if kind == "result":
+                result = TrialResult.from_dict(event["result"])
+                return result.with_updates(wall_s=time.monotonic() - started, worker_pid=pid)
+            if kind == "step":
+                slowest_step = max(slowest_step, float(event.get("seconds") or 0.0))
+            if hard_deadline is None and slowest_step:  # any event is progress
+                deadline = time.monotonic() + HANG_GRACE_S + HANG_FACTOR * slowest_step
+            if self.on_event is not None:
+                self.on_event(event)
+
+    def _timed_out(self, spec: TrialSpec, started: float, pid: int | None, explicit: bool,
+                   slowest_step: float) -> TrialResult:
+        self._kill()
+        elapsed = time.monotonic() - started
+        if explicit:
+            why = f"stopped after {elapsed:.0f} s: the trial exceeded its timeout of {spec.timeout_s:g} s"
+        elif slowest_step:
+            why = (f"stopped after {elapsed:.0f} s: no progress for {HANG_GRACE_S + HANG_FACTOR * slowest_step:.0f} s "
+                   f"(the slowest step so far took {slowest_step:.2f} s)")
+        else:
+            why = f"stopped after {elapsed:.0f} s: the first training step never finished"
+        return failed(spec, "timeout", why, wall_s=elapsed, worker_pid=pid)
+
+    def _crashed(self, spec: TrialSpec, started: float, pid: int | None) -> TrialResult:
+        proc = self._proc
+        code = proc.wait() if proc is not None else None
+        self._proc = None
+        time.sleep(0.05)  # let the stderr reader catch the last lines
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name
+            why = f"the worker died with {name}"
+            if name == "SIGKILL":
+                why += " (killed from outside: often the kernel's out-of-memory killer)"
+        else:
+            why = f"the worker exited with code {code}"
+        tail = self.stderr_tail()
+        return failed(spec, "crash", why + (f"; last output: {tail}" if tail else ""),
+                      wall_s=time.monotonic() - started, worker_pid=pid)
+
+
+# ------------------------------------------------------------------------------ worker process
+def _worker_main() -> None:
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything the user's code prints (Python or C) goes to stderr
+
+    def emit(event: dict[str, Any]) -> None:
+        protocol.write(json.dumps(event) + "\n")
+        protocol.flush()
+
+    import torch
+
+    from .measure import TrialRunner
+
+    default = "cuda:0" if torch.cuda.is_available() else "cpu"
+    emit({"event": "ready", "pid": os.getpid(), "torch": torch.__version__, "default_device": default})
+    runner = TrialRunner(emit)
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request.get("command") == "exit":
+            break
+        result = runner.run(TrialSpec.from_dict(request["spec"]))
+        emit({"event": "result", "result": result.to_dict()})
+
+
+if __name__ == "__main__":
+    _worker_main()
