@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -76,34 +76,115 @@ def probe(device: str, bench: bool, bench_seconds: float | None, as_json: bool) 
     from .hardware.render import render_profile
 
     parse_device(device)  # bad input fails before any slow work
-    progress = _StderrProgress() if bench else None
+    progress = _StderrProgress(prefix="benchmarking ") if bench else None
     profile = run_probe(device, bench=bench, bench_seconds=bench_seconds, on_progress=progress)
     if progress is not None:
         progress.done()
     if as_json:
-        click.echo(json.dumps(profile.to_dict(), indent=2))
+        click.echo(dumps_json(profile.to_dict()))
     else:
         click.echo(render_profile(profile))
 
 
 class _StderrProgress:
-    """One status line on stderr, rewritten in place on a terminal, a line per step otherwise."""
+    """One status line on stderr, rewritten in place on a terminal, a line per update otherwise."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "") -> None:
         self._tty = sys.stderr.isatty()
         self._shown = False
+        self._prefix = prefix
+        self._last_key: str | None = None
 
-    def __call__(self, label: str) -> None:
-        text = f"benchmarking {label} ..."
+    def __call__(self, label: str, key: str | None = None) -> None:
+        """Off a terminal (logs, CI) only a change of `key` (the phase) prints a line."""
+        text = f"{self._prefix}{label} ..."
         if self._tty:
             click.echo(f"\r\033[K{text}", err=True, nl=False)
-        else:
+        elif key is None or key != self._last_key:
             click.echo(text, err=True)
+        self._last_key = key
         self._shown = True
 
     def done(self) -> None:
         if self._tty and self._shown:
             click.echo("\r\033[K", err=True, nl=False)
+
+
+def _trial_progress(progress: _StderrProgress, steps: int, warmup: int) -> Callable[[dict[str, Any]], None]:
+    """Turn the worker's events into the status line."""
+
+    def on_event(event: dict[str, Any]) -> None:
+        phase, index = event.get("phase"), event.get("index", 0)
+        if event.get("event") == "step":
+            total = {"warmup": warmup, "measured": steps, "fp32 reference": warmup + steps}.get(phase, 0)
+            progress(f"{phase} step {index + 1}/{total}", key=phase)
+        elif event.get("event") == "phase":
+            progress(str(phase), key=phase)
+
+    return on_event
+
+
+@cli.command()
+@click.argument("model", required=False, type=click.Path(dir_okay=False, path_type=str))
+@click.option("--example", metavar="NAME", help="A built-in workload instead of MODEL: mlp, convnet or transformer.")
+@click.option("--dtype", required=True, type=click.Choice(["fp32", "tf32", "fp16", "bf16"]), help="Training precision.")
+@click.option("--batch-size", required=True, type=int, metavar="N", help="Samples per micro-batch.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps; auto = cuda:0 if present.")
+@click.option("--steps", default=20, show_default=True, type=int, help="Measured optimizer steps.")
+@click.option("--warmup-steps", default=3, show_default=True, type=int, help="Untimed steps first.")
+@click.option("--init-scale", default=2.0**16, show_default=True, type=float, help="GradScaler init_scale (fp16 only).")
+@click.option("--growth-interval", default=2000, show_default=True, type=int, help="GradScaler growth_interval (fp16 only).")
+@click.option("--grad-accum", default=1, show_default=True, type=int, metavar="A", help="Micro-batches per optimizer step.")
+@click.option("--timeout", type=float, metavar="SECONDS",
+              help="Kill the trial after this long. Default: when it stops making progress for 30 s + 20x its slowest step.")
+@click.option("--no-fp32-check", is_flag=True, help="Skip the fp32 reference run (no loss agreement figure).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the TrialResult as JSON.")
+@debug_option
+def bench(model: str | None, example: str | None, dtype: str, batch_size: int, device: str, steps: int,
+          warmup_steps: int, init_scale: float, growth_interval: int, grad_accum: int, timeout: float | None,
+          no_fp32_check: bool, seed: int, as_json: bool) -> None:
+    """Measure one configuration of MODEL (a model.py) with real training steps.
+
+    MODEL defines build_model() and make_batch(batch_size, device), optionally loss_fn(model,
+    batch) and build_optimizer(params). The trial runs in a worker process: an out-of-memory, a
+    hang, a crash or a non-finite loss is reported as the trial's status, not a traceback.
+
+    Exit code: 0 when the trial ran cleanly, 1 when it ended in oom, timeout, crash, nonfinite
+    or error (the result is still printed), 2 for bad input.
+    """
+    from .harness import bench as run_bench
+    from .harness.render import render_trial
+
+    progress = _StderrProgress(prefix=f"{example or model} {dtype} batch {batch_size}: ")
+    result = run_bench(
+        model, example=example, dtype=dtype, batch_size=batch_size, device=device, steps=steps,
+        warmup_steps=warmup_steps, init_scale=init_scale, growth_interval=growth_interval,
+        grad_accum=grad_accum, timeout=timeout, compare_fp32=not no_fp32_check, seed=seed,
+        on_event=_trial_progress(progress, steps, warmup_steps),
+    )
+    progress.done()
+    if as_json:
+        click.echo(dumps_json(result.to_dict()))
+    else:
+        click.echo(render_trial(result))
+    if result.status != "ok":
+        sys.exit(1)  # the measurement happened and is printed; scripts still see that it failed
+
+
+def dumps_json(data: Any) -> str:
+    """Strict JSON: inf/nan (a diverged loss) become null rather than invalid tokens."""
+    return json.dumps(_finite(data), indent=2)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
