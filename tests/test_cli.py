@@ -79,3 +79,40 @@ def test_python_dash_m_and_the_console_script_share_the_cli():
     proc = subprocess.run([sys.executable, "-m", "amp_advisor", "probe", "--device", "nope"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+
+
+WORKLOADS = __import__("pathlib").Path(__file__).parent / "workloads"
+
+
+def test_bench_json_result(run):
+    result = run("bench", str(WORKLOADS / "tiny.py"), "--dtype", "fp32", "--batch-size", "8",
+                 "--steps", "4", "--warmup-steps", "1", "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    for key in ("status", "error", "samples_per_s", "peak_memory_bytes", "skipped_steps",
+                "loss_rel_diff_vs_fp32", "tflops", "mfu"):
+        assert key in doc
+    assert doc["status"] == "ok" and doc["step_time_s"]["median"] > 0 and "iqr" in doc["step_time_s"]
+
+
+def test_bench_table_and_a_failed_trial_exits_1(run):
+    result = run("bench", str(WORKLOADS / "fp16_overflow.py"), "--dtype", "fp16", "--batch-size", "8",
+                 "--steps", "3", "--warmup-steps", "1")
+    assert result.exit_code == 1
+    assert result.stdout.startswith("NONFINITE") and "fp16 overflow" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bench", "missing.py", "--dtype", "fp32", "--batch-size", "8"], "missing.py: no such file"),
+        (["bench", "--example", "nope", "--dtype", "fp32", "--batch-size", "8"], "unknown example 'nope'"),
+        (["bench", "--example", "mlp", "--dtype", "tf32", "--batch-size", "8", "--device", "cpu"], "tf32 cannot run on cpu"),
+        (["bench", "--example", "mlp", "--dtype", "fp32", "--batch-size", "-3"], "batch-size must be >= 1"),
+        (["bench", str(WORKLOADS / "loss_not_scalar.py"), "--dtype", "fp32", "--batch-size", "8"], "loss_not_scalar.py: loss_fn returned a tensor of shape"),
+    ],
+)
+def test_bench_bad_input_is_one_line_and_exit_code_2(run, args, message):
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "Traceback" not in result.output

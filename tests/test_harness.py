@@ -1,0 +1,167 @@
+"""Trials through the real worker subprocess, on this machine's CPU."""
+
+from pathlib import Path
+
+import pytest
+
+from amp_advisor.dtypes import Dtype
+from amp_advisor.errors import BadInputError
+from amp_advisor.harness import bench, worker as worker_module
+from amp_advisor.harness.trial import TrialResult, TrialSpec
+from amp_advisor.harness.worker import Worker
+
+WORKLOADS = Path(__file__).parent / "workloads"
+FAST = dict(steps=6, warmup_steps=1)
+
+
+def spec(name, dtype=Dtype.FP32, batch_size=8, **kw):
+    return TrialSpec(str(WORKLOADS / f"{name}.py"), dtype, batch_size, **{**FAST, **kw})
+
+
+@pytest.fixture(scope="module")
+def worker():
+    with Worker() as w:
+        yield w
+
+
+def test_a_trial_reports_every_measurement(worker):
+    r = worker.run(spec("tiny", batch_size=16))
+    assert r.status == "ok" and r.error is None
+    t = r.step_time_s
+    assert len(t.samples) == 6 and t.min <= t.median <= t.max and t.iqr >= 0
+    assert r.samples_per_s == pytest.approx(16 / t.median)
+    assert r.peak_memory_bytes is not None and r.peak_memory_bytes >= 0 and r.memory_method
+    assert r.flops_per_step > 0 and r.tflops == pytest.approx(r.flops_per_step / t.median / 1e12)
+    assert r.mfu is None and r.peak_tflops is None  # no peak data for CPUs
+    assert len(r.losses) == 6 and r.loss_rel_diff_vs_fp32 == 0.0
+    assert r.skipped_steps is None and r.final_loss_scale is None  # no GradScaler outside fp16
+    assert r.grad_stats.elements == 32 * 64 + 64 + 64 * 4 + 4
+    assert 0 <= r.loop_overhead_fraction < 1
+    assert r.worker_pid is not None and r.wall_s > 0
+
+
+def test_flops_match_the_model(worker):
+    r = worker.run(spec("tiny", batch_size=16))
+    first, second = 2 * 16 * 32 * 64, 2 * 16 * 64 * 4  # forward matmuls of the two layers
+    # backward: weight and input gradients for the second layer, only the weight gradient for
+    # the first (the data does not require grad)
+    assert r.flops_per_step == first + second + 2 * second + first
+
+
+def test_bf16_agrees_with_fp32_from_the_same_weights_and_batches(worker):
+    r = worker.run(spec("tiny", Dtype.BF16))
+    assert r.status == "ok"
+    assert len(r.fp32_losses) == len(r.losses)
+    assert r.fp32_losses[0] == pytest.approx(r.losses[0], rel=0.05)  # same weights, same first batch
+    assert 0 < r.loss_rel_diff_vs_fp32 < 0.05
+    assert any("no fast path" in w for w in r.warnings)  # this CPU emulates bf16
+
+
+def test_fp16_uses_the_scaler_and_reports_its_state(worker):
+    r = worker.run(spec("tiny", Dtype.FP16, init_scale=2.0**10, growth_interval=2))
+    assert r.status == "ok" and r.skipped_steps == 0
+    assert r.final_loss_scale == 2.0**13  # grew x2 every 2 steps over 6 steps
+    assert r.grad_stats.scale == r.final_loss_scale
+
+
+def test_an_absurd_init_scale_shows_up_as_skipped_steps(worker):
+    r = worker.run(spec("tiny", Dtype.FP16, init_scale=2.0**40))
+    assert r.skipped_steps > 0 and r.final_loss_scale < 2.0**40
+
+
+def test_grad_accumulation_counts_samples_per_optimizer_step(worker):
+    r = worker.run(spec("tiny", batch_size=4, grad_accum=3))
+    assert r.status == "ok" and r.samples_per_s == pytest.approx(12 / r.step_time_s.median)
+
+
+def test_default_loss_workload(worker):
+    assert worker.run(spec("default_loss")).status == "ok"
+
+
+def test_a_bug_in_the_users_code_is_an_error_result_with_the_line(worker):
+    r = worker.run(spec("raises_in_step"))
+    assert r.status == "error" and not r.bad_input
+    assert "NameError" in r.error and "raises_in_step.py:7 in loss_fn" in r.error
+
+
+def test_faults_are_results_and_the_next_trial_still_runs(worker):
+    pid = worker.run(spec("tiny")).worker_pid
+
+    oom = worker.run(spec("oom_above_8", batch_size=16))
+    assert oom.status == "oom" and "DefaultCPUAllocator" in oom.error
+    after = worker.run(spec("oom_above_8", batch_size=8))
+    assert after.status == "ok" and after.worker_pid == pid  # an OOM does not cost the process
+
+    hang = worker.run(spec("hang_on_third_step", timeout_s=8))
+    assert hang.status == "timeout" and "exceeded its timeout of 8 s" in hang.error
+    assert hang.wall_s < 20
+
+    crash = worker.run(spec("abort_on_second_step"))
+    assert crash.status == "crash" and "SIGABRT" in crash.error and "about to abort" in crash.error
+
+    overflow = worker.run(spec("fp16_overflow", Dtype.FP16))
+    assert overflow.status == "nonfinite" and "fp16 overflow" in overflow.error
+    assert worker.run(spec("fp16_overflow", Dtype.BF16)).status == "ok"  # bf16 has the range
+
+    last = worker.run(spec("tiny"))
+    assert last.status == "ok" and last.worker_pid not in (None, pid)  # a replacement process
+
+
+def test_without_a_timeout_a_hang_is_caught_by_the_progress_watchdog(monkeypatch):
+    monkeypatch.setattr(worker_module, "HANG_GRACE_S", 3.0)
+    with Worker() as w:
+        r = w.run(spec("hang_on_third_step"))
+    assert r.status == "timeout" and "no progress for" in r.error
+
+
+def test_results_round_trip_through_json(worker):
+    r = worker.run(spec("tiny", Dtype.FP16))
+    assert TrialResult.from_dict(r.to_dict()) == r
+
+
+@pytest.mark.parametrize(
+    "workload, message",
+    [
+        ("missing_make_batch", "missing_make_batch.py: missing make_batch"),
+        ("batch_is_a_string", "make_batch returned str"),
+        ("loss_not_scalar", r"shape \(8, 4\); expected a scalar"),
+        ("no_loss_anywhere", "define loss_fn"),
+        ("syntax_error", "syntax_error.py:1: syntax error"),
+    ],
+)
+def test_broken_workloads_are_bad_input_naming_the_file(worker, workload, message):
+    with pytest.raises(BadInputError, match=message):
+        bench(WORKLOADS / f"{workload}.py", dtype="fp32", batch_size=8, worker=worker, **FAST)
+
+
+def test_a_dtype_the_device_cannot_run_is_bad_input(worker):
+    with pytest.raises(BadInputError, match="tf32 cannot run on cpu: TF32 is a GPU tensor-core mode"):
+        bench(WORKLOADS / "tiny.py", dtype="tf32", batch_size=8, device="cpu", worker=worker, **FAST)
+    with pytest.raises(BadInputError, match="no CUDA device is usable here"):
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+        bench(WORKLOADS / "tiny.py", dtype="fp32", batch_size=8, device="cuda", worker=worker, **FAST)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(batch_size=0), "batch-size must be >= 1, got 0"),
+        (dict(batch_size=8, steps=0), "steps must be >= 1"),
+        (dict(batch_size=8, init_scale=-1.0), "init-scale must be > 0"),
+        (dict(batch_size=8, dtype="fp8"), "fp8 cannot be benchmarked"),
+        (dict(batch_size=8, dtype="fp64"), "unknown dtype 'fp64'"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(worker, kwargs, message):
+    with pytest.raises(BadInputError, match=message):
+        bench(WORKLOADS / "tiny.py", worker=worker, **{"dtype": "fp32", **kwargs})
+
+
+def test_model_or_example_exactly_one():
+    with pytest.raises(BadInputError, match="exactly one"):
+        bench(batch_size=8)
+    with pytest.raises(BadInputError, match="exactly one"):
+        bench(WORKLOADS / "tiny.py", example="mlp", batch_size=8)
