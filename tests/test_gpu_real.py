@@ -25,3 +25,20 @@ def test_real_gpu_verdicts_agree_with_torch():
             assert fp32.tflops <= dev.peak.tflops[Dtype.FP32] * 1.1
             bf16 = dev.measured[Dtype.BF16]
             assert bf16.tflops <= dev.peak.tflops[Dtype.BF16] * 1.1
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "tf32", "fp16", "bf16"])
+def test_real_gpu_trial_times_with_events_and_reads_the_allocator_peak(dtype):
+    from pathlib import Path
+
+    from amp_advisor.harness import bench
+
+    result = bench(Path(__file__).parent / "workloads" / "tiny.py", dtype=dtype, batch_size=64,
+                   device="cuda:0", steps=10, warmup_steps=2)
+    assert result.status == "ok", result.error
+    assert result.memory_method == "torch.cuda.max_memory_allocated" and result.peak_memory_bytes > 0
+    assert result.step_time_s.median > 0 and result.tflops > 0
+    if dtype == "fp16":
+        assert result.skipped_steps is not None and result.final_loss_scale is not None
+    if result.peak_tflops:
+        assert 0 < result.mfu < 1

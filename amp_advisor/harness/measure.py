@@ -109,15 +109,34 @@ class _Loop:
 def timed_loop(step: TrainingStep, steps: int, after_step: Callable[[int], None] | None = None) -> _Loop:
     """`after_step(i)` runs outside the step's clock (a heartbeat for the parent's watchdog)."""
     device = step.device
+    # As timeit (and so torch.utils.benchmark) does: collect now, then keep the cyclic garbage
+    # collector out of the timed steps; a model that builds many Python objects per step (the
+    # transformer example) otherwise pays for collections at random steps.
+    gc.collect()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    synchronize(device)
+    loop_start = time.perf_counter()
+    try:
+        times, losses, scales = _run_steps(step, steps, after_step)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    synchronize(device)
+    loop_wall = time.perf_counter() - loop_start
+    stepped = sum(times)
+    return _Loop(times, losses, scales, max(0.0, loop_wall - stepped) / stepped if stepped > 0 else 0.0)
+
+
+def _run_steps(step: TrainingStep, steps: int, after_step: Callable[[int], None] | None,
+               ) -> tuple[list[float], list[torch.Tensor], list[float]]:
     times: list[float] = []
     losses: list[torch.Tensor] = []
     scales: list[float] = []
     fp16 = step.scaler.is_enabled()
-    use_events = device.type == "cuda"
+    use_events = step.device.type == "cuda"
     if use_events:
         events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(steps)]
-    synchronize(device)
-    loop_start = time.perf_counter()
     for i in range(steps):
         if use_events:
             events[i][0].record()
@@ -131,12 +150,10 @@ def timed_loop(step: TrainingStep, steps: int, after_step: Callable[[int], None]
             scales.append(step.loss_scale())  # outside the step's clock; GradScaler synced already
         if after_step is not None:
             after_step(i)
-    synchronize(device)
-    loop_wall = time.perf_counter() - loop_start
     if use_events:
+        synchronize(step.device)
         times = [start.elapsed_time(end) / 1e3 for start, end in events]
-    stepped = sum(times)
-    return _Loop(times, losses, scales, max(0.0, loop_wall - stepped) / stepped if stepped > 0 else 0.0)
+    return times, losses, scales
 
 
 def make_batches(workload: Workload, spec: TrialSpec, device: torch.device) -> list[Any]:

@@ -6,7 +6,7 @@ A failed trial is a result like any other: `status` says how it ended and `error
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
 from ..dtypes import Dtype

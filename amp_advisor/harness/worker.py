@@ -1,5 +1,5 @@
-"""Trials in a subprocess: a hang, a crash or an out-of-memory in the user's code becomes a
-recorded result, never the end of the run.
+"""Trials in a subprocess (this is the parent's side; the child runs worker_process.py): a hang,
+a crash or an out-of-memory in the user's code becomes a recorded result, never the end of the run.
 
 One worker process is reused between trials (torch is imported once) and replaced after it
 dies or is killed. Parent and worker speak JSON lines: the parent writes one request per trial
@@ -77,7 +77,7 @@ class Worker:
         self._stderr_tail.clear()
         self.ready = None
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "amp_advisor.harness.worker"],
+            [sys.executable, "-m", "amp_advisor.harness.worker_process"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, bufsize=1,
             start_new_session=True,  # its own process group: a kill takes its children too
@@ -205,31 +205,3 @@ class Worker:
         tail = self.stderr_tail()
         return failed(spec, "crash", why + (f"; last output: {tail}" if tail else ""),
                       wall_s=time.monotonic() - started, worker_pid=pid)
-
-
-# ------------------------------------------------------------------------------ worker process
-def _worker_main() -> None:
-    protocol = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # anything the user's code prints (Python or C) goes to stderr
-
-    def emit(event: dict[str, Any]) -> None:
-        protocol.write(json.dumps(event) + "\n")
-        protocol.flush()
-
-    import torch
-
-    from .measure import TrialRunner
-
-    default = "cuda:0" if torch.cuda.is_available() else "cpu"
-    emit({"event": "ready", "pid": os.getpid(), "torch": torch.__version__, "default_device": default})
-    runner = TrialRunner(emit)
-    for line in sys.stdin:
-        request = json.loads(line)
-        if request.get("command") == "exit":
-            break
-        result = runner.run(TrialSpec.from_dict(request["spec"]))
-        emit({"event": "result", "result": result.to_dict()})
-
-
-if __name__ == "__main__":
-    _worker_main()
