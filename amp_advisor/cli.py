@@ -7,7 +7,6 @@ progress goes to stderr.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any, Callable
 
@@ -15,6 +14,7 @@ import click
 
 from . import __version__
 from .errors import AdvisorError
+from .jsonio import dumps
 
 _DEBUG_KEY = "amp_advisor.debug"
 
@@ -81,7 +81,7 @@ def probe(device: str, bench: bool, bench_seconds: float | None, as_json: bool) 
     if progress is not None:
         progress.done()
     if as_json:
-        click.echo(dumps_json(profile.to_dict()))
+        click.echo(dumps(profile.to_dict()))
     else:
         click.echo(render_profile(profile))
 
@@ -165,26 +165,103 @@ def bench(model: str | None, example: str | None, dtype: str, batch_size: int, d
     )
     progress.done()
     if as_json:
-        click.echo(dumps_json(result.to_dict()))
+        click.echo(dumps(result.to_dict()))
     else:
         click.echo(render_trial(result))
     if result.status != "ok":
         sys.exit(1)  # the measurement happened and is printed; scripts still see that it failed
 
 
-def dumps_json(data: Any) -> str:
-    """Strict JSON: inf/nan (a diverged loss) become null rather than invalid tokens."""
-    return json.dumps(_finite(data), indent=2)
+class _TuneProgress:
+    """trials done / planned, the current trial, and the best so far, on one stderr line."""
+
+    def __init__(self) -> None:
+        self.line = _StderrProgress()
+        self.planned = 0
+        self.done = 0
+        self.best = "-"
+        self.current = ""
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "plan":
+            self.planned = event["planned"]
+            return
+        if kind == "trial_start":
+            self.current = event["label"] + ("" if event["role"] == "search" else f" ({event['role']})")
+        elif kind == "trial_end":
+            self.done += 1
+            if event["best"]:
+                self.best = f"{event['best'][0]} {event['best'][1]:.1f} samples/s"
+            if not sys.stderr.isatty():
+                outcome = f"{event['samples_per_s']:.1f} samples/s" if event["feasible"] else event["why_not"]
+                click.echo(f"trial {event['number']}: {event['label']}: {event['status']}, {outcome}", err=True)
+                return
+        width = 20
+        filled = min(width, round(width * self.done / self.planned)) if self.planned else 0
+        bar = "#" * filled + "." * (width - filled)
+        total = f"/{self.planned}" if self.planned else ""
+        if sys.stderr.isatty():
+            self.line(f"[{bar}] {self.done}{total} trials | now: {self.current} | best: {self.best}")
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+@cli.command()
+@click.argument("model", required=False, type=click.Path(dir_okay=False, path_type=str))
+@click.option("--example", metavar="NAME", help="A built-in workload instead of MODEL: mlp, convnet or transformer.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps; auto = cuda:0 if present.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=str),
+              help="Run directory [default: reports/<timestamp>-<model>/].")
+@click.option("--resume", is_flag=True, help="Continue the run in --out; finished trials are not repeated.")
+@click.option("--strategy", type=click.Choice(["bayes", "grid"]), default="bayes", show_default=True,
+              help="bayes: scikit-optimize ask/tell; grid: every candidate (validation, fallback).")
+@click.option("--batch-sizes", metavar="LIST", help="Batch sizes to consider, e.g. 16,32,64 [default: 8..128 on CPU, 8..512 on GPU].")
+@click.option("--global-batch", type=int, metavar="B", help="Keep micro-batch x gradient accumulation = B.")
+@click.option("--time-budget", type=float, default=900.0, show_default=True, metavar="SECONDS", help="Stop searching after this long.")
+@click.option("--max-trials", type=int, metavar="N", help="Search trials at most [default: 25% of the space for bayes, all for grid].")
+@click.option("--timeout", type=float, metavar="SECONDS", help="Per-trial limit [default: progress watchdog].")
+@click.option("--tolerance", type=float, default=0.05, show_default=True,
+              help="Largest relative loss difference from fp32 over the measured steps.")
+@click.option("--steps", type=int, default=8, show_default=True, help="Measured steps per trial.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Makes the sequence of trials reproducible.")
+@debug_option
+def tune(model: str | None, example: str | None, device: str, out: str | None, resume: bool, strategy: str,
+         batch_sizes: str | None, global_batch: int | None, time_budget: float, max_trials: int | None,
+         timeout: float | None, tolerance: float, steps: int, seed: int) -> None:
+    """Find the dtype, batch size and GradScaler settings that train MODEL fastest here without
+    hurting its numerics; write recommendation.json, trials.jsonl and trials.csv.
+
+    Every trial is appended to trials.jsonl when it ends. Ctrl-C or SIGTERM leaves the run
+    directory consistent; --resume --out DIR continues it.
+    """
+    from .tuning import tune as run_tune
+    from .tuning.space import parse_batch_sizes
+
+    progress = _TuneProgress()
+    settings = dict(strategy=strategy, seed=seed, max_trials=max_trials, time_budget_s=time_budget,
+                    trial_timeout_s=timeout, tolerance=tolerance, steps=steps, global_batch=global_batch,
+                    batch_sizes=parse_batch_sizes(batch_sizes) if batch_sizes else None)
+    try:
+        result = run_tune(model, example=example, device=device, out=out, resume=resume, on_event=progress,
+                          **({"time_budget_s": time_budget} if resume else settings))
+    except KeyboardInterrupt:
+        progress.line.done()
+        where = f" --out {out}" if out else ""
+        click.echo(f"interrupted: the run directory is consistent; continue with `amp-advisor tune --resume{where}`", err=True)
+        sys.exit(130)
+    progress.line.done()
+    rec = result.recommendation
+    click.echo(f"{result.trials_run} trials in {result.wall_s:.0f} s ({result.stopped_because}); run directory: {result.out_dir}")
+    if rec is None:
+        click.echo("no configuration ran cleanly: see trials.csv for why")
+        sys.exit(1)
+    speedup = f", {rec.measured.speedup_vs_fp32:.2f}x fp32 at the same batch" if rec.measured.speedup_vs_fp32 else ""
+    accum = f" x {rec.grad_accumulation_steps} accumulation" if rec.grad_accumulation_steps > 1 else ""
+    click.echo(f"recommendation: {rec.dtype}, batch {rec.batch_size}{accum}, {rec.measured.samples_per_s:.1f} samples/s{speedup}")
+    if rec.scaler.enabled:
+        click.echo(f"  GradScaler(init_scale={rec.scaler.init_scale:g}, growth_interval={rec.scaler.growth_interval})")
+    click.echo(f"  why: {rec.why}")
+    for note in result.notes:
+        click.echo(f"  note: {note}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,42 @@
+"""JSON as amp-advisor writes it: strict (inf/nan become null), and atomic on disk."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def strict(value: Any) -> Any:
+    """inf/nan (a diverged loss) become null, so the output is JSON any parser accepts."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    return value
+
+
+def dumps(data: Any, indent: int | None = 2) -> str:
+    return json.dumps(strict(data), indent=indent, allow_nan=False)
+
+
+def write_atomic(path: Path, data: Any) -> Path:
+    """Write to a temporary file beside `path`, fsync, rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(dumps(data) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path

@@ -1,0 +1,196 @@
+"""The recommendation a tune run writes, and the object training code imports.
+
+    rec = Recommendation.load("reports/<run>/recommendation.json")   # JSON only: never runs code
+    scaler = rec.grad_scaler()
+    with rec.autocast():
+        loss = loss_fn(model, batch)
+    scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from .dtypes import Dtype
+from .errors import BadInputError
+from .jsonio import write_atomic
+
+RECOMMENDATION_SCHEMA_VERSION = 1
+
+
+class HardwareMismatchWarning(UserWarning):
+    """The recommendation was tuned on other hardware than the one it is used on."""
+
+
+@dataclass(frozen=True)
+class GradScalerConfig:
+    """Mirrors torch.amp.GradScaler's arguments."""
+
+    enabled: bool
+    init_scale: float = 2.0**16
+    growth_factor: float = 2.0
+    backoff_factor: float = 0.5
+    growth_interval: int = 2000
+
+
+@dataclass(frozen=True)
+class Measured:
+    samples_per_s: float
+    speedup_vs_fp32: float | None  # vs fp32 at the same batch size, measured in the same run
+    peak_memory_bytes: int | None
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    dtype: Dtype  # fp32 | tf32 | fp16 | bf16
+    batch_size: int  # micro-batch
+    grad_accumulation_steps: int
+    scaler: GradScalerConfig  # "grad_scaler" in JSON; the name grad_scaler is the method below
+    tf32: bool  # allow TF32 matmuls for the fp32 parts
+    device: str  # the torch device it was tuned on ("cuda:0", "cpu")
+    hardware: Mapping[str, Any]  # fingerprint: device name, kind, compute capability, torch version
+    measured: Measured
+    why: str = ""
+    workload: str = ""
+    created_at: str = ""
+    notes: tuple[str, ...] = ()
+    schema_version: int = RECOMMENDATION_SCHEMA_VERSION
+
+    # ---------------------------------------------------------------------------- use in training
+    @contextlib.contextmanager
+    def autocast(self, device_type: str | None = None) -> Iterator[None]:
+        """Autocast to the recommended dtype (no-op for fp32/tf32); TF32 matmuls on when recommended."""
+        import torch
+
+        device_type = device_type or self.device.split(":")[0]
+        lower = {Dtype.FP16: torch.float16, Dtype.BF16: torch.bfloat16}.get(self.dtype)
+        previous = torch.get_float32_matmul_precision()
+        if self.tf32:
+            torch.set_float32_matmul_precision("high")
+        try:
+            with torch.autocast(device_type, dtype=lower or torch.float32, enabled=lower is not None):
+                yield
+        finally:
+            torch.set_float32_matmul_precision(previous)
+
+    def grad_scaler(self, device_type: str | None = None):
+        """A torch.amp.GradScaler configured as recommended (disabled unless fp16)."""
+        import torch
+
+        cfg = self.scaler
+        return torch.amp.GradScaler(
+            device_type or self.device.split(":")[0], init_scale=cfg.init_scale, growth_factor=cfg.growth_factor,
+            backoff_factor=cfg.backoff_factor, growth_interval=cfg.growth_interval, enabled=cfg.enabled,
+        )
+
+    # -------------------------------------------------------------------------------- JSON form
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out = {("grad_scaler" if k == "scaler" else k): v for k, v in out.items()}
+        out["dtype"] = self.dtype.value
+        out["hardware"] = dict(self.hardware)
+        out["notes"] = list(self.notes)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], origin: str = "recommendation") -> "Recommendation":
+        if not isinstance(data, Mapping):
+            raise BadInputError(f"{origin}: expected a JSON object, got {type(data).__name__}")
+        version = data.get("schema_version")
+        if version != RECOMMENDATION_SCHEMA_VERSION:
+            newer = isinstance(version, int) and version > RECOMMENDATION_SCHEMA_VERSION
+            raise BadInputError(
+                f"{origin}: schema_version {version!r}, this amp-advisor reads {RECOMMENDATION_SCHEMA_VERSION}"
+                + ("; upgrade amp-advisor to read it" if newer else "")
+            )
+        try:
+            known = {("grad_scaler" if f.name == "scaler" else f.name) for f in fields(cls)}
+            unknown = set(data) - known
+            if unknown:
+                raise ValueError(f"unknown fields {sorted(unknown)}")
+            rec = cls(
+                **{
+                    **{k: v for k, v in data.items() if k != "grad_scaler"},
+                    "dtype": Dtype(data["dtype"]),
+                    "scaler": GradScalerConfig(**data["grad_scaler"]),
+                    "measured": Measured(**data["measured"]),
+                    "hardware": dict(data["hardware"]),
+                    "notes": tuple(data.get("notes", ())),
+                }
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadInputError(f"{origin}: not a valid recommendation ({type(exc).__name__}: {exc})") from None
+        rec._validate(origin)
+        return rec
+
+    def _validate(self, origin: str) -> None:
+        problems = []
+        if self.dtype not in (Dtype.FP32, Dtype.TF32, Dtype.FP16, Dtype.BF16):
+            problems.append(f"dtype {self.dtype} is not a training dtype")
+        if self.batch_size < 1 or self.grad_accumulation_steps < 1:
+            problems.append("batch_size and grad_accumulation_steps must be >= 1")
+        if self.scaler.enabled and self.dtype is not Dtype.FP16:
+            problems.append("grad_scaler.enabled is only meaningful for fp16")
+        if not self.scaler.init_scale > 0:
+            problems.append("grad_scaler.init_scale must be > 0")
+        if problems:
+            raise BadInputError(f"{origin}: " + "; ".join(problems))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically: a reader never sees half a file."""
+        return write_atomic(Path(path), self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, check_hardware: bool = True) -> "Recommendation":
+        """Read and validate a recommendation.json. Warns when this machine differs from the tuned one."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "recommendation.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise BadInputError(f"{path}: no such file (expected a recommendation.json written by `amp-advisor tune`)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BadInputError(f"{path}: corrupt recommendation file, not JSON ({exc})") from None
+        rec = cls.from_dict(data, origin=str(path))
+        if check_hardware:
+            rec.warn_if_other_hardware()
+        return rec
+
+    def warn_if_other_hardware(self) -> None:
+        here = current_fingerprint(self.device)
+        differs = {k: (v, here.get(k)) for k, v in self.hardware.items() if k in FINGERPRINT_KEYS and here.get(k) != v}
+        if differs:
+            shown = ", ".join(f"{k}: tuned {a!r}, here {b!r}" for k, (a, b) in differs.items())
+            warnings.warn(f"this recommendation was tuned on other hardware ({shown}); re-run `amp-advisor tune`",
+                          HardwareMismatchWarning, stacklevel=3)
+
+
+FINGERPRINT_KEYS = ("kind", "name", "compute_capability")
+
+
+def fingerprint_of(device_profile) -> dict[str, Any]:
+    """What identifies the hardware a recommendation is valid for (from a probe's DeviceProfile)."""
+    ident = device_profile.identity
+    return {
+        "kind": device_profile.kind,
+        "name": device_profile.name,
+        "compute_capability": getattr(ident, "compute_capability", None),
+        "memory_total_bytes": getattr(ident, "memory_total_bytes", None),
+        "torch_cpu_capability": getattr(ident, "torch_cpu_capability", None),
+    }
+
+
+def current_fingerprint(device: str) -> dict[str, Any]:
+    from .hardware import probe
+
+    try:
+        return fingerprint_of(probe(device).devices[0])
+    except BadInputError:
+        return {"kind": None, "name": None, "compute_capability": None}
