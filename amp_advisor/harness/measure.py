@@ -29,7 +29,7 @@ from ..numerics import grad_stats, loss_rel_diff
 from ..workload import Workload, WorkloadError, check_batch, check_loss, load
 from .memory import tracker_for
 from .oom import is_oom
-from .trial import StepTimes, TrialResult, TrialSpec, failed
+from .trial import StepTimes, TrialResult, TrialSpec, failed, pruned_reason
 
 NOISY_IQR_RATIO = 0.10
 HEARTBEAT_S = 1.0
@@ -253,11 +253,16 @@ class TrialRunner:
         initial_checksum = _checksum(model)
         with matmul_precision(spec.dtype):
             step = TrainingStep(workload, model, spec, spec.dtype, device, batches)
-            for i in range(spec.warmup_steps):
+            self.emit({"event": "phase", "phase": "built"})  # the parent starts abandon_after_s here
+            for i in range(max(spec.warmup_steps, 1 if spec.abandon_after_s else 0)):
                 t0 = time.perf_counter()
                 step()
                 synchronize(device)
-                self.emit({"event": "step", "phase": "warmup", "index": i, "seconds": time.perf_counter() - t0})
+                seconds = time.perf_counter() - t0
+                self.emit({"event": "step", "phase": "warmup", "index": i, "seconds": seconds})
+                if i == 0 and spec.abandon_after_s and seconds > spec.abandon_after_s:
+                    tracker.stop()
+                    return failed(spec, "pruned", pruned_reason(seconds, spec.abandon_after_s), warnings=tuple(warnings))
             loop = timed_loop(step, spec.steps, self._heartbeat)
         peak = tracker.stop()
         self.emit({"event": "phase", "phase": "numerics"})

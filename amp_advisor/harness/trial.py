@@ -14,8 +14,9 @@ from ..errors import BadInputError
 
 TRIAL_SCHEMA_VERSION = 1
 
-Status = Literal["ok", "oom", "timeout", "crash", "nonfinite", "error"]
-STATUSES: tuple[str, ...] = ("ok", "oom", "timeout", "crash", "nonfinite", "error")
+# "pruned": stopped on purpose because it was clearly slower than the best so far (tune).
+Status = Literal["ok", "oom", "timeout", "crash", "nonfinite", "error", "pruned"]
+STATUSES: tuple[str, ...] = ("ok", "oom", "timeout", "crash", "nonfinite", "error", "pruned")
 BENCH_DTYPES = (Dtype.FP32, Dtype.TF32, Dtype.FP16, Dtype.BF16)
 
 
@@ -33,6 +34,7 @@ class TrialSpec:
     compare_fp32: bool = True  # also train in fp32 from the same weights and batches
     seed: int = 0
     timeout_s: float | None = None  # None: chosen from the measured step time
+    abandon_after_s: float | None = None  # prune if the first step takes longer than this (tune)
 
     def __post_init__(self) -> None:
         problems = []
@@ -47,6 +49,8 @@ class TrialSpec:
             problems.append(f"init-scale must be > 0, got {self.init_scale}")
         if self.timeout_s is not None and not self.timeout_s > 0:
             problems.append(f"timeout must be > 0 seconds, got {self.timeout_s}")
+        if self.abandon_after_s is not None and not self.abandon_after_s > 0:
+            problems.append(f"abandon-after must be > 0 seconds, got {self.abandon_after_s}")
         if problems:
             raise BadInputError("; ".join(problems))
 
@@ -142,3 +146,8 @@ class TrialResult:
 
 def failed(spec: TrialSpec, status: Status, error: str, **extra: Any) -> TrialResult:
     return TrialResult(spec=spec, status=status, error=error, **extra)
+
+
+def pruned_reason(first_step_s: float | None, allowed_s: float) -> str:
+    took = f"took {first_step_s:.2f} s" if first_step_s is not None else "had not finished"
+    return f"stopped early: the first step {took}, over the {allowed_s:.2f} s allowed (clearly slower than the best so far)"

@@ -29,7 +29,7 @@ import time
 from typing import Any, Callable
 
 from ..errors import AdvisorError
-from .trial import TrialResult, TrialSpec, failed
+from .trial import TrialResult, TrialSpec, failed, pruned_reason
 
 STARTUP_TIMEOUT_S = 180.0  # importing torch on a cold, busy machine
 FIRST_STEP_TIMEOUT_S = 600.0  # before any step time is known: model build + first step
@@ -160,9 +160,14 @@ class Worker:
         hard_deadline = started + spec.timeout_s if spec.timeout_s else None
         deadline = hard_deadline or time.monotonic() + FIRST_STEP_TIMEOUT_S
         slowest_step = 0.0
+        abandon_at: float | None = None
         while True:
             event = self._next_event(deadline)
             if event is None:
+                if self.alive and abandon_at is not None and time.monotonic() >= abandon_at:
+                    self._kill()  # cheaper to restart the worker than to wait for a step this slow
+                    return failed(spec, "pruned", pruned_reason(None, spec.abandon_after_s),
+                                  wall_s=time.monotonic() - started, worker_pid=pid)
                 if self.alive and time.monotonic() >= deadline:
                     return self._timed_out(spec, started, pid, hard_deadline is not None, slowest_step)
                 return self._crashed(spec, started, pid)
@@ -172,8 +177,13 @@ class Worker:
                 return result.with_updates(wall_s=time.monotonic() - started, worker_pid=pid)
             if kind == "step":
                 slowest_step = max(slowest_step, float(event.get("seconds") or 0.0))
+                abandon_at = None  # the first step finished; the worker judges it itself
             if hard_deadline is None and slowest_step:  # any event is progress
                 deadline = time.monotonic() + HANG_GRACE_S + HANG_FACTOR * slowest_step
+            if kind == "phase" and event.get("phase") == "built" and spec.abandon_after_s:
+                abandon_at = time.monotonic() + spec.abandon_after_s
+            if abandon_at is not None:
+                deadline = min(deadline, abandon_at)
             if self.on_event is not None:
                 self.on_event(event)
 
