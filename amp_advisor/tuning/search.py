@@ -1,0 +1,89 @@
+"""The search strategies behind one small interface: ask for a candidate, tell its score.
+
+The tuner owns the loop (a time limit, a log line and a durable record per trial before the next
+ask); a strategy only proposes. `score` is samples/s for a feasible trial, None otherwise.
+scikit-optimize is archived upstream, so it stays behind this interface with a grid beside it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Protocol
+
+from ..dtypes import Dtype
+from .space import Candidate, SearchSpace
+
+
+class SearchStrategy(Protocol):
+    name: str
+
+    def ask(self) -> Candidate | None:
+        """The next candidate to measure, or None when the strategy has nothing left to try."""
+
+    def tell(self, candidate: Candidate, score: float | None) -> None: ...
+
+
+class GridStrategy:
+    """Every candidate of the space once, in a fixed order (dtype, then batch size)."""
+
+    name = "grid"
+
+    def __init__(self, space: SearchSpace) -> None:
+        self._pending = list(space.candidates())
+
+    def ask(self) -> Candidate | None:
+        return self._pending.pop(0) if self._pending else None
+
+    def tell(self, candidate: Candidate, score: float | None) -> None:
+        pass
+
+
+class BayesStrategy:
+    """scikit-optimize's ask/tell Optimizer over the four dimensions; minimises -score."""
+
+    name = "bayes"
+
+    def __init__(self, space: SearchSpace, seed: int = 0, initial_points: int = 4) -> None:
+        from skopt import Optimizer  # scikit-learn comes with it: ~3 s to import, so only here
+        from skopt.space import Categorical
+
+        self._dims = [
+            Categorical([d.value for d in space.dtypes], name="dtype"),
+            Categorical(list(space.batch_sizes), name="batch_size"),
+            Categorical(list(space.init_scales), name="init_scale"),
+            Categorical(list(space.growth_intervals), name="growth_interval"),
+        ]
+        # Extra trees handle categorical dimensions well and fit in milliseconds.
+        self._opt = Optimizer(self._dims, base_estimator="ET", n_initial_points=initial_points,
+                              acq_func="EI", random_state=seed)
+        self._scale: float | None = None  # scores are divided by the first one: y near -1
+
+    def _point(self, c: Candidate) -> list:
+        """Non-fp16 candidates ignore the scaler dimensions: they are told at the first category."""
+        scale = c.init_scale if c.dtype is Dtype.FP16 else self._dims[2].categories[0]
+        growth = c.growth_interval if c.dtype is Dtype.FP16 else self._dims[3].categories[0]
+        return [c.dtype.value, c.batch_size, scale, growth]
+
+    def ask(self) -> Candidate | None:
+        with warnings.catch_warnings():
+            # skopt warns when it re-proposes a measured point; the tuner answers those from its records
+            warnings.filterwarnings("ignore", message="The objective has been evaluated", category=UserWarning)
+            dtype, bs, scale, growth = self._opt.ask()
+        # skopt hands back numpy scalars; the rest of the program wants plain Python values
+        return Candidate(Dtype(str(dtype)), int(bs), float(scale), int(growth)).canonical()
+
+    def tell(self, candidate: Candidate, score: float | None) -> None:
+        if score is not None and self._scale is None:
+            self._scale = score
+        y = 0.0 if score is None else -score / self._scale  # infeasible: worse than any feasible
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The objective has been evaluated", category=UserWarning)
+            self._opt.tell(self._point(candidate), y)
+
+
+def make_strategy(name: str, space: SearchSpace, seed: int) -> SearchStrategy:
+    if name == "grid":
+        return GridStrategy(space)
+    if name == "bayes":
+        return BayesStrategy(space, seed=seed)
+    raise ValueError(f"unknown strategy {name!r}")

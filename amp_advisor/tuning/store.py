@@ -1,0 +1,124 @@
+"""A run directory: run.json (settings and state), trials.jsonl (append-only, one trial per
+line, flushed to disk before the next trial starts), recommendation.json and trials.csv.
+
+Resumable: a run that was interrupted is continued from what trials.jsonl holds. Nothing here
+unpickles or executes anything: JSON only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import BadInputError
+from ..harness.trial import TrialResult
+from ..jsonio import dumps, write_atomic
+from .space import Candidate
+
+RUN_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    number: int  # 1-based, in the order trials ran
+    role: str  # search | confirm | bisect | stability
+    candidate: Candidate
+    result: TrialResult
+    feasible: bool
+    why_not: str | None  # for an infeasible trial: what ruled it out
+
+    @property
+    def score(self) -> float | None:
+        return self.result.samples_per_s if self.feasible else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"number": self.number, "role": self.role, "candidate": self.candidate.to_dict(),
+                "feasible": self.feasible, "why_not": self.why_not, "result": self.result.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrialRecord":
+        return cls(data["number"], data["role"], Candidate.from_dict(data["candidate"]),
+                   TrialResult.from_dict(data["result"]), data["feasible"], data.get("why_not"))
+
+
+class RunStore:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.run_file = directory / "run.json"
+        self.trials_file = directory / "trials.jsonl"
+
+    @property
+    def exists(self) -> bool:
+        return self.run_file.exists()
+
+    def create(self, settings: dict[str, Any]) -> None:
+        if self.trials_file.exists() and self.trials_file.stat().st_size:
+            raise BadInputError(f"{self.dir} already holds a run: pass --resume to continue it, or another --out")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.write_state("running", settings)
+
+    def settings(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.run_file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BadInputError(f"{self.run_file}: cannot read the run's settings ({exc})") from None
+        if data.get("schema_version") != RUN_SCHEMA_VERSION:
+            raise BadInputError(f"{self.run_file}: schema_version {data.get('schema_version')!r}, expected {RUN_SCHEMA_VERSION}")
+        return data["settings"]
+
+    def write_state(self, state: str, settings: dict[str, Any] | None = None, **extra: Any) -> None:
+        settings = settings if settings is not None else self.settings()
+        write_atomic(self.run_file, {"schema_version": RUN_SCHEMA_VERSION, "state": state,
+                                      "settings": settings, **extra})
+
+    def append(self, record: TrialRecord) -> None:
+        line = dumps(record.to_dict(), indent=None) + "\n"
+        with open(self.trials_file, "a", encoding="utf-8") as f:
+            f.write(line)  # one write per line: an interruption cannot interleave two records
+            f.flush()
+            os.fsync(f.fileno())
+
+    def records(self) -> Iterator[TrialRecord]:
+        if not self.trials_file.exists():
+            return
+        lines = self.trials_file.read_text(encoding="utf-8").splitlines()
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                yield TrialRecord.from_dict(json.loads(line))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError, BadInputError) as exc:
+                if i == len(lines) - 1:  # a torn last line from a hard kill: drop it, keep the rest
+                    self._truncate_last_line(lines[:-1])
+                    return
+                raise BadInputError(f"{self.trials_file}:{i + 1}: corrupt trial record ({exc})") from None
+
+    def _truncate_last_line(self, keep: list[str]) -> None:
+        self.trials_file.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+
+    def write_csv(self, records: list[TrialRecord]) -> Path:
+        import pandas as pd
+
+        rows = []
+        for r in records:
+            res = r.result
+            rows.append({
+                "trial": r.number, "role": r.role, "dtype": r.candidate.dtype.value,
+                "batch_size": r.candidate.batch_size, "grad_accum": res.spec.grad_accum,
+                "init_scale": r.candidate.init_scale or None, "growth_interval": r.candidate.growth_interval or None,
+                "status": res.status, "feasible": r.feasible, "why_not": r.why_not, "error": res.error,
+                "samples_per_s": res.samples_per_s,
+                "step_time_median_s": res.step_time_s.median if res.step_time_s else None,
+                "step_time_iqr_s": res.step_time_s.iqr if res.step_time_s else None,
+                "peak_memory_bytes": res.peak_memory_bytes, "tflops": res.tflops, "mfu": res.mfu,
+                "skipped_steps": res.skipped_steps, "final_loss_scale": res.final_loss_scale,
+                "loss_rel_diff_vs_fp32": res.loss_rel_diff_vs_fp32,
+                "grad_underflow_fraction": res.grad_stats.underflow_fraction if res.grad_stats else None,
+                "wall_s": res.wall_s,
+            })
+        path = self.dir / "trials.csv"
+        pd.DataFrame(rows).to_csv(path, index=False)
+        return path
