@@ -165,3 +165,11 @@ def test_model_or_example_exactly_one():
         bench(batch_size=8)
     with pytest.raises(BadInputError, match="exactly one"):
         bench(WORKLOADS / "tiny.py", example="mlp", batch_size=8)
+
+
+def test_pruning_and_an_explicit_timeout_together(worker):
+    # a trial that keeps pace is not cut short by the abandon limit once its first step is done
+    ok = worker.run(spec("tiny", timeout_s=60, abandon_after_s=5.0, steps=4))
+    assert ok.status == "ok", ok.error
+    slow = worker.run(spec("tiny", timeout_s=60, abandon_after_s=1e-5))
+    assert slow.status == "pruned" and "stopped early" in slow.error

@@ -39,6 +39,10 @@ HANG_FACTOR = 20.0  # an fp32 reference step can be ~15x slower than a bf16 step
 EventFn = Callable[[dict[str, Any]], None]
 
 
+def _earliest(*deadlines: float | None) -> float:
+    return min(d for d in deadlines if d is not None)
+
+
 class WorkerError(AdvisorError):
     """The worker process could not be started."""
 
@@ -158,10 +162,11 @@ class Worker:
         self._proc.stdin.flush()
 
         hard_deadline = started + spec.timeout_s if spec.timeout_s else None
-        deadline = hard_deadline or time.monotonic() + FIRST_STEP_TIMEOUT_S
-        slowest_step = 0.0
+        progress_deadline = time.monotonic() + FIRST_STEP_TIMEOUT_S
         abandon_at: float | None = None
+        slowest_step = 0.0
         while True:
+            deadline = _earliest(hard_deadline, None if hard_deadline else progress_deadline, abandon_at)
             event = self._next_event(deadline)
             if event is None:
                 if self.alive and abandon_at is not None and time.monotonic() >= abandon_at:
@@ -177,13 +182,11 @@ class Worker:
                 return result.with_updates(wall_s=time.monotonic() - started, worker_pid=pid)
             if kind == "step":
                 slowest_step = max(slowest_step, float(event.get("seconds") or 0.0))
-                abandon_at = None  # the first step finished; the worker judges it itself
-            if hard_deadline is None and slowest_step:  # any event is progress
-                deadline = time.monotonic() + HANG_GRACE_S + HANG_FACTOR * slowest_step
+                abandon_at = None  # the first step finished; the worker judges its time itself
+            if slowest_step:  # any event is progress
+                progress_deadline = time.monotonic() + HANG_GRACE_S + HANG_FACTOR * slowest_step
             if kind == "phase" and event.get("phase") == "built" and spec.abandon_after_s:
                 abandon_at = time.monotonic() + spec.abandon_after_s
-            if abandon_at is not None:
-                deadline = min(deadline, abandon_at)
             if self.on_event is not None:
                 self.on_event(event)
 

@@ -39,6 +39,7 @@ NOT_WORSE_MARGIN = 0.02  # reduced precision must beat fp32 at the same batch by
 MAX_REPEATED_ASKS = 10  # the strategy keeps proposing measured points: it has converged
 TRIAL_MEASURE_S = 4.0  # aim for this much measured time per trial: enough steps, not more
 MIN_STEPS = 3
+CONFIRM_ROUNDS = 2  # re-measurements of each leader, interleaved: this machine drifts over seconds
 
 EventFn = Callable[[dict[str, Any]], None]
 
@@ -199,7 +200,9 @@ class Tuner:
     # ------------------------------------------------------------------ what a result rules out
     def _learn(self, record: TrialRecord) -> None:
         c, status = record.candidate, record.result.status
-        if status in ("oom", "crash"):  # a crash above some size is often the kernel's OOM killer
+        # A crash above some size is often the kernel's OOM killer, a hang a loader or collective
+        # that cannot cope with the size: larger batches of the same dtype are not worth a trial.
+        if status in ("oom", "crash", "timeout"):
             for other in self._space_candidates():
                 if other.dtype is c.dtype and other.batch_size >= c.batch_size:
                     self.ruled_out.setdefault(other.canonical(), f"{c.dtype} failed with {status} at batch {c.batch_size}")
@@ -351,7 +354,8 @@ class Tuner:
             return
         dtype = best[0].dtype
         ok = [r.candidate.batch_size for r in self.records if r.candidate.dtype is dtype and r.result.status == "ok"]
-        failed = [r.candidate.batch_size for r in self.records if r.candidate.dtype is dtype and r.result.status in ("oom", "crash")]
+        failed = [r.candidate.batch_size for r in self.records
+                  if r.candidate.dtype is dtype and r.result.status in ("oom", "crash", "timeout")]
         if not ok or not failed or best[0].batch_size != max(ok):
             return  # no edge, or the best is not at it (a bigger batch would not help)
         low, high = max(ok), min(failed)
@@ -376,9 +380,11 @@ class Tuner:
                         key=lambda c: -self._score(c))[: self.settings.confirm_top]
         fp32_twin = Candidate(Dtype.FP32, ranked[0].batch_size)
         contenders = ranked + ([fp32_twin] if ranked[0].dtype is not Dtype.FP32 and fp32_twin not in ranked else [])
-        if len(contenders) > 1 and not self._out_of_time():
-            for c in contenders:
-                self._run(c, "confirm", self.space, abandon=False)
+        if len(contenders) > 1:
+            for _ in range(CONFIRM_ROUNDS):
+                for c in contenders:
+                    if not self._out_of_time():
+                        self._run(c, "confirm", self.space, abandon=False)
         best_candidate, best_score = self._best()
         why = self._why(best_candidate, best_score)
         if best_candidate.dtype is not Dtype.FP32:
