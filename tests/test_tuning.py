@@ -19,7 +19,7 @@ from amp_advisor.recommendation import Recommendation
 from amp_advisor.tuning import tune
 from amp_advisor.tuning.search import BayesStrategy, GridStrategy
 from amp_advisor.tuning.space import Candidate, SearchSpace, build_space, parse_batch_sizes, seeded_init_scale
-from amp_advisor.tuning.store import RunStore, TrialRecord
+from amp_advisor.tuning.store import RunStore
 from amp_advisor.tuning.tuner import Tuner, TuneSettings
 from tests.fakes import GPU_TABLE, FakeCuda, FakeNvmlConfig, nvml_reader
 
@@ -141,6 +141,20 @@ def test_out_of_memory_is_a_constraint_and_the_edge_is_bisected(tmp_path):
     assert ("bf16", 128) not in statuses or statuses[(Dtype.BF16, 128)] == "oom"
     assert result.recommendation.batch_size < 64  # never a batch that failed
     assert any(r.role == "bisect" and r.candidate.batch_size == 48 for r in result.records)
+
+
+def test_global_batch_is_kept_with_gradient_accumulation(tmp_path):
+    worker = SyntheticWorker(GPU_RATES)
+    result, _ = run_tuner(tmp_path, worker, batch_sizes=(8, 16, 32), global_batch=64, strategy="grid")
+    rec = result.recommendation
+    assert rec.batch_size * rec.grad_accumulation_steps == 64
+    assert all(s.batch_size * s.grad_accum == 64 for s in worker.specs)
+
+
+def test_a_batch_whose_measured_peak_eats_the_safety_margin_is_not_recommended(tmp_path):
+    worker = SyntheticWorker(GPU_RATES)  # peak = 1 GB + 0.1 GB per sample; the fake H100 has 80 GiB
+    result, _ = run_tuner(tmp_path, worker, batch_sizes=(16, 32, 64, 800), strategy="grid")
+    assert result.recommendation.batch_size < 800  # 81 GB measured > 80 GiB less 10%
 
 
 def test_a_numerically_bad_dtype_is_not_recommended(tmp_path):

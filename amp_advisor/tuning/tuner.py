@@ -139,7 +139,7 @@ class Tuner:
 
     def _best(self) -> tuple[Candidate, float] | None:
         scored = {r.candidate.canonical(): self._score(r.candidate) for r in self.records if r.role != "stability"}
-        scored = {c: s for c, s in scored.items() if s is not None}
+        scored = {c: s for c, s in scored.items() if s is not None and not self._rule_out_reason(c)}
         if not scored:
             return None
         best = max(scored, key=scored.get)
@@ -242,6 +242,10 @@ class Tuner:
         if c.canonical() in self.ruled_out:
             return self.ruled_out[c.canonical()]
         limit, predicted = self._memory_limit(), self._predicted_peak(c)
+        measured = [r.result.peak_memory_bytes for r in self._measured(c) if r.result.peak_memory_bytes]
+        if limit and measured and max(measured) > limit:
+            return (f"measured peak memory {max(measured) / 2**30:.1f} GiB leaves less than the "
+                    f"{self.settings.memory_margin:.0%} safety margin")
         if limit and predicted and predicted > limit:
             return (f"predicted peak memory {predicted / 2**30:.1f} GiB exceeds {limit / 2**30:.1f} GiB "
                     f"(device memory less a {self.settings.memory_margin:.0%} margin)")
