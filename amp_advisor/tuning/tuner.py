@@ -124,6 +124,7 @@ class Tuner:
         self.records: list[TrialRecord] = []
         self.notes: list[str] = []
         self.ruled_out: dict[Candidate, str] = {}
+        self.space: SearchSpace | None = None  # built after the fp32 baseline (it seeds init_scale)
         self._started = 0.0
 
     # ---------------------------------------------------------------------------- bookkeeping
@@ -256,7 +257,6 @@ class Tuner:
         from ..hardware import probe
 
         self._started = time.monotonic()
-        self.space: SearchSpace | None = None
         own_worker = self.worker is None
         self.worker = self.worker or Worker()
         self.worker.spawn()  # boots (imports torch) while the probe runs here
