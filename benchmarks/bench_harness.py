@@ -29,7 +29,8 @@ import torch
 from torch.utils.benchmark import Timer
 
 from amp_advisor.dtypes import Dtype
-from amp_advisor.harness.measure import TrainingStep, make_batches, matmul_precision, seeded_model, timed_loop
+from amp_advisor.harness.measure import TrainingStep, make_batches, seeded_model, timed_loop
+from amp_advisor.timing import matmul_precision
 from amp_advisor.harness.trial import TrialSpec
 from amp_advisor.harness.worker import Worker
 from amp_advisor.workload import example_path, load

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amp_advisor.dtypes import Dtype
-from amp_advisor.harness.measure import matmul_precision, timed_loop
+from amp_advisor.harness.measure import timed_loop
+from amp_advisor.timing import matmul_precision
 from amp_advisor.harness.trial import TrialSpec
 from amp_advisor.recommendation import Recommendation
 from amp_advisor.tuning import tune

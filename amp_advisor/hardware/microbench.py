@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Callable, ContextManager, Iterator, Protocol, Sequence
 
 from ..dtypes import Dtype
+from ..timing import is_noisy, matmul_precision, median_iqr, synchronize
 from .model import MatmulMeasurement
 from .unknowns import describe
 
-NOISY_IQR_RATIO = 0.10  # torch.utils.benchmark warns at the same spread
 
 
 @dataclass(frozen=True)
@@ -124,11 +124,9 @@ def _repeat(time_once: Callable[[], float], plan: BenchPlan, seconds: float) -> 
 
 
 def _summarize(dtype: Dtype, n: int, samples: list[float], fp32_median: float | None) -> MatmulMeasurement:
-    median = statistics.median(samples)
-    q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
-    iqr = q3 - q1
+    median, iqr = median_iqr(samples)
     warning = None
-    if median > 0 and iqr / median > NOISY_IQR_RATIO:
+    if is_noisy(median, iqr):
         warning = f"noisy: IQR is {iqr / median:.0%} of the median over {len(samples)} runs"
     return MatmulMeasurement(
         dtype=dtype,
@@ -154,30 +152,18 @@ class TorchMatmulRunner:
         self._torch = torch
         self.device = torch.device(torch_device)
 
-    def _synchronize(self) -> None:
-        if self.device.type == "cuda":
-            self._torch.cuda.synchronize(self.device)
-        elif self.device.type == "mps":
-            self._torch.mps.synchronize()
-
     @contextlib.contextmanager
     def open(self, dtype: Dtype, n: int) -> Iterator[Callable[[], float]]:
-        torch = self._torch
-        previous = torch.get_float32_matmul_precision()
-        # "highest" keeps fp32 honest on GPUs that would otherwise use TF32; "high" allows TF32.
-        torch.set_float32_matmul_precision("high" if dtype is Dtype.TF32 else "highest")
-        try:
+        with matmul_precision(dtype):
             op = self._build(dtype, n)
-            self._synchronize()
+            synchronize(self.device)
             yield self._event_timer(op) if self.device.type == "cuda" else self._host_timer(op)
-        finally:
-            torch.set_float32_matmul_precision(previous)
 
     def _host_timer(self, op: Callable[[], object]) -> Callable[[], float]:
         def time_once() -> float:
             start = time.perf_counter()
             op()
-            self._synchronize()
+            synchronize(self.device)
             return time.perf_counter() - start
 
         return time_once

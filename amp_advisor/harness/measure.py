@@ -12,51 +12,29 @@ Order of work, and why:
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import math
-import statistics
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
 from ..dtypes import Dtype
 from ..numerics import grad_stats, loss_rel_diff
+from ..timing import is_noisy, matmul_precision, median_iqr, synchronize
 from ..workload import Workload, WorkloadError, check_batch, check_loss, load
 from .memory import tracker_for
 from .oom import is_oom
 from .trial import StepTimes, TrialResult, TrialSpec, failed, pruned_reason
 
-NOISY_IQR_RATIO = 0.10
 HEARTBEAT_S = 1.0
 MAX_DISTINCT_BATCHES = 4  # enough to vary the data; few enough to keep memory flat
 AUTOCAST_DTYPES = {Dtype.FP16: torch.float16, Dtype.BF16: torch.bfloat16}
 
 Emit = Callable[[dict[str, Any]], None]
-
-
-@contextlib.contextmanager
-def matmul_precision(dtype: Dtype) -> Iterator[None]:
-    """fp32 means fp32 (no TF32 behind the user's back); tf32 turns it on. Restored afterwards."""
-    previous = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
-    torch.set_float32_matmul_precision("high" if dtype is Dtype.TF32 else "highest")
-    torch.backends.cudnn.allow_tf32 = dtype is Dtype.TF32
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(previous[0])
-        torch.backends.cudnn.allow_tf32 = previous[1]
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 class TrainingStep:
@@ -172,8 +150,8 @@ def seeded_model(workload: Workload, spec: TrialSpec, device: torch.device) -> t
 
 
 def _step_times(samples: list[float]) -> StepTimes:
-    q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive") if len(samples) > 1 else (samples[0],) * 3
-    return StepTimes(statistics.median(samples), q3 - q1, min(samples), max(samples), tuple(samples))
+    median, iqr = median_iqr(samples)
+    return StepTimes(median, iqr, min(samples), max(samples), tuple(samples))
 
 
 def _checksum(model: torch.nn.Module) -> float:
@@ -289,7 +267,7 @@ class TrialRunner:
             diff = 0.0
 
         times = _step_times(loop.times)
-        if times.median > 0 and times.iqr / times.median > NOISY_IQR_RATIO:
+        if is_noisy(times.median, times.iqr):
             warnings.append(f"noisy: step-time IQR is {times.iqr / times.median:.0%} of the median")
         flops_per_step = flops * spec.grad_accum if flops else None
         tflops = flops_per_step / times.median / 1e12 if flops_per_step and times.median > 0 else None
