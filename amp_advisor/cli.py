@@ -72,10 +72,9 @@ def probe(device: str, bench: bool, bench_seconds: float | None, as_json: bool) 
     a native hardware path (fast: tensor cores, native bf16, AMX...), why, the vendor's peak
     rates when the device is known, and a suggested training dtype.
     """
-    from .hardware import parse_device, probe as run_probe
+    from .hardware import probe as run_probe
     from .hardware.render import render_profile
 
-    parse_device(device)  # bad input fails before any slow work
     progress = _StderrProgress(prefix="benchmarking ") if bench else None
     profile = run_probe(device, bench=bench, bench_seconds=bench_seconds, on_progress=progress)
     if progress is not None:

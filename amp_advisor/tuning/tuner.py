@@ -17,6 +17,7 @@ Rules, and why:
 
 from __future__ import annotations
 
+import datetime
 import math
 import statistics
 import time
@@ -125,6 +126,7 @@ class Tuner:
         self.notes: list[str] = []
         self.ruled_out: dict[Candidate, str] = {}
         self.space: SearchSpace | None = None  # built after the fp32 baseline (it seeds init_scale)
+        self.memory_limit: int | None = None  # device memory less the margin, read once per run
         self._started = 0.0
 
     # ---------------------------------------------------------------------------- bookkeeping
@@ -216,7 +218,7 @@ class Tuner:
     def _space_candidates(self) -> list[Candidate]:
         return self.space.candidates() if self.space else []
 
-    def _memory_limit(self) -> int | None:
+    def _read_memory_limit(self) -> int | None:
         ident = self.profile.identity
         total = getattr(ident, "memory_total_bytes", None)
         if self.profile.kind == "cpu":
@@ -242,7 +244,7 @@ class Tuner:
     def _rule_out_reason(self, c: Candidate) -> str | None:
         if c.canonical() in self.ruled_out:
             return self.ruled_out[c.canonical()]
-        limit, predicted = self._memory_limit(), self._predicted_peak(c)
+        limit, predicted = self.memory_limit, self._predicted_peak(c)
         measured = [r.result.peak_memory_bytes for r in self._measured(c) if r.result.peak_memory_bytes]
         if limit and measured and max(measured) > limit:
             return (f"measured peak memory {max(measured) / 2**30:.1f} GiB leaves less than the "
@@ -263,6 +265,7 @@ class Tuner:
         try:
             if self.profile is None:
                 self.profile = probe(self.settings.device).devices[0]
+            self.memory_limit = self._read_memory_limit()
             self.records = list(self.store.records())
             for record in self.records:
                 self._learn(record)
@@ -449,8 +452,6 @@ class Tuner:
         measured = self._measured(c)
         twin = self._score(Candidate(Dtype.FP32, c.batch_size))
         peaks = [r.result.peak_memory_bytes for r in measured if r.result.peak_memory_bytes is not None]
-        import datetime
-
         return Recommendation(
             dtype=c.dtype,
             batch_size=c.batch_size,
