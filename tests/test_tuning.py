@@ -32,8 +32,9 @@ class SyntheticWorker:
     """A machine where each dtype has a peak rate, small batches pay a fixed overhead, and
     optionally some batches run out of memory or some dtypes break numerics."""
 
-    def __init__(self, rates, *, oom_at=None, loss_diff=None, skip_rate=None, interrupt_after=None):
+    def __init__(self, rates, *, oom_at=None, loss_diff=None, skip_rate=None, interrupt_after=None, stall=()):
         self.rates, self.oom_at = rates, oom_at or {}
+        self.stall = set(stall)  # (dtype, batch): the first step is slow by accident (a busy machine)
         self.loss_diff, self.skip_rate = loss_diff or {}, skip_rate or {}
         self.interrupt_after = interrupt_after
         self.specs = []
@@ -53,7 +54,7 @@ class SyntheticWorker:
             return failed(spec, "oom", "CUDA out of memory. Tried to allocate 4.00 GiB")
         samples = bs * spec.grad_accum
         step = 0.002 + samples / self.rates[dtype]  # fixed overhead + per-sample work
-        if spec.abandon_after_s and step > spec.abandon_after_s:
+        if spec.abandon_after_s and (step > spec.abandon_after_s or (dtype, bs) in self.stall):
             return failed(spec, "pruned", "stopped early")
         skipped = int(self.skip_rate.get(dtype, 0.0) * spec.steps) if dtype is Dtype.FP16 else None
         return TrialResult(
@@ -173,13 +174,25 @@ def test_reduced_precision_must_beat_fp32_at_the_same_batch(tmp_path):
 
 
 def test_a_dtype_clearly_slower_is_pruned_and_then_ruled_out(tmp_path):
-    rates = {Dtype.FP32: 1000.0, Dtype.TF32: 1000.0, Dtype.BF16: 10.0, Dtype.FP16: 10.0}  # like an AVX2 CPU
+    rates = {Dtype.FP32: 1000.0, Dtype.TF32: 1000.0, Dtype.BF16: 2.0, Dtype.FP16: 2.0}  # like an AVX2 CPU
     worker = SyntheticWorker(rates)
     result, _ = run_tuner(tmp_path, worker, batch_sizes=(8, 16, 32, 64))
     slow = [s for s in worker.specs if s.dtype in (Dtype.BF16, Dtype.FP16)]
     assert len(slow) == 2 and all(s.batch_size == 8 for s in slow)  # one scout each, at the smallest batch
     assert result.recommendation.dtype in (Dtype.FP32, Dtype.TF32)
     assert "stopped early" in result.recommendation.why
+
+
+def test_a_stalled_trial_of_a_dtype_that_ran_cleanly_rules_out_only_itself(tmp_path):
+    """A busy machine can stall one first step: fp32 at one size stopped early is no reason to
+    drop fp32 (or to lose the best result, which sets every later trial's time limit)."""
+    rates = {Dtype.FP32: 1000.0, Dtype.TF32: 1000.0, Dtype.BF16: 2.0, Dtype.FP16: 2.0}
+    worker = SyntheticWorker(rates, stall={(Dtype.FP32, 16), (Dtype.TF32, 16)})
+    result, _ = run_tuner(tmp_path, worker, batch_sizes=(8, 16, 32, 64))
+    assert result.recommendation.dtype in (Dtype.FP32, Dtype.TF32)
+    assert result.recommendation.batch_size != 16
+    slow = [s for s in worker.specs if s.dtype in (Dtype.BF16, Dtype.FP16)]
+    assert all(s.abandon_after_s for s in slow) and len(slow) == 2
 
 
 def test_interrupted_then_resumed_without_repeating_trials(tmp_path):

@@ -35,7 +35,9 @@ from .space import Candidate, SearchSpace, build_space, default_batch_sizes, see
 from .store import RunStore, TrialRecord
 
 PRUNE_FACTOR = 4.0  # a first step this many times slower than the best rate needs: clearly slower
-MIN_ABANDON_S = 0.5
+# The first step carries one-time costs (allocator, lazy init) and this machine stalls for
+# seconds at a time: below this, a healthy first step was seen to be stopped.
+MIN_ABANDON_S = 2.0
 NOT_WORSE_MARGIN = 0.02  # reduced precision must beat fp32 at the same batch by more than this
 MAX_REPEATED_ASKS = 10  # the strategy keeps proposing measured points: it has converged
 TRIAL_MEASURE_S = 4.0  # aim for this much measured time per trial: enough steps, not more
@@ -209,11 +211,16 @@ class Tuner:
             for other in self._space_candidates():
                 if other.dtype is c.dtype and other.batch_size >= c.batch_size:
                     self.ruled_out.setdefault(other.canonical(), f"{c.dtype} failed with {status} at batch {c.batch_size}")
-        if status == "pruned" and self.settings.strategy != "grid":
-            for other in self._space_candidates():
-                if other.dtype is c.dtype:
-                    self.ruled_out.setdefault(
-                        other.canonical(), f"{c.dtype} was stopped early at batch {c.batch_size}: clearly slower than the best")
+        if status == "pruned":
+            # A dtype that has run cleanly is not "clearly slower": one stalled first step on a busy
+            # machine rules out that configuration only. Otherwise (bayes) the whole dtype goes.
+            ran_cleanly = any(r.candidate.dtype is c.dtype and r.result.status == "ok" for r in self.records)
+            self.ruled_out.setdefault(c.canonical(), f"stopped early at batch {c.batch_size}: clearly slower than the best")
+            if not ran_cleanly and self.settings.strategy != "grid":
+                for other in self._space_candidates():
+                    if other.dtype is c.dtype:
+                        self.ruled_out.setdefault(
+                            other.canonical(), f"{c.dtype} was stopped early at batch {c.batch_size}: clearly slower than the best")
 
     def _space_candidates(self) -> list[Candidate]:
         return self.space.candidates() if self.space else []
