@@ -1,4 +1,4 @@
-"""JSON as amp-advisor writes it: strict (inf/nan become null), and atomic on disk."""
+"""JSON as amp-advisor writes it: strict (inf/nan become null); files written atomically."""
 
 from __future__ import annotations
 
@@ -26,12 +26,17 @@ def dumps(data: Any, indent: int | None = 2) -> str:
 
 
 def write_atomic(path: Path, data: Any) -> Path:
+    """JSON to `path`, atomically."""
+    return write_text_atomic(path, dumps(data) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
     """Write to a temporary file beside `path`, fsync, rename: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(dumps(data) + "\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -124,6 +124,16 @@ class DeviceProfile:
     def peak_tflops(self, dtype: Dtype) -> float | None:
         return self.peak.tflops.get(dtype) if self.peak else None
 
+    def to_dict(self) -> dict[str, Any]:
+        return _device_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DeviceProfile":
+        try:
+            return _device_from_dict(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadInputError(f"device profile is malformed ({type(exc).__name__}: {exc})") from None
+
 
 @dataclass(frozen=True)
 class HardwareProfile:

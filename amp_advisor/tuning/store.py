@@ -1,4 +1,5 @@
-"""A run directory: run.json (settings and state), trials.jsonl (append-only, one trial per
+"""A run directory: run.json (settings, state and what the report needs to know about the run),
+device.json (the probe's view of the device tuned on), trials.jsonl (append-only, one trial per
 line, flushed to disk before the next trial starts), recommendation.json and trials.csv.
 
 Resumable: a run that was interrupted is continued from what trials.jsonl holds. Nothing here
@@ -49,6 +50,7 @@ class RunStore:
         self.dir = directory
         self.run_file = directory / "run.json"
         self.trials_file = directory / "trials.jsonl"
+        self.device_file = directory / "device.json"
 
     @property
     def exists(self) -> bool:
@@ -60,19 +62,46 @@ class RunStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.write_state("running", settings)
 
-    def settings(self) -> dict[str, Any]:
+    def run_info(self) -> dict[str, Any]:
+        """run.json as written: schema_version, state, settings, context, and the end-of-run fields."""
         try:
             data = json.loads(self.run_file.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise BadInputError(f"{self.run_file}: cannot read the run's settings ({exc})") from None
-        if data.get("schema_version") != RUN_SCHEMA_VERSION:
-            raise BadInputError(f"{self.run_file}: schema_version {data.get('schema_version')!r}, expected {RUN_SCHEMA_VERSION}")
-        return data["settings"]
+        if not isinstance(data, dict) or data.get("schema_version") != RUN_SCHEMA_VERSION:
+            version = data.get("schema_version") if isinstance(data, dict) else None
+            raise BadInputError(f"{self.run_file}: schema_version {version!r}, expected {RUN_SCHEMA_VERSION}")
+        return data
+
+    def settings(self) -> dict[str, Any]:
+        return self.run_info()["settings"]
 
     def write_state(self, state: str, settings: dict[str, Any] | None = None, **extra: Any) -> None:
-        settings = settings if settings is not None else self.settings()
-        write_atomic(self.run_file, {"schema_version": RUN_SCHEMA_VERSION, "state": state,
-                                      "settings": settings, **extra})
+        """Rewrite run.json with a new state; the context recorded so far is kept."""
+        previous = self.run_info() if self.run_file.exists() else {}
+        settings = settings if settings is not None else previous["settings"]
+        write_atomic(self.run_file, {"schema_version": RUN_SCHEMA_VERSION, "state": state, "settings": settings,
+                                     "context": previous.get("context", {}), **extra})
+
+    def record_context(self, **values: Any) -> None:
+        """Facts about the run that outlive it (the search space, the memory limit): the report reads them."""
+        data = self.run_info()
+        data["context"] = {**data.get("context", {}), **values}
+        write_atomic(self.run_file, data)
+
+    def write_device(self, device_profile) -> None:
+        write_atomic(self.device_file, device_profile.to_dict())
+
+    def device(self):
+        """The DeviceProfile the run was tuned on, or None if the run did not record one."""
+        from ..hardware.model import DeviceProfile
+
+        if not self.device_file.exists():
+            return None
+        try:
+            return DeviceProfile.from_dict(json.loads(self.device_file.read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BadInputError(f"{self.device_file}: cannot read the device profile ({exc})") from None
 
     def append(self, record: TrialRecord) -> None:
         line = dumps(record.to_dict(), indent=None) + "\n"
@@ -82,19 +111,32 @@ class RunStore:
             os.fsync(f.fileno())
 
     def records(self) -> Iterator[TrialRecord]:
+        """Every trial so far. A torn last line (a hard kill mid-write) is dropped from the file so
+        that a resumed run appends after whole records; a corrupt line elsewhere is an error."""
+        records, problems = self.read_records()
+        for line_number, why, is_last in problems:
+            if not is_last:
+                raise BadInputError(f"{self.trials_file}:{line_number}: corrupt trial record ({why})")
+        if problems:
+            lines = self.trials_file.read_text(encoding="utf-8").splitlines()
+            self._truncate_last_line(lines[:-1])
+        yield from records
+
+    def read_records(self) -> tuple[list[TrialRecord], list[tuple[int, str, bool]]]:
+        """Read-only: the records that parse, and (line number, why, is it the last line) for those
+        that do not."""
         if not self.trials_file.exists():
-            return
+            return [], []
         lines = self.trials_file.read_text(encoding="utf-8").splitlines()
+        records, problems = [], []
         for i, line in enumerate(lines):
             if not line.strip():
                 continue
             try:
-                yield TrialRecord.from_dict(json.loads(line))
+                records.append(TrialRecord.from_dict(json.loads(line)))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError, BadInputError) as exc:
-                if i == len(lines) - 1:  # a torn last line from a hard kill: drop it, keep the rest
-                    self._truncate_last_line(lines[:-1])
-                    return
-                raise BadInputError(f"{self.trials_file}:{i + 1}: corrupt trial record ({exc})") from None
+                problems.append((i + 1, str(exc), i == len(lines) - 1))
+        return records, problems
 
     def _truncate_last_line(self, keep: list[str]) -> None:
         self.trials_file.write_text("".join(line + "\n" for line in keep), encoding="utf-8")

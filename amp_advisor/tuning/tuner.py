@@ -98,6 +98,8 @@ class TuneResult:
     notes: list[str] = field(default_factory=list)
     stopped_because: str = ""
     wall_s: float = 0.0
+    report: Any = None  # report.ReportFiles once written
+    report_error: str | None = None  # why the report could not be written (the run itself is complete)
 
     @property
     def trials_run(self) -> int:
@@ -273,6 +275,8 @@ class Tuner:
             if self.profile is None:
                 self.profile = probe(self.settings.device).devices[0]
             self.memory_limit = self._read_memory_limit()
+            self.store.write_device(self.profile)
+            self.store.record_context(memory_limit_bytes=self.memory_limit, memory_margin=self.settings.memory_margin)
             self.records = list(self.store.records())
             for record in self.records:
                 self._learn(record)
@@ -313,6 +317,7 @@ class Tuner:
         self.space, space_notes = build_space(self.profile, batch_sizes=self.settings.batch_sizes,
                                               global_batch=self.settings.global_batch, init_scale_seed=seed)
         self.notes += space_notes
+        self.store.record_context(space=self.space.to_dict(), init_scale_seed=seed)
         for record in self.records:
             self._learn(record)
         candidates = self.space.candidates()
