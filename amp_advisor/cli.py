@@ -250,8 +250,12 @@ def tune(model: str | None, example: str | None, device: str, out: str | None, r
     progress.line.done()
     rec = result.recommendation
     click.echo(f"{result.trials_run} trials in {result.wall_s:.0f} s ({result.stopped_because}); run directory: {result.out_dir}")
+    if result.report is not None:
+        click.echo(f"report: {result.report.html}  (and report.md)")
+    else:
+        click.echo(f"report not written ({result.report_error}); retry with `amp-advisor report {result.out_dir}`", err=True)
     if rec is None:
-        click.echo("no configuration ran cleanly: see trials.csv for why")
+        click.echo("no configuration ran cleanly: see the report or trials.csv for why")
         sys.exit(1)
     speedup = f", {rec.measured.speedup_vs_fp32:.2f}x fp32 at the same batch" if rec.measured.speedup_vs_fp32 else ""
     accum = f" x {rec.grad_accumulation_steps} accumulation" if rec.grad_accumulation_steps > 1 else ""
@@ -261,6 +265,24 @@ def tune(model: str | None, example: str | None, device: str, out: str | None, r
     click.echo(f"  why: {rec.why}")
     for note in result.notes:
         click.echo(f"  note: {note}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=str))
+@debug_option
+def report(run_dir: str) -> None:
+    """(Re)write report.md and report.html in RUN_DIR (a directory `amp-advisor tune` wrote) from its
+    trials.jsonl and recommendation.json.
+
+    The HTML is one self-contained file (plots embedded, no external requests). A partial or
+    interrupted run renders with what it has and says what is missing.
+    """
+    from .report import write_report
+
+    files = write_report(run_dir)
+    click.echo(f"wrote {files.html} and {files.markdown} ({len(files.plots)} plots in {files.markdown.parent / 'plots'})")
+    for missing in files.missing:
+        click.echo(f"  partial: {missing}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,10 +6,18 @@ text is what NVML prints ("Not Supported", "Driver Not Loaded", ...).
 
 from __future__ import annotations
 
+import math
 import types
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from amp_advisor.dtypes import Dtype
 from amp_advisor.hardware.cuda import GpuProps
+from amp_advisor.harness.trial import GradStats, StepTimes, TrialResult, failed
+from amp_advisor.tuning.store import RunStore
+from amp_advisor.tuning.tuner import Tuner, TuneSettings
+
+WORKLOADS = Path(__file__).parent / "workloads"
 
 
 @dataclass(frozen=True)
@@ -211,3 +219,66 @@ def nvml_reader(config: FakeNvmlConfig):
 
 def missing_pynvml():
     raise ImportError("No module named 'pynvml'")
+
+
+def fake_h100_profile():
+    from amp_advisor.hardware import probe
+
+    gpu = GPU_TABLE["H100"]
+    return probe("cuda", cuda=FakeCuda([gpu]), nvml=nvml_reader(FakeNvmlConfig([gpu]))).devices[0]
+
+
+# ---------------------------------------------------------------------- a synthetic machine for tune
+GPU_RATES = {Dtype.FP32: 1000.0, Dtype.TF32: 4000.0, Dtype.BF16: 9000.0, Dtype.FP16: 9500.0}
+FLOPS_PER_SAMPLE = 3e10
+
+
+class SyntheticWorker:
+    """A machine where each dtype has a peak rate, small batches pay a fixed overhead, and
+    optionally some batches run out of memory or some dtypes break numerics."""
+
+    def __init__(self, rates, *, oom_at=None, loss_diff=None, skip_rate=None, interrupt_after=None, stall=(),
+                 memory_per_sample=None):
+        self.rates, self.oom_at = rates, oom_at or {}
+        self.memory_per_sample = memory_per_sample or {}  # bytes per sample by dtype; default 1e8
+        self.stall = set(stall)  # (dtype, batch): the first step is slow by accident (a busy machine)
+        self.loss_diff, self.skip_rate = loss_diff or {}, skip_rate or {}
+        self.interrupt_after = interrupt_after
+        self.specs = []
+
+    def spawn(self):
+        pass
+
+    def close(self):
+        pass
+
+    def run(self, spec):
+        self.specs.append(spec)
+        if self.interrupt_after is not None and len(self.specs) > self.interrupt_after:
+            raise KeyboardInterrupt("synthetic Ctrl-C")
+        dtype, bs = spec.dtype, spec.batch_size
+        if bs >= self.oom_at.get(dtype, math.inf):
+            return failed(spec, "oom", "CUDA out of memory. Tried to allocate 4.00 GiB")
+        samples = bs * spec.grad_accum
+        step = 0.002 + samples / self.rates[dtype]  # fixed overhead + per-sample work
+        if spec.abandon_after_s and (step > spec.abandon_after_s or (dtype, bs) in self.stall):
+            return failed(spec, "pruned", "stopped early")
+        skipped = int(self.skip_rate.get(dtype, 0.0) * spec.steps) if dtype is Dtype.FP16 else None
+        return TrialResult(
+            spec=spec, status="ok", step_time_s=StepTimes(step, 0.0, step, step, (step,) * spec.steps),
+            samples_per_s=samples / step, peak_memory_bytes=int(10**9 + bs * self.memory_per_sample.get(dtype, 10**8)), memory_method="synthetic",
+            skipped_steps=skipped, wall_s=0.5 + step * (spec.steps + spec.warmup_steps), final_loss_scale=spec.init_scale if dtype is Dtype.FP16 else None,
+            flops_per_step=samples * FLOPS_PER_SAMPLE, tflops=samples * FLOPS_PER_SAMPLE / step / 1e12,
+            losses=tuple(1.0 - 0.01 * i for i in range(spec.steps)),
+            fp32_losses=tuple(1.0 - 0.01 * i for i in range(spec.steps)) if dtype is not Dtype.FP32 else (),
+            loss_rel_diff_vs_fp32=self.loss_diff.get(dtype, 0.001 if dtype is not Dtype.FP32 else 0.0),
+            grad_stats=GradStats(1.0, 100, 0.0, 0.0, 0.0, 0.01, {-7: 100}),
+        )
+
+
+def run_tuner(tmp_path, worker, profile=None, **settings):
+    settings = {"workload": str(WORKLOADS / "tiny.py"), "device": "cuda:0", **settings}
+    store = RunStore(tmp_path / "run")
+    tuner_settings = TuneSettings(**settings)
+    store.create(tuner_settings.to_dict())
+    return Tuner(tuner_settings, store, worker=worker, device_profile=profile or fake_h100_profile()).run(), store

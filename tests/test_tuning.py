@@ -2,79 +2,26 @@
 and end to end through the real worker on this CPU."""
 
 import json
-import math
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from amp_advisor.dtypes import Dtype
 from amp_advisor.errors import BadInputError
 from amp_advisor.hardware import probe
-from amp_advisor.harness.trial import GradStats, StepTimes, TrialResult, failed
 from amp_advisor.recommendation import Recommendation
 from amp_advisor.tuning import tune
 from amp_advisor.tuning.search import BayesStrategy, GridStrategy
 from amp_advisor.tuning.space import Candidate, SearchSpace, build_space, parse_batch_sizes, seeded_init_scale
 from amp_advisor.tuning.store import RunStore
 from amp_advisor.tuning.tuner import Tuner, TuneSettings
-from tests.fakes import GPU_TABLE, FakeCuda, FakeNvmlConfig, nvml_reader
+from tests.fakes import GPU_RATES, WORKLOADS, SyntheticWorker, fake_h100_profile, run_tuner
 
-WORKLOADS = Path(__file__).parent / "workloads"
-H100 = probe("cuda", cuda=FakeCuda([GPU_TABLE["H100"]]), nvml=nvml_reader(FakeNvmlConfig([GPU_TABLE["H100"]]))).devices[0]
+H100 = fake_h100_profile()
 CPU = probe("cpu").devices[0]
-
-
-class SyntheticWorker:
-    """A machine where each dtype has a peak rate, small batches pay a fixed overhead, and
-    optionally some batches run out of memory or some dtypes break numerics."""
-
-    def __init__(self, rates, *, oom_at=None, loss_diff=None, skip_rate=None, interrupt_after=None, stall=()):
-        self.rates, self.oom_at = rates, oom_at or {}
-        self.stall = set(stall)  # (dtype, batch): the first step is slow by accident (a busy machine)
-        self.loss_diff, self.skip_rate = loss_diff or {}, skip_rate or {}
-        self.interrupt_after = interrupt_after
-        self.specs = []
-
-    def spawn(self):
-        pass
-
-    def close(self):
-        pass
-
-    def run(self, spec):
-        self.specs.append(spec)
-        if self.interrupt_after is not None and len(self.specs) > self.interrupt_after:
-            raise KeyboardInterrupt("synthetic Ctrl-C")
-        dtype, bs = spec.dtype, spec.batch_size
-        if bs >= self.oom_at.get(dtype, math.inf):
-            return failed(spec, "oom", "CUDA out of memory. Tried to allocate 4.00 GiB")
-        samples = bs * spec.grad_accum
-        step = 0.002 + samples / self.rates[dtype]  # fixed overhead + per-sample work
-        if spec.abandon_after_s and (step > spec.abandon_after_s or (dtype, bs) in self.stall):
-            return failed(spec, "pruned", "stopped early")
-        skipped = int(self.skip_rate.get(dtype, 0.0) * spec.steps) if dtype is Dtype.FP16 else None
-        return TrialResult(
-            spec=spec, status="ok", step_time_s=StepTimes(step, 0.0, step, step, (step,) * spec.steps),
-            samples_per_s=samples / step, peak_memory_bytes=10**9 + bs * 10**8, memory_method="synthetic",
-            skipped_steps=skipped, final_loss_scale=spec.init_scale if dtype is Dtype.FP16 else None,
-            losses=(1.0,) * spec.steps, loss_rel_diff_vs_fp32=self.loss_diff.get(dtype, 0.001 if dtype is not Dtype.FP32 else 0.0),
-            grad_stats=GradStats(1.0, 100, 0.0, 0.0, 0.0, 0.01, {-7: 100}),
-        )
-
-
-def run_tuner(tmp_path, worker, profile=H100, **settings):
-    settings = {"workload": str(WORKLOADS / "tiny.py"), "device": "cuda:0", **settings}
-    store = RunStore(tmp_path / "run")
-    tuner_settings = TuneSettings(**settings)
-    store.create(tuner_settings.to_dict())
-    return Tuner(tuner_settings, store, worker=worker, device_profile=profile).run(), store
-
-
-GPU_RATES = {Dtype.FP32: 1000.0, Dtype.TF32: 4000.0, Dtype.BF16: 9000.0, Dtype.FP16: 9500.0}
 
 
 def test_space_from_the_probe():
@@ -235,9 +182,11 @@ def test_tune_end_to_end_writes_a_loadable_recommendation(tmp_path):
     result = tune(WORKLOADS / "tiny.py", device="cpu", out=tmp_path / "run", batch_sizes=(8, 16), strategy="grid",
                   steps=3)
     run = tmp_path / "run"
-    for name in ("recommendation.json", "trials.jsonl", "trials.csv", "run.json"):
+    for name in ("recommendation.json", "trials.jsonl", "trials.csv", "run.json", "device.json", "report.md", "report.html"):
         assert (run / name).exists()
-    assert json.loads((run / "run.json").read_text())["state"] == "complete"
+    assert result.report is not None and result.report_error is None and len(result.report.plots) == 6
+    info = json.loads((run / "run.json").read_text())
+    assert info["state"] == "complete" and info["context"]["space"]["batch_sizes"] == [8, 16]
     lines = (run / "trials.jsonl").read_text().splitlines()
     assert len(lines) == result.trials_run
     rec = Recommendation.load(run)

@@ -92,8 +92,9 @@ def tune(
             try:
                 result = tuner.run()
             except KeyboardInterrupt:
-                store.write_state("interrupted", trials=len(tuner.records))
+                store.write_state("interrupted", trials=len(tuner.records), notes=tuner.notes)
                 store.write_csv(tuner.records)
+                _write_report(store.dir)  # what the finished trials show, marked as partial
                 raise
     finally:
         worker.close()
@@ -102,4 +103,16 @@ def tune(
         result.recommendation.save(store.dir / "recommendation.json")
     store.write_state("complete", trials=result.trials_run, stopped_because=result.stopped_because,
                       wall_s=result.wall_s, notes=result.notes)
+    result.report, result.report_error = _write_report(store.dir)
     return result
+
+
+def _write_report(run_dir: Path):
+    """The report is derived from the files already on disk: if drawing it fails, the run is
+    still whole, and `amp-advisor report DIR` can try again."""
+    from ..report import write_report
+
+    try:
+        return write_report(run_dir), None
+    except Exception as exc:  # noqa: BLE001 - reported to the caller, the run's data is untouched
+        return None, f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,287 @@
+"""What the report says, as data: sections of blocks. markdown.py and html.py only lay it out,
+so the two files always say the same thing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Union
+
+from ..dtypes import Dtype
+from ..snippets import torch_loop
+from .plots import Plot
+from .run import Run
+
+
+@dataclass(frozen=True)
+class Card:
+    label: str
+    value: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Cards:
+    cards: tuple[Card, ...]
+
+
+@dataclass(frozen=True)
+class Para:
+    text: str
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Facts:
+    rows: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    sort: float | str | None = None  # what the HTML table sorts by; None: by the text
+    kind: str = ""  # a CSS hook: "ok", "failed", "pruned", "num"
+
+
+@dataclass(frozen=True)
+class Table:
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Cell, ...], ...]
+    sortable: bool = False
+    highlight: frozenset[int] = frozenset()  # row indexes to emphasise (the recommended trial)
+    # A line of text per row too long for a column (why a trial failed): Markdown gives it a
+    # last column, the HTML a full-width line under its row, so the table never needs scrolling.
+    row_notes: tuple[str, ...] = ()
+    note_column: str = ""
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str
+    language: str = "python"
+
+
+@dataclass(frozen=True)
+class Figure:
+    plot: Plot
+
+
+Block = Union[Cards, Para, Bullets, Facts, Table, Code, Figure]
+
+
+@dataclass(frozen=True)
+class Section:
+    id: str
+    title: str
+    blocks: tuple[Block, ...]
+
+
+@dataclass(frozen=True)
+class Document:
+    title: str
+    subtitle: str
+    partial: tuple[str, ...]  # what is missing from the run directory
+    sections: tuple[Section, ...] = field(default_factory=tuple)
+
+
+# ------------------------------------------------------------------------------ formatting
+def gib(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if abs(value) < 2**30:
+        return f"{value / 2**20:.0f} MiB"
+    return f"{value / 2**30:.2f} GiB"
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if value >= 90:
+        return f"{value / 60:.1f} min"
+    return f"{value:.1f} s"
+
+
+def number(value: float | None, fmt: str = ".1f") -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def scale_text(value: float | None) -> str:
+    if not value:
+        return "–"
+    exponent = math.log2(value)
+    return f"2^{exponent:g}" if exponent == int(exponent) else f"{value:g}"
+
+
+# -------------------------------------------------------------------------------- sections
+def build(run: Run, plots: list[Plot]) -> Document:
+    by_name = {p.name: p for p in plots}
+    rec = run.recommendation
+    subtitle = (f"{run.settings.get('workload', 'unknown workload')} on {run.device_name} "
+                f"({run.settings.get('device', '?')}), run {run.state}")
+    sections = (
+        _answer(run),
+        _hardware(run),
+        Section("measurements", "Speed and memory", tuple(
+            Figure(by_name[n]) for n in ("throughput", "memory", "tflops"))),
+        Section("numerics", "Numerics", (Figure(by_name["gradients"]), Figure(by_name["loss"]))),
+        _search(run, by_name["search"]),
+        _trials(run),
+        _caveats(run),
+    )
+    title = "amp-advisor: " + (f"use {rec.dtype} at batch size {rec.batch_size}" if rec else "no recommendation")
+    return Document(title, subtitle, tuple(run.missing), sections)
+
+
+def _answer(run: Run) -> Section:
+    rec = run.recommendation
+    if rec is None:
+        why = next((m for m in run.missing if m.startswith("no recommendation") or "recommendation.json" in m),
+                   "no recommendation.json")
+        return Section("answer", "Recommendation", (Para(f"No recommendation: {why.split(': ', 1)[-1]}. "
+                                                         "The trials that ran are below."),))
+    twin = run.fp32_twin()
+    saved = run.memory_saved_bytes()
+    speedup = rec.measured.speedup_vs_fp32
+    accum = f"x {rec.grad_accumulation_steps} accumulation" if rec.grad_accumulation_steps > 1 else "no accumulation"
+    cards = [
+        Card("dtype", str(rec.dtype), "TF32 matmuls on" if rec.tf32 else ""),
+        Card("batch size", str(rec.batch_size), accum),
+        Card("throughput", f"{rec.measured.samples_per_s:.1f}", "samples/s"),
+        Card("vs fp32", f"{speedup:.2f}x" if speedup else "–",
+             f"fp32 at batch {rec.batch_size}: {number(twin.samples_per_s)} samples/s" if twin else "fp32 not measured at this batch"),
+        Card("peak memory", gib(rec.measured.peak_memory_bytes),
+             (f"saves {gib(saved)} vs fp32" if saved and saved > 0 else
+              f"{gib(-saved)} more than fp32" if saved and saved < 0 else "same as fp32" if saved == 0 else "")),
+    ]
+    if rec.scaler.enabled:
+        cards.append(Card("GradScaler", f"init {scale_text(rec.scaler.init_scale)}",
+                          f"growth interval {rec.scaler.growth_interval}"))
+    else:
+        cards.append(Card("GradScaler", "off", "only fp16 needs loss scaling"))
+    blocks: list = [Cards(tuple(cards)), Para("Why: " + rec.why + ".")]
+    if rec.dtype is Dtype.FP32 and speedup is not None and abs(speedup - 1) < 1e-9:
+        blocks.append(Para("fp32 is compared with itself here: no reduced precision beat it on this hardware."))
+    blocks += [
+        Para("Paste into a plain torch.amp training loop (model, optimizer, loss_fn and loader are yours):"),
+        Code(torch_loop(rec)),
+        Para("Or load the recommendation (JSON, never executed) and let it configure autocast and the scaler:"),
+        Code("from amp_advisor import Recommendation\n\n"
+             f'rec = Recommendation.load("{run.dir / "recommendation.json"}")\n'
+             "scaler = rec.grad_scaler()\n"
+             "with rec.autocast():\n"
+             "    loss = loss_fn(model, batch)\n"
+             "scaler.scale(loss).backward()\nscaler.step(optimizer)\nscaler.update()\n"),
+    ]
+    return Section("answer", "Recommendation", tuple(blocks))
+
+
+def _hardware(run: Run) -> Section:
+    rows: list[tuple[str, str]] = [("device", f"{run.device_name} ({run.settings.get('device', '?')})")]
+    fingerprint = dict(run.recommendation.hardware) if run.recommendation else {}
+    dev = run.device
+    if dev is not None:
+        ident = dev.identity
+        for label, attr in (("compute capability", "compute_capability"), ("CPU capability", "torch_cpu_capability"),
+                            ("driver", "driver_version"), ("CUDA runtime", "runtime_version"),
+                            ("cores", "physical_cores")):
+            value = getattr(ident, attr, None)
+            if value is not None:
+                rows.append((label, str(value)))
+        isa = getattr(ident, "isa", None)
+        if isa:
+            rows.append(("ISA flags", ", ".join(f"{k}{'' if v else ' (no)'}" for k, v in isa.items() if v is not None)))
+    memory = run.device_memory_bytes
+    if memory:
+        rows.append(("device memory", gib(memory)))
+    if run.memory_limit_bytes:
+        rows.append(("memory limit used", f"{gib(run.memory_limit_bytes)} (available memory less a "
+                                          f"{run.context.get('memory_margin', 0.1):.0%} margin)"))
+    if fingerprint.get("torch"):
+        rows.append(("torch", fingerprint["torch"]))
+    blocks: list = [Facts(tuple(rows))]
+    if dev is not None:
+        verdict_rows = []
+        for dtype, v in dev.dtypes.items():
+            peak = dev.peak_tflops(dtype)
+            verdict_rows.append((Cell(str(dtype)), Cell("yes" if v.supported else "no", kind="ok" if v.supported else "failed"),
+                                 Cell("yes" if v.fast else "no", kind="ok" if v.fast else "pruned"),
+                                 Cell(f"{peak:g}" if peak else "–", peak, "num"), Cell(v.why)))
+        blocks += [Para("What the probe found, per dtype (supported = it runs at all; fast = a native hardware path):"),
+                   Table(("dtype", "supported", "fast", "peak TFLOP/s", "why"), tuple(verdict_rows))]
+        if dev.peak is not None:
+            blocks.append(Para(f"Peak figures: {dev.peak.name}, {dev.peak.source}."))
+    return Section("hardware", "Hardware", tuple(blocks))
+
+
+def _search(run: Run, plot: Plot) -> Section:
+    cost = run.cost()
+    settings = run.settings
+    roles = ", ".join(f"{n} {role}" for role, n in cost.trials_by_role.items())
+    rows = [("trials", f"{cost.trials} ({roles})" if cost.trials else "0"),
+            ("wall time", seconds(cost.wall_s)),
+            ("strategy", f"{settings.get('strategy', '?')} (seed {settings.get('seed', '?')})")]
+    if run.info.get("stopped_because"):
+        rows.append(("search stopped", run.info["stopped_because"]))
+    if cost.grid_trials is not None:
+        estimate = seconds(cost.grid_estimate_s)
+        rows.append(("a full grid", f"{cost.grid_trials} trials, about {estimate} (estimated from the measured trials)"))
+        if cost.grid_estimate_s and cost.wall_s:
+            saved = cost.grid_estimate_s - cost.wall_s
+            rows.append(("time saved vs the grid", f"{seconds(saved)} ({saved / cost.grid_estimate_s:.0%})"
+                         if saved > 0 else "none: the search cost as much as the grid would have"))
+    else:
+        rows.append(("a full grid", "unknown: the run did not record its search space"))
+    return Section("search", "Search and its cost", (Figure(plot), Facts(tuple(rows))))
+
+
+def _trials(run: Run) -> Section:
+    columns = ("#", "role", "dtype", "batch", "scaler (init / growth)", "status", "samples/s", "step ms (± IQR)",
+               "peak memory", "TFLOP/s", "loss vs fp32", "skipped", "wall")
+    rows, notes = [], []
+    chosen = run.recommended_candidate()
+    highlight = set()
+    for i, r in enumerate(run.records):
+        res, c = r.result, r.candidate
+        steps = res.step_time_s
+        status_kind = "ok" if r.feasible else ("pruned" if res.status == "pruned" else "failed")
+        status = res.status if r.feasible or res.status != "ok" else "rejected"
+        if chosen is not None and c.canonical() == chosen.canonical() and r.feasible:
+            highlight.add(i)
+        rows.append((
+            Cell(str(r.number), r.number, "num"), Cell(r.role), Cell(str(c.dtype)),
+            Cell(str(c.batch_size) + (f" x{res.spec.grad_accum}" if res.spec.grad_accum > 1 else ""), c.batch_size, "num"),
+            Cell(f"{scale_text(c.init_scale)} / {c.growth_interval}" if c.dtype is Dtype.FP16 else "–",
+                 c.init_scale * 1e6 + c.growth_interval, "num"),
+            Cell(status, status, status_kind),
+            Cell(number(res.samples_per_s), res.samples_per_s, "num"),
+            Cell(f"{steps.median * 1e3:.1f} ± {steps.iqr * 1e3:.1f}" if steps else "–",
+                 steps.median if steps else None, "num"),
+            Cell(gib(res.peak_memory_bytes), res.peak_memory_bytes, "num"),
+            Cell(number(res.tflops, ".3g"), res.tflops, "num"),
+            Cell("reference" if c.dtype is Dtype.FP32 else
+                 f"{res.loss_rel_diff_vs_fp32:.2%}" if res.loss_rel_diff_vs_fp32 is not None else "–",
+                 res.loss_rel_diff_vs_fp32, "num"),
+            Cell(str(res.skipped_steps) if res.skipped_steps is not None else "–", res.skipped_steps, "num"),
+            Cell(seconds(res.wall_s), res.wall_s, "num"),
+        ))
+        notes.append(r.why_not or res.error or "")
+    if not rows:
+        return Section("trials", "Trials", (Para("No trials yet."),))
+    intro = Para(f"Every trial the run recorded, in order ({sum(1 for r in run.records if not r.feasible)} not "
+                 "usable, with the reason). Step times are per optimizer step; loss vs fp32 is the relative "
+                 "difference over the measured steps from the same weights and batches. Also in trials.csv.")
+    table = Table(columns, tuple(rows), sortable=True, highlight=frozenset(highlight), row_notes=tuple(notes),
+                  note_column="why not / error")
+    return Section("trials", "Trials", (intro, table))
+
+
+def _caveats(run: Run) -> Section:
+    items = run.caveats() + [f"Note from the run: {n}" for n in run.notes]
+    if run.recommendation is not None:
+        items += [f"Note from the recommendation: {n}" for n in run.recommendation.notes if n not in run.notes]
+    return Section("caveats", "Caveats and notes", (Bullets(tuple(items)) if items else Para("None."),))

@@ -1,0 +1,278 @@
+"""A run directory read back for the report, and the figures derived from it.
+
+Read-only: a report never changes the run it describes. What is missing (an interrupted run has
+no recommendation, an old run has no device.json) is listed in `missing`, never an error; a
+directory that holds no run at all is one.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..dtypes import Dtype
+from ..errors import BadInputError
+from ..hardware.model import DeviceProfile
+from ..recommendation import Recommendation
+from ..tuning.space import Candidate, SearchSpace
+from ..tuning.store import RunStore, TrialRecord
+
+MEASURED_ROLES = ("search", "confirm", "bisect")  # stability runs are longer and judged on numerics only
+
+
+@dataclass(frozen=True)
+class ConfigSummary:
+    """One configuration over all its measurements (search + confirm + bisect trials)."""
+
+    candidate: Candidate
+    samples_per_s: float | None  # median over clean measurements; None if any was not clean
+    peak_memory_bytes: int | None
+    tflops: float | None
+    mfu: float | None
+    trials: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TuningCost:
+    trials: int
+    trials_by_role: dict[str, int]
+    wall_s: float | None  # the run's own clock, or the trials' sum when the run did not finish
+    grid_trials: int | None
+    grid_estimate_s: float | None  # every candidate of the space, estimated from the measured trials
+
+
+@dataclass
+class Run:
+    dir: Path
+    info: dict[str, Any]  # run.json ({} when missing)
+    records: list[TrialRecord]
+    recommendation: Recommendation | None
+    device: DeviceProfile | None
+    missing: list[str] = field(default_factory=list)
+
+    # ------------------------------------------------------------------------------ run.json
+    @property
+    def state(self) -> str:
+        return self.info.get("state", "unknown")
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.info.get("settings", {})
+
+    @property
+    def context(self) -> dict[str, Any]:
+        return self.info.get("context", {})
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self.info.get("notes", []))
+
+    @property
+    def space(self) -> SearchSpace | None:
+        data = self.context.get("space")
+        return SearchSpace.from_dict(data) if data else None
+
+    @property
+    def memory_limit_bytes(self) -> int | None:
+        return self.context.get("memory_limit_bytes")
+
+    @property
+    def device_memory_bytes(self) -> int | None:
+        if self.device is not None:
+            return getattr(self.device.identity, "memory_total_bytes", None)
+        return self.recommendation.hardware.get("memory_total_bytes") if self.recommendation else None
+
+    @property
+    def device_name(self) -> str:
+        if self.device is not None and self.device.name:
+            return self.device.name
+        if self.recommendation is not None:
+            return self.recommendation.hardware.get("name") or self.recommendation.device
+        return self.settings.get("device", "unknown device")
+
+    def peak_tflops(self, dtype: Dtype) -> float | None:
+        return self.device.peak_tflops(dtype) if self.device is not None else None
+
+    # ------------------------------------------------------------------------- derived figures
+    def configs(self) -> list[ConfigSummary]:
+        """Each measured configuration once, in the order first measured."""
+        grouped: dict[Candidate, list[TrialRecord]] = {}
+        for r in self.records:
+            if r.role in MEASURED_ROLES:
+                grouped.setdefault(r.candidate.canonical(), []).append(r)
+        out = []
+        for candidate, group in grouped.items():
+            clean = [r for r in group if r.feasible and r.result.samples_per_s]
+            peaks = [r.result.peak_memory_bytes for r in group if r.result.peak_memory_bytes]
+            tflops = [r.result.tflops for r in clean if r.result.tflops]
+            mfus = [r.result.mfu for r in clean if r.result.mfu]
+            out.append(ConfigSummary(
+                candidate=candidate,
+                samples_per_s=statistics.median(r.result.samples_per_s for r in clean) if len(clean) == len(group) else None,
+                peak_memory_bytes=max(peaks) if peaks else None,
+                tflops=statistics.median(tflops) if tflops else None,
+                mfu=statistics.median(mfus) if mfus else None,
+                trials=tuple(r.number for r in group),
+            ))
+        return out
+
+    def config(self, candidate: Candidate) -> ConfigSummary | None:
+        key = candidate.canonical()
+        return next((c for c in self.configs() if c.candidate == key), None)
+
+    def recommended_candidate(self) -> Candidate | None:
+        rec = self.recommendation
+        if rec is None:
+            return None
+        stability = [r for r in self.records if r.role == "stability"]
+        if rec.dtype is Dtype.FP16 and stability:
+            # the stability run may have lowered init_scale; its first attempt is the searched candidate
+            return stability[0].candidate
+        return Candidate(rec.dtype, rec.batch_size, rec.scaler.init_scale if rec.dtype is Dtype.FP16 else 0.0,
+                         rec.scaler.growth_interval if rec.dtype is Dtype.FP16 else 0)
+
+    def recommended_trial(self) -> TrialRecord | None:
+        """The clean trial that best shows the recommendation: its stability run, else its last measurement."""
+        chosen = self.recommended_candidate()
+        if chosen is None:
+            return None
+        matching = [r for r in self.records if r.candidate.canonical() == chosen.canonical() and r.result.status == "ok"]
+        stability = [r for r in matching if r.role == "stability"]
+        return (stability or matching or [None])[-1]
+
+    def fp32_twin(self) -> ConfigSummary | None:
+        """fp32 at the recommended batch size: what the speedup and memory saving are measured against."""
+        rec = self.recommendation
+        return self.config(Candidate(Dtype.FP32, rec.batch_size)) if rec is not None else None
+
+    def memory_saved_bytes(self) -> int | None:
+        rec, twin = self.recommendation, self.fp32_twin()
+        if rec is None or twin is None or twin.peak_memory_bytes is None or rec.measured.peak_memory_bytes is None:
+            return None
+        return twin.peak_memory_bytes - rec.measured.peak_memory_bytes
+
+    def best_so_far(self) -> list[tuple[int, float | None, float | None]]:
+        """(trial number, its samples/s when clean, best clean samples/s up to it) for search trials."""
+        out, best = [], None
+        for r in self.records:
+            if r.role != "search":
+                continue
+            score = r.result.samples_per_s if r.feasible else None
+            if score is not None:
+                best = score if best is None else max(best, score)
+            out.append((r.number, score, best))
+        return out
+
+    def cost(self) -> TuningCost:
+        by_role: dict[str, int] = {}
+        for r in self.records:
+            by_role[r.role] = by_role.get(r.role, 0) + 1
+        walls = [r.result.wall_s for r in self.records if r.result.wall_s is not None]
+        wall = self.info.get("wall_s") or (sum(walls) if walls else None)
+        space = self.space
+        grid_trials = len(space.candidates()) if space else None
+        return TuningCost(len(self.records), by_role, wall, grid_trials,
+                          self._grid_estimate_s(space) if space else None)
+
+    def _grid_estimate_s(self, space: SearchSpace) -> float | None:
+        """What running every candidate would have cost: a measured candidate costs what it did;
+        another costs what the same dtype cost at the nearest measured batch size, scaled by the
+        batch (the steps dominate a trial). A dtype that was stopped early costs its stopped trial."""
+        measured: dict[Candidate, float] = {}
+        for r in self.records:
+            if r.role == "search" and r.result.wall_s is not None:
+                measured.setdefault(r.candidate, r.result.wall_s)
+        if not measured:
+            return None
+        total = 0.0
+        for c in space.candidates():
+            if c in measured:
+                total += measured[c]
+                continue
+            same = [(m, w) for m, w in measured.items() if m.dtype is c.dtype]
+            if not same:
+                total += statistics.median(measured.values())
+                continue
+            near, wall = min(same, key=lambda mw: (abs(mw[0].batch_size - c.batch_size), -mw[0].batch_size))
+            pruned = any(r.candidate == near and r.result.status == "pruned" for r in self.records)
+            total += wall if pruned else wall * c.batch_size / near.batch_size
+        return total
+
+    def caveats(self) -> list[str]:
+        out = []
+        if self.state == "interrupted":
+            out.append("The run was interrupted: the figures cover the trials it finished. "
+                       f"Continue it with `amp-advisor tune --resume --out {self.dir}`.")
+        elif self.state not in ("complete",):
+            out.append(f"The run is in state '{self.state}': it may still be going, or was killed before it finished.")
+        noisy = [r.number for r in self.records if any(w.startswith("noisy") for w in r.result.warnings)]
+        if noisy:
+            out.append(f"{len(noisy)} of {len(self.records)} trials had a step-time spread (IQR) over 10% of the "
+                       "median: configurations within a few percent of each other may swap places between runs.")
+        methods = {r.result.memory_method for r in self.records if r.result.memory_method}
+        if any(m and "rss" in m.lower() for m in methods):
+            out.append("Peak memory on a CPU is how far the worker's resident memory grew during the trial "
+                       "(weights, optimizer state, activations and allocator overhead), measured by the kernel.")
+        if self.recommendation is not None:
+            out.append("The recommendation holds for this hardware and torch version "
+                       f"({self.device_name}, torch {self.recommendation.hardware.get('torch') or 'unknown'}); "
+                       "loading it elsewhere warns.")
+        failed = [r for r in self.records if r.result.status not in ("ok", "pruned")]
+        if failed:
+            kinds = sorted({r.result.status for r in failed})
+            out.append(f"{len(failed)} trials failed ({', '.join(kinds)}): they are results, listed in the "
+                       "trials table with their reasons.")
+        return out
+
+
+def load_run(path: str | Path) -> Run:
+    directory = Path(path)
+    if not directory.is_dir():
+        raise BadInputError(f"{directory}: not a directory; expected a run directory written by `amp-advisor tune` "
+                            "(it holds run.json and trials.jsonl)")
+    store = RunStore(directory)
+    if not store.run_file.exists() and not store.trials_file.exists():
+        raise BadInputError(f"{directory}: not a tune run (no run.json or trials.jsonl); pass the run directory "
+                            "that `amp-advisor tune` printed")
+    missing: list[str] = []
+    info: dict[str, Any] = {}
+    if store.run_file.exists():
+        try:
+            info = store.run_info()
+        except BadInputError as exc:
+            missing.append(f"run.json unreadable ({exc}): settings and tuning cost not shown")
+    else:
+        missing.append("run.json is missing: settings and tuning cost are incomplete")
+
+    records, problems = store.read_records()
+    for line, why, is_last in problems:
+        where = "its last line is torn (the run was killed mid-write)" if is_last else f"line {line} is corrupt ({why})"
+        missing.append(f"trials.jsonl: {where}; that trial is left out")
+    if not records:
+        missing.append("trials.jsonl holds no trials yet")
+
+    recommendation = None
+    rec_file = directory / "recommendation.json"
+    if rec_file.exists():
+        try:
+            recommendation = Recommendation.load(rec_file, check_hardware=False)
+        except BadInputError as exc:
+            missing.append(f"recommendation.json unreadable: {exc}")
+    else:
+        state = info.get("state")
+        why = {"interrupted": "the run was interrupted before it chose",
+               "complete": "no configuration ran cleanly",
+               "running": "the run has not finished (or was killed)"}.get(state, "the run did not write one")
+        missing.append(f"no recommendation.json: {why}")
+
+    device = None
+    try:
+        device = store.device()
+    except BadInputError as exc:
+        missing.append(str(exc))
+    if device is None and not any("device" in m for m in missing):
+        missing.append("device.json is missing: the probe's verdicts per dtype are not shown")
+    return Run(directory, info, records, recommendation, device, missing)
+
