@@ -200,3 +200,14 @@ def test_the_pasted_loop_runs_and_trains(dtype, accum):
     }
     exec(compile(torch_loop(_cpu_recommendation(dtype, accum)), "<snippet>", "exec"), namespace)
     assert not torch.equal(before, model.weight)
+
+
+def test_written_files_are_readable_like_any_new_file(gpu_run):
+    import os
+    import stat
+
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("report.html", "report.md", "recommendation.json", "run.json"):
+        mode = stat.S_IMODE((gpu_run[0] / name).stat().st_mode)
+        assert mode == 0o666 & ~mask, (name, oct(mode))
