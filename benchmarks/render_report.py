@@ -31,6 +31,7 @@ PROBE = """
 <script>
 window.addEventListener("load", function () {
   var vw = document.documentElement.clientWidth, out = {viewport: vw,
+      page_height: document.documentElement.scrollHeight,
       page_width: document.documentElement.scrollWidth, sticking_out: [], broken_images: 0, overlaps: 0,
       images: 0, scrolling_tables: 0};
   document.querySelectorAll(".scroll").forEach(function (box) {
@@ -50,11 +51,29 @@ window.addEventListener("load", function () {
     var a = figs[i].getBoundingClientRect(), b = figs[j].getBoundingClientRect();
     if (a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1) out.overlaps += 1;
   }
+  // Sorting: click the samples/s header once (ascending) and read the column back.
+  var table = document.querySelector("table.sortable");
+  if (table) {
+    var heads = Array.prototype.slice.call(table.querySelectorAll("th"));
+    var col = heads.findIndex(function (th) { return th.textContent.trim() === "samples/s"; });
+    heads[col].click();
+    out.sorted_column = Array.prototype.map.call(table.tBodies, function (b) {
+      return b.rows[0].cells[col].getAttribute("data-sort"); });
+  }
   var pre = document.createElement("pre"); pre.id = "layout-check"; pre.textContent = JSON.stringify(out);
   document.body.appendChild(pre);
 });
 </script>
 """
+
+
+def sorts_ok(result: dict) -> bool:
+    """After one click the samples/s column ascends, with unmeasured trials last."""
+    values = result.get("sorted_column")
+    if values is None:
+        return False
+    numbers = [float(v) for v in values if v]
+    return numbers == sorted(numbers) and all(v for v in values[: len(numbers)])
 
 
 def chromium(binary: str, *args: str) -> subprocess.CompletedProcess:
@@ -85,28 +104,29 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--out", type=Path, default=Path("/tmp/report-shots"))
     parser.add_argument("--widths", default="1280,820", help="viewport widths to check, comma-separated")
-    parser.add_argument("--height", type=int, default=6000, help="screenshot height (the page is long)")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     args = parser.parse_args()
-    page = args.run_dir / "report.html"
+    page = (args.run_dir / "report.html").resolve()
     if not page.exists():
         sys.exit(f"{page}: no report.html; run `amp-advisor report {args.run_dir}` first")
     if not Path(args.chromium).exists():
         sys.exit(f"{args.chromium}: no chromium; install Debian's package: apt-get install -y chromium")
+    args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"{'width':>6} {'page width':>10} {'images':>6} {'broken':>6} {'overlaps':>8} {'scrolling tables':>16}"
-          "  sticking out / screenshot")
+          f" {'sort works':>10}  sticking out / screenshot")
     failed = False
     for width in (int(w) for w in args.widths.split(",")):
         result = check_layout(args.chromium, page, width)
         shot = args.out / f"report-{width}.png"
-        screenshot(args.chromium, page, width, args.height, shot)
+        screenshot(args.chromium, page, width, result["page_height"], shot)  # the whole page
         sticking = ", ".join(sorted(set(result["sticking_out"]))[:6]) or "none"
         print(f"{width:>6} {result['page_width']:>10} {result['images']:>6} {result['broken_images']:>6} "
-              f"{result['overlaps']:>8} {result['scrolling_tables']:>16}  {sticking} / {shot}")
+              f"{result['overlaps']:>8} {result['scrolling_tables']:>16} {str(sorts_ok(result)):>10}  {sticking} / {shot}")
         # a table may scroll sideways on a narrow screen, never on a desktop-sized one
         failed |= bool(result["broken_images"] or result["overlaps"] or result["page_width"] > width
-                       or result["sticking_out"] or (width >= 1200 and result["scrolling_tables"]))
+                       or result["sticking_out"] or (width >= 1200 and result["scrolling_tables"])
+                       or not sorts_ok(result))
     sys.exit(1 if failed else 0)
 
 

@@ -58,8 +58,8 @@ tbody.chosen td { background:#eef5ff; }
 tr.note td { border-top:none; padding-top:0; color:var(--muted); font-size:12.5px; }
 tbody > tr:first-child:not(:last-child) td { border-bottom:none; }
 th.sortable { cursor:pointer; }
-th.sortable::after { content:" \\2195"; color:#9aa7b4; }
-th.asc::after { content:" \\2191"; color:var(--ink); } th.desc::after { content:" \\2193"; color:var(--ink); }
+th.sortable::after { content:"\\a0\\2195"; color:#9aa7b4; }  /* a no-break space keeps the arrow on the word */
+th.asc::after { content:"\\a0\\2191"; color:var(--ink); } th.desc::after { content:"\\a0\\2193"; color:var(--ink); }
 ul { padding-left:22px; } li { margin:4px 0; }
 """
 
