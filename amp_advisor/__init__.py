@@ -2,7 +2,7 @@
 
 Public API: ``probe`` (what this machine can do per device and dtype), ``bench`` (measure one
 training configuration), ``tune`` (search and recommend), ``Recommendation`` (use it in training
-code). Heavy modules (torch, scikit-optimize) are imported on first use, so ``import amp_advisor``
+code), ``MixedPrecision`` (the training-time helper a recommendation becomes). Heavy modules (torch, scikit-optimize) are imported on first use, so ``import amp_advisor``
 and ``amp-advisor --help`` stay fast.
 """
 
@@ -24,6 +24,7 @@ _LAZY = {
     "TrialResult": ".harness.trial",
     "tune": ".tuning",
     "Recommendation": ".recommendation",
+    "MixedPrecision": ".runtime",
 }
 
 __all__ = [*_LAZY, "Dtype", "AdvisorError", "BadInputError", "__version__"]
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from .harness import bench
     from .harness.trial import TrialResult
     from .recommendation import Recommendation
+    from .runtime import MixedPrecision
     from .tuning import tune
 
 

@@ -42,8 +42,8 @@ class GradScalerConfig:
 @dataclass(frozen=True)
 class Measured:
     samples_per_s: float
-    speedup_vs_fp32: float | None  # vs fp32 at the same batch size, measured in the same run
-    peak_memory_bytes: int | None
+    speedup_vs_fp32: float | None = None  # vs fp32 at the same batch size, measured in the same run
+    peak_memory_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,13 @@ class Recommendation:
             device_type or self.device.split(":")[0], init_scale=cfg.init_scale, growth_factor=cfg.growth_factor,
             backoff_factor=cfg.backoff_factor, growth_interval=cfg.growth_interval, enabled=cfg.enabled,
         )
+
+    def mixed_precision(self, **overrides: Any):
+        """A runtime.MixedPrecision helper (autocast, scaler, accumulation, clipping, statistics) as
+        recommended; keyword overrides such as max_grad_norm=1.0 or device_type="cuda" win."""
+        from .runtime import MixedPrecision
+
+        return MixedPrecision.from_recommendation(self, **overrides)
 
     # -------------------------------------------------------------------------------- JSON form
     def to_dict(self) -> dict[str, Any]:
@@ -153,11 +160,16 @@ class Recommendation:
         if path.is_dir():
             path = path / "recommendation.json"
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+            data = _parse_toml(text) if path.suffix == ".toml" else json.loads(text)
         except FileNotFoundError:
-            raise BadInputError(f"{path}: no such file (expected a recommendation.json written by `amp-advisor tune`)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BadInputError(f"{path}: corrupt recommendation file, not JSON ({exc})") from None
+            raise BadInputError(f"{path}: no such file (expected a recommendation.json written by `amp-advisor tune`, "
+                                "or the run directory holding it)") from None
+        except IsADirectoryError:
+            raise BadInputError(f"{path}: a directory, expected a recommendation file") from None
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+            kind = "TOML" if path.suffix == ".toml" else "JSON"
+            raise BadInputError(f"{path}: corrupt recommendation file, not {kind} ({exc})") from None
         rec = cls.from_dict(data, origin=str(path))
         if check_hardware:
             rec.warn_if_other_hardware()
@@ -170,6 +182,18 @@ class Recommendation:
             shown = ", ".join(f"{k}: tuned {a!r}, here {b!r}" for k, (a, b) in differs.items())
             warnings.warn(f"this recommendation was tuned on other hardware ({shown}); re-run `amp-advisor tune`",
                           HardwareMismatchWarning, stacklevel=3)
+
+
+def _parse_toml(text: str) -> dict[str, Any]:
+    """`amp-advisor show --format toml` output read back; TOML has no null, so absent = None."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    data = tomllib.loads(text)
+    data.setdefault("hardware", {})
+    return data
 
 
 FINGERPRINT_KEYS = ("kind", "name", "compute_capability")

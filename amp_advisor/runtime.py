@@ -1,0 +1,283 @@
+"""MixedPrecision: the recommendation at training time, in one object.
+
+    amp = Recommendation.load("reports/<run>").mixed_precision()   # or MixedPrecision("bf16", "cuda")
+    for batch in loader:
+        with amp.autocast():
+            loss = loss_fn(model, batch)
+        amp.backward(loss)          # / accumulation steps, scaled when fp16
+        amp.step(optimizer)         # every grad_accumulation_steps-th call: (unscale, clip,) step, update, zero_grad
+
+It owns autocast, the GradScaler (fp16 only: bf16 and fp32 do no scaler work at all), gradient
+accumulation and optional gradient clipping (unscaled first, so the threshold means what it
+says). Statistics cost no device sync per step: after each update the scale is copied on the
+device, and the copies are read FLUSH_EVERY steps at a time (or when stats() asks).
+`state_dict()` is plain numbers (JSON-safe) and restores the scaler and counters exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .dtypes import Dtype
+from .errors import AdvisorError, BadInputError
+from .jsonio import write_atomic
+
+FLUSH_EVERY = 256  # optimizer steps between reads of the recorded scales: one sync per 256 steps
+STATE_VERSION = 1
+TRAINING_DTYPES = (Dtype.FP32, Dtype.TF32, Dtype.FP16, Dtype.BF16)
+
+
+class FP16ParametersError(AdvisorError, TypeError):
+    """The optimizer holds fp16 parameters, which GradScaler cannot unscale."""
+
+
+class MixedPrecision:
+    def __init__(
+        self,
+        dtype: str | Dtype = "fp32",
+        device_type: str = "cuda",
+        *,
+        grad_accumulation_steps: int = 1,
+        max_grad_norm: float | None = None,
+        init_scale: float = 2.0**16,
+        growth_factor: float = 2.0,
+        backoff_factor: float = 0.5,
+        growth_interval: int = 2000,
+        enabled: bool = True,
+        tf32: bool = False,
+        zero_grad: bool = True,
+    ) -> None:
+        """`dtype`: fp32, tf32, bf16 or fp16; `enabled=False` trains in plain fp32 whatever the dtype.
+        `tf32=True` (or dtype tf32) allows TF32 matmuls process-wide, for the backward pass too.
+        `zero_grad=False` leaves zeroing the gradients to you."""
+        import torch
+
+        self.dtype = Dtype.parse(dtype) if not isinstance(dtype, Dtype) else dtype
+        if self.dtype not in TRAINING_DTYPES:
+            raise BadInputError(f"dtype {self.dtype} is not a training dtype (expected one of fp32, tf32, bf16, fp16)")
+        if grad_accumulation_steps < 1:
+            raise BadInputError(f"grad_accumulation_steps must be >= 1, got {grad_accumulation_steps}")
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise BadInputError(f"max_grad_norm must be > 0 (or None for no clipping), got {max_grad_norm}")
+        self.device_type = device_type.split(":")[0]
+        self.grad_accumulation_steps = grad_accumulation_steps
+        self.max_grad_norm = max_grad_norm
+        self.enabled = enabled
+        lower = {Dtype.FP16: torch.float16, Dtype.BF16: torch.bfloat16}.get(self.dtype) if enabled else None
+        self._autocast_dtype = lower
+        self.scaler = torch.amp.GradScaler(
+            self.device_type, init_scale=init_scale, growth_factor=growth_factor, backoff_factor=backoff_factor,
+            growth_interval=growth_interval, enabled=lower is torch.float16,
+        )
+        self._scaling = self.scaler.is_enabled()
+        self._zero_grad = zero_grad
+        if tf32 or self.dtype is Dtype.TF32:
+            torch.set_float32_matmul_precision("high")
+        self._clip = torch.nn.utils.clip_grad_norm_
+        self._micro_steps = 0  # backward() calls
+        self._stepped_at = 0  # the micro step at which the last optimizer step ran
+        self._steps = 0  # optimizer steps (including those GradScaler skipped)
+        self._params_checked = False
+        # resolved statistics, and what is still on the device
+        self._pending_scales: list = []
+        self._pending_norms: list = []
+        self._scale = float(init_scale) if self._scaling else None
+        self._scale_history: list[list[float]] = [[0, self._scale]] if self._scaling else []
+        self._skipped = 0
+        self._clipped = 0
+        self._last_norm: float | None = None
+        self._max_norm_seen: float | None = None
+
+    @classmethod
+    def from_recommendation(cls, rec, *, device_type: str | None = None, **overrides: Any) -> "MixedPrecision":
+        """The helper a Recommendation describes; keyword overrides (max_grad_norm=1.0, ...) win."""
+        s = rec.scaler
+        kwargs = dict(grad_accumulation_steps=rec.grad_accumulation_steps, init_scale=s.init_scale,
+                      growth_factor=s.growth_factor, backoff_factor=s.backoff_factor,
+                      growth_interval=s.growth_interval, tf32=rec.tf32)
+        kwargs.update(overrides)
+        return cls(rec.dtype, device_type or rec.device, **kwargs)
+
+    # ------------------------------------------------------------------------- the step API
+    def autocast(self):
+        """The forward pass's context: autocast to bf16/fp16, nothing for fp32."""
+        if self._autocast_dtype is None:
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.autocast(self.device_type, dtype=self._autocast_dtype)
+
+    @property
+    def sync_gradients(self) -> bool:
+        """True when the next step() will step the optimizer (the last micro-batch of an accumulation);
+        e.g. to skip DDP's all-reduce on the others with `model.no_sync()`."""
+        return (self._micro_steps + 1) % self.grad_accumulation_steps == 0
+
+    def backward(self, loss, **kwargs: Any) -> None:
+        """loss / grad_accumulation_steps, scaled when fp16, then .backward(**kwargs)."""
+        self._micro_steps += 1
+        if self.grad_accumulation_steps > 1:
+            loss = loss / self.grad_accumulation_steps
+        if self._scaling:
+            loss = self.scaler.scale(loss)
+        loss.backward(**kwargs)
+
+    def step(self, *optimizers) -> bool:
+        """Call after every backward(). At the end of an accumulation: unscale and clip (if
+        max_grad_norm), step each optimizer (GradScaler skips it on inf/nan gradients), update the
+        scale, zero the gradients. Returns whether this call stepped."""
+        if not optimizers:
+            raise BadInputError("step() needs the optimizer(s) to step, e.g. amp.step(optimizer)")
+        if self._micro_steps == self._stepped_at or self._micro_steps % self.grad_accumulation_steps:
+            return False
+        self._stepped_at = self._micro_steps
+        if self._scaling:
+            if not self._params_checked:
+                self._check_parameters(optimizers)
+            if self.max_grad_norm is not None:
+                for optimizer in optimizers:
+                    self.scaler.unscale_(optimizer)
+                self._pending_norms.append(self._clip(_parameters(optimizers), self.max_grad_norm))
+            for optimizer in optimizers:
+                self.scaler.step(optimizer)
+            self.scaler.update()
+            self._pending_scales.append(self._scale_on_device())
+        else:
+            if self.max_grad_norm is not None:
+                self._pending_norms.append(self._clip(_parameters(optimizers), self.max_grad_norm))
+            for optimizer in optimizers:
+                optimizer.step()
+        if self._zero_grad:
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
+        self._steps += 1
+        if len(self._pending_scales) >= FLUSH_EVERY or len(self._pending_norms) >= FLUSH_EVERY:
+            self._flush()
+        return True
+
+    def _scale_on_device(self):
+        # GradScaler keeps its scale in a device tensor that update() changes in place; a copy
+        # records it without a sync (get_scale() would sync). The attribute is private, so fall
+        # back to the public, syncing call if a torch version renames it.
+        scale = getattr(self.scaler, "_scale", None)
+        return scale.detach().clone() if scale is not None else self.scaler.get_scale()
+
+    def _check_parameters(self, optimizers) -> None:
+        import torch
+
+        self._params_checked = True
+        half = [p for p in _parameters(optimizers) if p.dtype == torch.float16]
+        if half:
+            shapes = ", ".join(str(tuple(p.shape)) for p in half[:3])
+            raise FP16ParametersError(
+                f"the optimizer holds {len(half)} fp16 parameter tensors (shapes {shapes}...): GradScaler "
+                "cannot unscale fp16 gradients. Keep the model's weights in fp32 (do not call model.half() or "
+                ".to(torch.float16)) and let autocast run the fp16 math; or train in bf16, which needs no scaler."
+            )
+
+    # ---------------------------------------------------------------------------- statistics
+    def _flush(self) -> None:
+        """Read the scales and norms recorded on the device: one transfer for all of them."""
+        import torch
+
+        if self._pending_scales:
+            first = self._steps - len(self._pending_scales) + 1
+            pending = self._pending_scales
+            values = (torch.stack(pending).reshape(-1).tolist() if isinstance(pending[0], torch.Tensor)
+                      else [float(s) for s in pending])
+            self._pending_scales.clear()
+            for offset, scale in enumerate(values):
+                if scale < self._scale:  # backoff_factor < 1: the scale drops only on an overflow (a skipped step)
+                    self._skipped += 1
+                if scale != self._scale:
+                    self._scale_history.append([first + offset, scale])
+                self._scale = scale
+        if self._pending_norms:
+            norms = torch.stack([n.reshape(()) for n in self._pending_norms]).float().tolist()
+            self._pending_norms.clear()
+            finite = [n for n in norms if n == n and n != float("inf")]
+            self._clipped += sum(1 for n in norms if n > self.max_grad_norm)
+            if finite:
+                self._last_norm = finite[-1]
+                self._max_norm_seen = max(finite + ([self._max_norm_seen] if self._max_norm_seen is not None else []))
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, skipped steps (overflow), current scale and its history ([step, scale] at each
+        change), overflow ratio; gradient norms when clipping. Reads the device once."""
+        self._flush()
+        out: dict[str, Any] = {
+            "dtype": self.dtype.value,
+            "autocast": str(self._autocast_dtype).replace("torch.", "") if self._autocast_dtype else None,
+            "grad_scaler": self._scaling,
+            "grad_accumulation_steps": self.grad_accumulation_steps,
+            "micro_steps": self._micro_steps,
+            "steps": self._steps,
+            "skipped_steps": self._skipped,
+            "overflow_ratio": self._skipped / self._steps if self._steps else 0.0,
+            "scale": self._scale,
+            "scale_history": [list(entry) for entry in self._scale_history],
+        }
+        if self.max_grad_norm is not None:
+            out["grad_clipping"] = {"max_norm": self.max_grad_norm, "clipped_steps": self._clipped,
+                                    "last_norm": self._last_norm, "largest_finite_norm": self._max_norm_seen}
+        return out
+
+    def save_stats(self, path: str | os.PathLike) -> Path:
+        return write_atomic(Path(path), self.stats())
+
+    # ---------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Plain numbers and lists (JSON-safe): the scaler's state and every counter."""
+        self._flush()
+        return {
+            "schema_version": STATE_VERSION,
+            "dtype": self.dtype.value,
+            "grad_accumulation_steps": self.grad_accumulation_steps,
+            "micro_steps": self._micro_steps,
+            "stepped_at": self._stepped_at,
+            "steps": self._steps,
+            "skipped_steps": self._skipped,
+            "scale": self._scale,
+            "scale_history": [list(entry) for entry in self._scale_history],
+            "clipped_steps": self._clipped,
+            "last_norm": self._last_norm,
+            "largest_finite_norm": self._max_norm_seen,
+            "grad_scaler": dict(self.scaler.state_dict()) if self._scaling else None,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what state_dict() returned: the scale sequence continues exactly."""
+        if not isinstance(state, Mapping) or state.get("schema_version") != STATE_VERSION:
+            version = state.get("schema_version") if isinstance(state, Mapping) else None
+            raise BadInputError(f"MixedPrecision state has schema_version {version!r}, expected {STATE_VERSION}")
+        problems = []
+        if state.get("dtype") != self.dtype.value:
+            problems.append(f"it was saved by a {state.get('dtype')} helper, this one is {self.dtype}")
+        if state.get("grad_accumulation_steps") != self.grad_accumulation_steps:
+            problems.append(f"grad_accumulation_steps was {state.get('grad_accumulation_steps')}, "
+                            f"here {self.grad_accumulation_steps}")
+        if bool(state.get("grad_scaler")) != self._scaling:
+            problems.append("one of the two has a GradScaler and the other not")
+        if problems:
+            raise BadInputError("cannot resume from this MixedPrecision state: " + "; ".join(problems)
+                                + ". Build the helper with the checkpoint's settings, or start the counters fresh.")
+        self._pending_scales.clear()
+        self._pending_norms.clear()
+        if self._scaling:
+            self.scaler.load_state_dict(dict(state["grad_scaler"]))
+        self._micro_steps = int(state["micro_steps"])
+        self._stepped_at = int(state["stepped_at"])
+        self._steps = int(state["steps"])
+        self._skipped = int(state["skipped_steps"])
+        self._scale = state["scale"]
+        self._scale_history = [list(entry) for entry in state["scale_history"]]
+        self._clipped = int(state.get("clipped_steps", 0))
+        self._last_norm = state.get("last_norm")
+        self._max_norm_seen = state.get("largest_finite_norm")
+
+
+def _parameters(optimizers: Iterable) -> list:
+    return [p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]]
