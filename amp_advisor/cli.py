@@ -15,6 +15,7 @@ import click
 from . import __version__
 from .errors import AdvisorError
 from .jsonio import dumps
+from .snippets import FORMATS as SNIPPET_FORMATS  # text only: cheap to import
 
 _DEBUG_KEY = "amp_advisor.debug"
 
@@ -283,6 +284,24 @@ def report(run_dir: str) -> None:
     click.echo(f"wrote {files.html} and {files.markdown} ({len(files.plots)} plots in {files.markdown.parent / 'plots'})")
     for missing in files.missing:
         click.echo(f"  partial: {missing}", err=True)
+
+
+@cli.command()
+@click.argument("source", metavar="RUN_DIR_OR_JSON", type=click.Path(path_type=str))
+@click.option("--format", "fmt", type=click.Choice(list(SNIPPET_FORMATS)), default="torch", show_default=True,
+              help="json/toml: the recommendation itself; torch: a plain torch.amp loop; lightning: Trainer; "
+                   "accelerate: Accelerator; hf-trainer: TrainingArguments; deepspeed: the config's fp16/bf16 block.")
+@debug_option
+def show(source: str, fmt: str) -> None:
+    """Print a recommendation as a paste-ready snippet for your framework.
+
+    RUN_DIR_OR_JSON is a run directory from `amp-advisor tune`, or a recommendation.json (or
+    the .toml this command writes). Reading it never executes code.
+    """
+    from .recommendation import Recommendation
+    from .snippets import render
+
+    click.echo(render(Recommendation.load(source, check_hardware=False), fmt), nl=False)
 
 
 def main(argv: list[str] | None = None) -> None:

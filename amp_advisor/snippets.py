@@ -1,11 +1,19 @@
-"""Paste-ready code for a recommendation: text only, built from the recommendation's fields.
+"""Paste-ready code and configs for a recommendation: text only, built from its fields.
 
-The report shows `torch_loop`; `amp-advisor show --format ...` prints these too.
+`amp-advisor show --format F` prints one (FORMATS); the report shows `torch_loop`. Each code
+snippet runs as printed once the user's names exist (model, optimizer, loss_fn, loader), and the
+test suite builds the framework objects from them where the framework is installed.
 """
 
 from __future__ import annotations
 
+import json
+import math
+from typing import Any, Callable
+
 from .dtypes import Dtype
+from .errors import BadInputError
+from .jsonio import dumps
 from .recommendation import Recommendation
 
 _TORCH_DTYPE = {Dtype.FP16: "torch.float16", Dtype.BF16: "torch.bfloat16"}
@@ -49,3 +57,132 @@ def torch_loop(rec: Recommendation) -> str:
     else:
         lines += ["    " + line for line in update]
     return "\n".join(lines) + "\n"
+
+
+def _tf32_line(rec: Recommendation) -> list[str]:
+    return ['torch.set_float32_matmul_precision("high")  # TF32 for the matmuls left in fp32'] if rec.tf32 else []
+
+
+def _scaler_args(rec: Recommendation) -> str:
+    s = rec.scaler
+    return (f"init_scale={s.init_scale:g}, growth_factor={s.growth_factor:g}, backoff_factor={s.backoff_factor:g}, "
+            f"growth_interval={s.growth_interval}")
+
+
+def lightning(rec: Recommendation) -> str:
+    """Lightning's Trainer: precision as recommended; fp16 through the MixedPrecision plugin so the
+    GradScaler gets the tuned settings (Trainer(precision="16-mixed") would use torch's defaults)."""
+    device_type = rec.device.split(":")[0]
+    lines = ["import torch", "from lightning.pytorch import Trainer"]
+    if rec.scaler.enabled:
+        lines.append("from lightning.pytorch.plugins.precision import MixedPrecision")
+    lines += ["", _header(rec), *_tf32_line(rec),
+              f"# DataLoader(..., batch_size={rec.batch_size})"]
+    accum = f"accumulate_grad_batches={rec.grad_accumulation_steps}"
+    if rec.scaler.enabled:
+        lines += [f'scaler = torch.amp.GradScaler("{device_type}", {_scaler_args(rec)})',
+                  f'trainer = Trainer(plugins=[MixedPrecision("16-mixed", "{device_type}", scaler=scaler)], {accum})']
+    else:
+        precision = {Dtype.BF16: "bf16-mixed", Dtype.FP16: "16-mixed"}.get(rec.dtype, "32-true")
+        lines.append(f'trainer = Trainer(precision="{precision}", {accum})')
+    return "\n".join(lines) + "\n"
+
+
+def accelerate(rec: Recommendation) -> str:
+    """Accelerate's Accelerator, with GradScalerKwargs carrying the tuned scaler for fp16."""
+    mixed = {Dtype.BF16: "bf16", Dtype.FP16: "fp16"}.get(rec.dtype, "no")
+    lines = ["import torch", "from accelerate import Accelerator"]
+    if rec.scaler.enabled:
+        lines.append("from accelerate.utils import GradScalerKwargs")
+    lines += ["", _header(rec), *_tf32_line(rec), f"# DataLoader(..., batch_size={rec.batch_size})"]
+    args = [f'mixed_precision="{mixed}"', f"gradient_accumulation_steps={rec.grad_accumulation_steps}"]
+    if rec.device.split(":")[0] == "cpu":
+        args.append("cpu=True")
+        if rec.dtype is Dtype.FP16:
+            # read in accelerate 1.15's Accelerator.__init__: fp16 is only enabled off the CPU
+            lines.append("# Accelerate turns fp16 off on a CPU (no autocast, no GradScaler): this trains in fp32. "
+                         "Use amp_advisor's MixedPrecision or the torch loop (`--format torch`) for fp16 here.")
+    if rec.scaler.enabled:
+        args.append(f"kwargs_handlers=[GradScalerKwargs({_scaler_args(rec)})]")
+    lines.append(f"accelerator = Accelerator({', '.join(args)})")
+    return "\n".join(lines) + "\n"
+
+
+def hf_trainer(rec: Recommendation) -> str:
+    """Hugging Face TrainingArguments. It has no GradScaler settings: for fp16 it uses torch's
+    defaults, which the comment says, with the tuned values to set through Accelerate instead."""
+    args = ['output_dir="out"', f"per_device_train_batch_size={rec.batch_size}",
+            f"gradient_accumulation_steps={rec.grad_accumulation_steps}"]
+    if rec.dtype is Dtype.BF16:
+        args.append("bf16=True")
+    elif rec.dtype is Dtype.FP16:
+        args.append("fp16=True")
+    if rec.tf32:
+        args.append("tf32=True")
+    if rec.device.split(":")[0] == "cpu":
+        args.append("use_cpu=True")
+    lines = ["from transformers import TrainingArguments", "", _header(rec)]
+    if rec.dtype is Dtype.FP16 and rec.device.split(":")[0] == "cpu":
+        lines.append("# The Trainer runs through Accelerate, which turns fp16 off on a CPU: this trains in fp32.")
+    if rec.scaler.enabled:
+        lines.append(f"# TrainingArguments cannot set GradScaler; the tuned values were {_scaler_args(rec)}")
+    lines.append("args = TrainingArguments(" + ", ".join(args) + ")")
+    return "\n".join(lines) + "\n"
+
+
+def deepspeed_config(rec: Recommendation) -> dict[str, Any]:
+    """DeepSpeed's fp16/bf16 block. GradScaler -> DeepSpeed's dynamic loss scaler:
+    init_scale 2^k -> initial_scale_power k; growth_interval -> loss_scale_window (clean steps
+    before the scale grows); hysteresis 1 (torch backs off at the first overflow); min_loss_scale 1."""
+    config: dict[str, Any] = {"train_micro_batch_size_per_gpu": rec.batch_size,
+                              "gradient_accumulation_steps": rec.grad_accumulation_steps}
+    if rec.dtype is Dtype.FP16:
+        s = rec.scaler
+        config["fp16"] = {"enabled": True, "loss_scale": 0,  # 0 = dynamic
+                          "initial_scale_power": int(round(math.log2(s.init_scale))),
+                          "loss_scale_window": s.growth_interval, "hysteresis": 1, "min_loss_scale": 1}
+    else:
+        config["bf16"] = {"enabled": rec.dtype is Dtype.BF16}
+    return config
+
+
+def deepspeed(rec: Recommendation) -> str:
+    return dumps(deepspeed_config(rec)) + "\n"
+
+
+def to_toml(rec: Recommendation) -> str:
+    """The recommendation as TOML (tables for the nested parts; TOML has no null, so None is left out)."""
+    data = rec.to_dict()
+    top = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    lines = [f"{k} = {_toml_value(v)}" for k, v in top.items() if v is not None]
+    for name, table in data.items():
+        if isinstance(table, dict):
+            lines += ["", f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value) if isinstance(value, int) or math.isfinite(value) else ("nan" if value != value else
+                                                                                  ("inf" if value > 0 else "-inf"))
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def to_json(rec: Recommendation) -> str:
+    return dumps(rec.to_dict()) + "\n"
+
+
+FORMATS: dict[str, Callable[[Recommendation], str]] = {
+    "json": to_json, "toml": to_toml, "torch": torch_loop, "lightning": lightning, "accelerate": accelerate,
+    "hf-trainer": hf_trainer, "deepspeed": deepspeed,
+}
+
+
+def render(rec: Recommendation, fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise BadInputError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    return FORMATS[fmt](rec)
