@@ -67,6 +67,7 @@ class HandWritten:
                 loss = loss_fn(self.model, batch)
         else:
             loss = loss_fn(self.model, batch)
+        reported = loss  # the micro-batch's own loss, as the helper's caller sees it
         if self.accum > 1:
             loss = loss / self.accum
         self.micro += 1
@@ -81,7 +82,7 @@ class HandWritten:
             else:
                 self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        return loss
+        return reported
 
 
 class WithHelper:

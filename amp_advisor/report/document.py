@@ -169,13 +169,18 @@ def _answer(run: Run) -> Section:
     blocks += [
         Para("Paste into a plain torch.amp training loop (model, optimizer, loss_fn and loader are yours):"),
         Code(torch_loop(rec)),
-        Para("Or load the recommendation (JSON, never executed) and let it configure autocast and the scaler:"),
+        Para("Or let amp-advisor's helper own autocast, the scaler, accumulation and its statistics "
+             "(the recommendation is JSON, never executed):"),
         Code("from amp_advisor import Recommendation\n\n"
-             f'rec = Recommendation.load("{run.dir / "recommendation.json"}")\n'
-             "scaler = rec.grad_scaler()\n"
-             "with rec.autocast():\n"
-             "    loss = loss_fn(model, batch)\n"
-             "scaler.scale(loss).backward()\nscaler.step(optimizer)\nscaler.update()\n"),
+             f'amp = Recommendation.load("{run.dir / "recommendation.json"}").mixed_precision()\n'
+             "for batch in loader:\n"
+             "    with amp.autocast():\n"
+             "        loss = loss_fn(model, batch)\n"
+             "    amp.backward(loss)\n"
+             "    amp.step(optimizer)\n"
+             "amp.save_stats(\"amp_stats.json\")  # steps, skipped steps, scale history\n"),
+        Para(f"Configs for Lightning, Accelerate, Hugging Face and DeepSpeed: `amp-advisor show {run.dir} "
+             "--format lightning` (or accelerate, hf-trainer, deepspeed, toml)."),
     ]
     return Section("answer", "Recommendation", tuple(blocks))
 
