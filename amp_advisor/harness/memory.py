@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import re
 import threading
@@ -39,14 +40,20 @@ def _status_kib(field: str) -> int:
     return int(match.group(1)) * 1024
 
 
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's malloc_trim, looked up once per process (find_library runs ldconfig: ~3 ms), or None."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
 def release_freed_heap() -> bool:
     """Return freed heap pages to the kernel (glibc's malloc_trim); False where there is no glibc."""
     gc.collect()
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
+    trim = _malloc_trim()
+    return bool(trim(0)) if trim is not None else False
 
 
 class CudaPeak:
