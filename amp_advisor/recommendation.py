@@ -62,13 +62,18 @@ class Recommendation:
     notes: tuple[str, ...] = ()
     schema_version: int = RECOMMENDATION_SCHEMA_VERSION
 
+    @property
+    def device_type(self) -> str:
+        """"cuda", "cpu", "mps": the device without its index, as torch.autocast and GradScaler take it."""
+        return self.device.split(":")[0]
+
     # ---------------------------------------------------------------------------- use in training
     @contextlib.contextmanager
     def autocast(self, device_type: str | None = None) -> Iterator[None]:
         """Autocast to the recommended dtype (no-op for fp32/tf32); TF32 matmuls on when recommended."""
         import torch
 
-        device_type = device_type or self.device.split(":")[0]
+        device_type = device_type or self.device_type
         lower = {Dtype.FP16: torch.float16, Dtype.BF16: torch.bfloat16}.get(self.dtype)
         previous = torch.get_float32_matmul_precision()
         if self.tf32:
@@ -85,7 +90,7 @@ class Recommendation:
 
         cfg = self.scaler
         return torch.amp.GradScaler(
-            device_type or self.device.split(":")[0], init_scale=cfg.init_scale, growth_factor=cfg.growth_factor,
+            device_type or self.device_type, init_scale=cfg.init_scale, growth_factor=cfg.growth_factor,
             backoff_factor=cfg.backoff_factor, growth_interval=cfg.growth_interval, enabled=cfg.enabled,
         )
 

@@ -27,7 +27,7 @@ def _header(rec: Recommendation) -> str:
 
 def torch_loop(rec: Recommendation) -> str:
     """A plain torch.amp training loop; `model`, `optimizer`, `loss_fn` and `loader` are the user's."""
-    device_type = rec.device.split(":")[0]
+    device_type = rec.device_type
     lower = _TORCH_DTYPE.get(rec.dtype)
     accum = rec.grad_accumulation_steps
     lines = ["import torch", "", _header(rec)]
@@ -37,10 +37,7 @@ def torch_loop(rec: Recommendation) -> str:
     if accum > 1:
         lines.append(f"ACCUM_STEPS = {accum}  # optimizer step every ACCUM_STEPS batches")
     if rec.scaler.enabled:
-        s = rec.scaler
-        lines.append(f'scaler = torch.amp.GradScaler("{device_type}", init_scale={s.init_scale:g}, '
-                     f"growth_factor={s.growth_factor:g}, backoff_factor={s.backoff_factor:g}, "
-                     f"growth_interval={s.growth_interval})")
+        lines.append(f'scaler = torch.amp.GradScaler("{device_type}", {_scaler_args(rec)})')
     lines += ["", "for step, batch in enumerate(loader):"]
     loss = "loss_fn(model, batch)" + (" / ACCUM_STEPS" if accum > 1 else "")
     if lower:
@@ -72,7 +69,7 @@ def _scaler_args(rec: Recommendation) -> str:
 def lightning(rec: Recommendation) -> str:
     """Lightning's Trainer: precision as recommended; fp16 through the MixedPrecision plugin so the
     GradScaler gets the tuned settings (Trainer(precision="16-mixed") would use torch's defaults)."""
-    device_type = rec.device.split(":")[0]
+    device_type = rec.device_type
     lines = ["import torch", "from lightning.pytorch import Trainer"]
     if rec.scaler.enabled:
         lines.append("from lightning.pytorch.plugins.precision import MixedPrecision")
@@ -96,7 +93,7 @@ def accelerate(rec: Recommendation) -> str:
         lines.append("from accelerate.utils import GradScalerKwargs")
     lines += ["", _header(rec), *_tf32_line(rec), f"# DataLoader(..., batch_size={rec.batch_size})"]
     args = [f'mixed_precision="{mixed}"', f"gradient_accumulation_steps={rec.grad_accumulation_steps}"]
-    if rec.device.split(":")[0] == "cpu":
+    if rec.device_type == "cpu":
         args.append("cpu=True")
         if rec.dtype is Dtype.FP16:
             # read in accelerate 1.15's Accelerator.__init__: fp16 is only enabled off the CPU
@@ -119,10 +116,10 @@ def hf_trainer(rec: Recommendation) -> str:
         args.append("fp16=True")
     if rec.tf32:
         args.append("tf32=True")
-    if rec.device.split(":")[0] == "cpu":
+    if rec.device_type == "cpu":
         args.append("use_cpu=True")
     lines = ["from transformers import TrainingArguments", "", _header(rec)]
-    if rec.dtype is Dtype.FP16 and rec.device.split(":")[0] == "cpu":
+    if rec.dtype is Dtype.FP16 and rec.device_type == "cpu":
         lines.append("# The Trainer runs through Accelerate, which turns fp16 off on a CPU: this trains in fp32.")
     if rec.scaler.enabled:
         lines.append(f"# TrainingArguments cannot set GradScaler; the tuned values were {_scaler_args(rec)}")
@@ -165,8 +162,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
-        return repr(value) if isinstance(value, int) or math.isfinite(value) else ("nan" if value != value else
-                                                                                  ("inf" if value > 0 else "-inf"))
+        return repr(value)  # Python spells inf, -inf and nan as TOML does
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
