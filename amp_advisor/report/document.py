@@ -140,10 +140,8 @@ def build(run: Run, plots: list[Plot]) -> Document:
 def _answer(run: Run) -> Section:
     rec = run.recommendation
     if rec is None:
-        why = next((m for m in run.missing if m.startswith("no recommendation") or "recommendation.json" in m),
-                   "no recommendation.json")
-        return Section("answer", "Recommendation", (Para(f"No recommendation: {why.split(': ', 1)[-1]}. "
-                                                         "The trials that ran are below."),))
+        why = run.no_recommendation_why or "no recommendation.json"
+        return Section("answer", "Recommendation", (Para(f"No recommendation: {why}. The trials that ran are below."),))
     twin = run.fp32_twin()
     saved = run.memory_saved_bytes()
     speedup = rec.measured.speedup_vs_fp32

@@ -56,7 +56,12 @@ def _batch_axis(ax, sizes: list[int]) -> None:
     ax.set_xlabel("batch size")
 
 
-def _failure_legend(ax, statuses: set[str]) -> list:
+def _failure_kind(record) -> str:
+    """The marker a not-usable trial gets: how it ended; one that ran but broke numerics is an "error"."""
+    return record.result.status if record.result.status != "ok" else "error"
+
+
+def _failure_legend(statuses: set[str]) -> list:
     from matplotlib.lines import Line2D
 
     return [Line2D([], [], marker=FAILURE_MARKERS[s], color="#444", linestyle="", label=s) for s in sorted(statuses)]
@@ -97,7 +102,7 @@ def throughput_vs_batch(run: Run) -> Plot:
     _line_per_dtype(ax, configs, lambda c: c.samples_per_s)
     statuses = set()
     for r in failed:
-        status = r.result.status if r.result.status != "ok" else "error"  # ok but judged infeasible
+        status = _failure_kind(r)
         statuses.add(status)
         ax.plot([_spread(r.candidate.batch_size, r.candidate.dtype)], [0], FAILURE_MARKERS[status],
                 color=DTYPE_COLORS[r.candidate.dtype], markersize=8, clip_on=False, zorder=5)
@@ -110,7 +115,7 @@ def throughput_vs_batch(run: Run) -> Plot:
     ax.set_ylabel("samples / s")
     ax.grid(alpha=0.3)
     handles, _ = ax.get_legend_handles_labels()
-    ax.legend(handles=handles + _failure_legend(ax, statuses), loc="upper left", bbox_to_anchor=(1.01, 1),
+    ax.legend(handles=handles + _failure_legend(statuses), loc="upper left", bbox_to_anchor=(1.01, 1),
               fontsize=8, title="dtype / failure", title_fontsize=8)
     return Plot("throughput", title, caption, _png(fig))
 
@@ -158,25 +163,24 @@ def search_progress(run: Run) -> Plot:
     fig = _figure()
     ax = fig.add_subplot()
     by_number = {r.number: r for r in run.records}
+    failures = set()
     for number, score, _ in series:
         r = by_number[number]
         color = DTYPE_COLORS[r.candidate.dtype]
         if score is not None:
             ax.plot([number], [score], "o", color=color, alpha=0.8)
         else:
-            status = r.result.status if r.result.status != "ok" else "error"
-            ax.plot([number], [0], FAILURE_MARKERS[status], color=color, clip_on=False, zorder=5)
+            failures.add(_failure_kind(r))
+            ax.plot([number], [0], FAILURE_MARKERS[_failure_kind(r)], color=color, clip_on=False, zorder=5)
     steps = [(n, b) for n, _, b in series if b is not None]
     if steps:
-        ax.step([n for n, _ in steps], [b for _, b in steps], where="post", color="#222", linewidth=1.5,
-                label="best so far")
+        ax.step([n for n, _ in steps], [b for _, b in steps], where="post", color="#222", linewidth=1.5)
     from matplotlib.lines import Line2D
 
     dtypes = sorted({by_number[n].candidate.dtype for n, _, _ in series}, key=list(DTYPE_COLORS).index)
     handles = [Line2D([], [], color="#222", label="best so far")]
     handles += [Line2D([], [], marker="o", linestyle="", color=DTYPE_COLORS[d], label=str(d)) for d in dtypes]
-    statuses = {by_number[n].result.status for n, s, _ in series if s is None}
-    handles += _failure_legend(ax, {s if s != "ok" else "error" for s in statuses})
+    handles += _failure_legend(failures)
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     ax.set_xlabel("trial number")
     ax.set_ylabel("samples / s")

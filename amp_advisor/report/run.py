@@ -15,6 +15,7 @@ from typing import Any
 from ..dtypes import Dtype
 from ..errors import BadInputError
 from ..hardware.model import DeviceProfile
+from ..harness.memory import LinuxRssPeak
 from ..recommendation import Recommendation
 from ..tuning.space import Candidate, SearchSpace
 from ..tuning.store import RunStore, TrialRecord
@@ -51,6 +52,7 @@ class Run:
     recommendation: Recommendation | None
     device: DeviceProfile | None
     missing: list[str] = field(default_factory=list)
+    no_recommendation_why: str | None = None  # when recommendation is None: why
 
     # ------------------------------------------------------------------------------ run.json
     @property
@@ -211,8 +213,7 @@ class Run:
         if noisy:
             out.append(f"{len(noisy)} of {len(self.records)} trials had a step-time spread (IQR) over 10% of the "
                        "median: configurations within a few percent of each other may swap places between runs.")
-        methods = {r.result.memory_method for r in self.records if r.result.memory_method}
-        if any(m and "rss" in m.lower() for m in methods):
+        if any(r.result.memory_method == LinuxRssPeak.method for r in self.records):
             out.append("Peak memory on a CPU is how far the worker's resident memory grew during the trial "
                        "(weights, optimizer state, activations and allocator overhead), measured by the kernel.")
         if self.recommendation is not None:
@@ -253,26 +254,28 @@ def load_run(path: str | Path) -> Run:
     if not records:
         missing.append("trials.jsonl holds no trials yet")
 
-    recommendation = None
+    recommendation, no_recommendation_why = None, None
     rec_file = directory / "recommendation.json"
     if rec_file.exists():
         try:
             recommendation = Recommendation.load(rec_file, check_hardware=False)
         except BadInputError as exc:
+            no_recommendation_why = str(exc)
             missing.append(f"recommendation.json unreadable: {exc}")
     else:
-        state = info.get("state")
-        why = {"interrupted": "the run was interrupted before it chose",
-               "complete": "no configuration ran cleanly",
-               "running": "the run has not finished (or was killed)"}.get(state, "the run did not write one")
-        missing.append(f"no recommendation.json: {why}")
+        no_recommendation_why = {"interrupted": "the run was interrupted before it chose",
+                                 "complete": "no configuration ran cleanly",
+                                 "running": "the run has not finished (or was killed)"}.get(
+            info.get("state"), "the run did not write one")
+        missing.append(f"no recommendation.json: {no_recommendation_why}")
 
     device = None
-    try:
-        device = store.device()
-    except BadInputError as exc:
-        missing.append(str(exc))
-    if device is None and not any("device" in m for m in missing):
+    if store.device_file.exists():
+        try:
+            device = store.device()
+        except BadInputError as exc:
+            missing.append(str(exc))
+    else:
         missing.append("device.json is missing: the probe's verdicts per dtype are not shown")
-    return Run(directory, info, records, recommendation, device, missing)
+    return Run(directory, info, records, recommendation, device, missing, no_recommendation_why)
 
