@@ -17,6 +17,7 @@ device, and the copies are read FLUSH_EVERY steps at a time (or when stats() ask
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -134,20 +135,19 @@ class MixedPrecision:
         if self._micro_steps == self._stepped_at or self._micro_steps % self.grad_accumulation_steps:
             return False
         self._stepped_at = self._micro_steps
-        if self._scaling:
-            if not self._params_checked:
-                self._check_parameters(optimizers)
-            if self.max_grad_norm is not None:
+        if self._scaling and not self._params_checked:
+            self._check_parameters(optimizers)
+        if self.max_grad_norm is not None:
+            if self._scaling:  # clip the true gradients, not the scaled ones
                 for optimizer in optimizers:
                     self.scaler.unscale_(optimizer)
-                self._pending_norms.append(self._clip(_parameters(optimizers), self.max_grad_norm))
+            self._pending_norms.append(self._clip(_parameters(optimizers), self.max_grad_norm))
+        if self._scaling:
             for optimizer in optimizers:
                 self.scaler.step(optimizer)
             self.scaler.update()
             self._pending_scales.append(self._scale_on_device())
         else:
-            if self.max_grad_norm is not None:
-                self._pending_norms.append(self._clip(_parameters(optimizers), self.max_grad_norm))
             for optimizer in optimizers:
                 optimizer.step()
         if self._zero_grad:
@@ -198,11 +198,11 @@ class MixedPrecision:
         if self._pending_norms:
             norms = torch.stack([n.reshape(()) for n in self._pending_norms]).float().tolist()
             self._pending_norms.clear()
-            finite = [n for n in norms if n == n and n != float("inf")]
+            finite = [n for n in norms if math.isfinite(n)]
             self._clipped += sum(1 for n in norms if n > self.max_grad_norm)
             if finite:
                 self._last_norm = finite[-1]
-                self._max_norm_seen = max(finite + ([self._max_norm_seen] if self._max_norm_seen is not None else []))
+                self._max_norm_seen = max(finite if self._max_norm_seen is None else [self._max_norm_seen, *finite])
 
     def stats(self) -> dict[str, Any]:
         """Counters, skipped steps (overflow), current scale and its history ([step, scale] at each
