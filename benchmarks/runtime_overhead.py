@@ -58,7 +58,6 @@ class HandWritten:
         self.model, self.dtype, self.accum = model, dtype, accum
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         self.scaler = torch.amp.GradScaler("cpu", **scaler_kw) if dtype == "fp16" else None
-        self.scales: list[float] = []
         self.micro = 0
 
     def step(self, batch):
