@@ -173,3 +173,11 @@ def test_pruning_and_an_explicit_timeout_together(worker):
     assert ok.status == "ok", ok.error
     slow = worker.run(spec("tiny", timeout_s=60, abandon_after_s=1e-5))
     assert slow.status == "pruned" and "stopped early" in slow.error
+
+
+def test_skipped_steps_count_the_measured_steps_only(worker):
+    """A scale far too high overflows through the warm-up and settles there; the measured steps
+    skip nothing, so skipped_steps is 0 even though the scale ended below init_scale."""
+    r = worker.run(spec("tiny", Dtype.FP16, steps=4, warmup_steps=30, init_scale=2.0**40, compare_fp32=False))
+    assert r.status == "ok"
+    assert r.final_loss_scale < 2.0**40 and r.skipped_steps == 0

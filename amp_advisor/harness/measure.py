@@ -24,6 +24,7 @@ import torch
 
 from ..dtypes import Dtype
 from ..numerics import grad_stats, loss_rel_diff
+from ..runtime import MixedPrecision
 from ..timing import is_noisy, matmul_precision, median_iqr, synchronize
 from ..workload import Workload, WorkloadError, check_batch, check_loss, load
 from .memory import tracker_for
@@ -32,22 +33,24 @@ from .trial import StepTimes, TrialResult, TrialSpec, failed, pruned_reason
 
 HEARTBEAT_S = 1.0
 MAX_DISTINCT_BATCHES = 4  # enough to vary the data; few enough to keep memory flat
-AUTOCAST_DTYPES = {Dtype.FP16: torch.float16, Dtype.BF16: torch.bfloat16}
 
 Emit = Callable[[dict[str, Any]], None]
 
 
 class TrainingStep:
-    """One optimizer step of the user's training, as a user would write it with torch.amp."""
+    """One optimizer step of the user's training, run the way a recommendation runs it: through
+    MixedPrecision (autocast, GradScaler for fp16, accumulation). Matmul precision (fp32 vs TF32)
+    is the trial's to set, scoped by timing.matmul_precision, so the helper gets fp32 for TF32
+    rather than switching TF32 on process-wide."""
 
     def __init__(self, workload: Workload, model: torch.nn.Module, spec: TrialSpec, dtype: Dtype,
                  device: torch.device, batches: list[Any]) -> None:
         self.workload, self.model, self.spec, self.device, self.batches = workload, model, spec, device, batches
         self.optimizer = workload.build_optimizer(model.parameters())
-        self.autocast_dtype = AUTOCAST_DTYPES.get(dtype)
-        self.scaler = torch.amp.GradScaler(
-            device.type, init_scale=spec.init_scale, growth_interval=spec.growth_interval,
-            enabled=dtype is Dtype.FP16,  # bf16 has fp32's range: loss scaling only costs time
+        self.amp = MixedPrecision(
+            dtype if dtype in (Dtype.FP16, Dtype.BF16) else Dtype.FP32, device.type,
+            grad_accumulation_steps=spec.grad_accum, init_scale=spec.init_scale,
+            growth_interval=spec.growth_interval,
         )
         self._next_batch = 0
         self._checked = False
@@ -58,29 +61,21 @@ class TrainingStep:
         return batch
 
     def __call__(self) -> torch.Tensor:
-        accum = self.spec.grad_accum
-        for _ in range(accum):
-            with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                                enabled=self.autocast_dtype is not None):
+        for _ in range(self.spec.grad_accum):
+            with self.amp.autocast():
                 loss = self.workload.loss_fn(self.model, self._batch())
             if not self._checked:
                 check_loss(self.workload.path, loss)
                 self._checked = True
-            self.scaler.scale(loss / accum if accum > 1 else loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+            self.amp.backward(loss)
+            self.amp.step(self.optimizer)  # steps on the last micro-batch
         return loss.detach()
-
-    def loss_scale(self) -> float | None:
-        return self.scaler.get_scale() if self.scaler.is_enabled() else None
 
 
 @dataclass
 class _Loop:
     times: list[float]
     losses: list[torch.Tensor]
-    scales: list[float]
     overhead_fraction: float
 
 
@@ -96,22 +91,20 @@ def timed_loop(step: TrainingStep, steps: int, after_step: Callable[[int], None]
     synchronize(device)
     loop_start = time.perf_counter()
     try:
-        times, losses, scales = _run_steps(step, steps, after_step)
+        times, losses = _run_steps(step, steps, after_step)
     finally:
         if gc_was_enabled:
             gc.enable()
     synchronize(device)
     loop_wall = time.perf_counter() - loop_start
     stepped = sum(times)
-    return _Loop(times, losses, scales, max(0.0, loop_wall - stepped) / stepped if stepped > 0 else 0.0)
+    return _Loop(times, losses, max(0.0, loop_wall - stepped) / stepped if stepped > 0 else 0.0)
 
 
 def _run_steps(step: TrainingStep, steps: int, after_step: Callable[[int], None] | None,
-               ) -> tuple[list[float], list[torch.Tensor], list[float]]:
+               ) -> tuple[list[float], list[torch.Tensor]]:
     times: list[float] = []
     losses: list[torch.Tensor] = []
-    scales: list[float] = []
-    fp16 = step.scaler.is_enabled()
     use_events = step.device.type == "cuda"
     if use_events:
         events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(steps)]
@@ -124,14 +117,12 @@ def _run_steps(step: TrainingStep, steps: int, after_step: Callable[[int], None]
             start = time.perf_counter()
             losses.append(step())
             times.append(time.perf_counter() - start)
-        if fp16:
-            scales.append(step.loss_scale())  # outside the step's clock; GradScaler synced already
         if after_step is not None:
             after_step(i)
     if use_events:
         synchronize(step.device)
         times = [start.elapsed_time(end) / 1e3 for start, end in events]
-    return times, losses, scales
+    return times, losses
 
 
 def make_batches(workload: Workload, spec: TrialSpec, device: torch.device) -> list[Any]:
@@ -241,16 +232,15 @@ class TrialRunner:
                 if i == 0 and spec.abandon_after_s and seconds > spec.abandon_after_s:
                     tracker.stop()
                     return failed(spec, "pruned", pruned_reason(seconds, spec.abandon_after_s), warnings=tuple(warnings))
+            before = step.amp.stats()  # outside the clock: skips during warm-up are not the loop's
             loop = timed_loop(step, spec.steps, self._heartbeat)
         peak = tracker.stop()
         self.emit({"event": "phase", "phase": "numerics"})
 
         losses = [float(l) for l in loop.losses]
-        final_scale = step.loss_scale()
-        skipped = None
-        if step.scaler.is_enabled():
-            previous = [spec.init_scale] + loop.scales[:-1]
-            skipped = sum(1 for before, after in zip(previous, loop.scales) if after < before)
+        after = step.amp.stats()
+        final_scale = after["scale"]
+        skipped = after["skipped_steps"] - before["skipped_steps"] if after["grad_scaler"] else None
 
         flops, stats = self._fp32_pass(workload, model, batches[0], final_scale or 1.0)
         del step, model
