@@ -13,9 +13,12 @@ from typing import Any, Callable
 import click
 
 from . import __version__
+from .dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_NAMES, Dtype
 from .errors import AdvisorError
 from .jsonio import dumps
 from .snippets import FORMATS as SNIPPET_FORMATS  # text only: cheap to import
+from .tuning.space import describe_default_batch_sizes  # the tuning modules import no torch: cheap
+from .tuning.tuner import COMPARE_STEPS, MIN_SEARCH_TRIALS, SEARCH_SHARE, TuneSettings
 
 _DEBUG_KEY = "amp_advisor.debug"
 
@@ -127,13 +130,13 @@ def _trial_progress(progress: _StderrProgress, steps: int, warmup: int) -> Calla
 @cli.command()
 @click.argument("model", required=False, type=click.Path(dir_okay=False, path_type=str))
 @click.option("--example", metavar="NAME", help="A built-in workload instead of MODEL: mlp, convnet or transformer.")
-@click.option("--dtype", required=True, type=click.Choice(["fp32", "tf32", "fp16", "bf16"]), help="Training precision.")
+@click.option("--dtype", required=True, type=click.Choice(TRAINING_DTYPE_NAMES), help="Training precision.")
 @click.option("--batch-size", required=True, type=int, metavar="N", help="Samples per micro-batch.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps; auto = cuda:0 if present.")
 @click.option("--steps", default=20, show_default=True, type=int, help="Measured optimizer steps.")
 @click.option("--warmup-steps", default=3, show_default=True, type=int, help="Untimed steps first.")
-@click.option("--init-scale", default=2.0**16, show_default=True, type=float, help="GradScaler init_scale (fp16 only).")
-@click.option("--growth-interval", default=2000, show_default=True, type=int, help="GradScaler growth_interval (fp16 only).")
+@click.option("--init-scale", default=DEFAULT_INIT_SCALE, show_default=True, type=float, help="GradScaler init_scale (fp16 only).")
+@click.option("--growth-interval", default=DEFAULT_GROWTH_INTERVAL, show_default=True, type=int, help="GradScaler growth_interval (fp16 only).")
 @click.option("--grad-accum", default=1, show_default=True, type=int, metavar="A", help="Micro-batches per optimizer step.")
 @click.option("--timeout", type=float, metavar="SECONDS",
               help="Kill the trial after this long. Default: when it stops making progress for 30 s + 20x its slowest step.")
@@ -173,36 +176,45 @@ def bench(model: str | None, example: str | None, dtype: str, batch_size: int, d
 
 
 class _TuneProgress:
-    """trials done / planned, the current trial, and the best so far, on one stderr line."""
+    """The phase, its trials done / planned, the current trial and the best so far, on one stderr
+    line (a log line per trial when stderr is not a terminal). Each phase plans its own trials, so
+    the count never runs past its total."""
 
     def __init__(self) -> None:
         self.line = _StderrProgress()
+        self.phase = "starting"
         self.planned = 0
         self.done = 0
+        self.total = 0
         self.best = "-"
         self.current = ""
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["event"]
-        if kind == "plan":
-            self.planned = event["planned"]
+        if kind == "tune_phase":
+            self.phase, self.planned, self.done = event["phase"], event["planned"], 0
+            if not sys.stderr.isatty() and self.planned:
+                click.echo(f"{self.phase}: {self.planned} trial{'s' if self.planned != 1 else ''}", err=True)
             return
         if kind == "trial_start":
-            self.current = event["label"] + ("" if event["role"] == "search" else f" ({event['role']})")
+            self.current = event["label"]
         elif kind == "trial_end":
             self.done += 1
+            self.total += 1
             if event["best"]:
                 self.best = f"{event['best'][0]} {event['best'][1]:.1f} samples/s"
             if not sys.stderr.isatty():
                 outcome = f"{event['samples_per_s']:.1f} samples/s" if event["feasible"] else event["why_not"]
-                click.echo(f"trial {event['number']}: {event['label']}: {event['status']}, {outcome}", err=True)
+                click.echo(f"trial {event['number']} ({event['role']}): {event['label']}: {event['status']}, {outcome}",
+                           err=True)
                 return
         width = 20
-        filled = min(width, round(width * self.done / self.planned)) if self.planned else 0
+        planned = max(self.planned, self.done)
+        filled = min(width, round(width * self.done / planned)) if planned else 0
         bar = "#" * filled + "." * (width - filled)
-        total = f"/{self.planned}" if self.planned else ""
         if sys.stderr.isatty():
-            self.line(f"[{bar}] {self.done}{total} trials | now: {self.current} | best: {self.best}")
+            self.line(f"{self.phase} [{bar}] {self.done}/{planned} ({self.total} trials) | now: {self.current} | "
+                      f"best: {self.best}")
 
 
 @cli.command()
@@ -214,14 +226,18 @@ class _TuneProgress:
 @click.option("--resume", is_flag=True, help="Continue the run in --out; finished trials are not repeated.")
 @click.option("--strategy", type=click.Choice(["bayes", "grid"]), default="bayes", show_default=True,
               help="bayes: scikit-optimize ask/tell; grid: every candidate (validation, fallback).")
-@click.option("--batch-sizes", metavar="LIST", help="Batch sizes to consider, e.g. 16,32,64 [default: 8..128 on CPU, 8..512 on GPU].")
+@click.option("--batch-sizes", metavar="LIST",
+              help=f"Batch sizes to consider, e.g. 16,32,64 [default: {describe_default_batch_sizes()}].")
 @click.option("--global-batch", type=int, metavar="B", help="Keep micro-batch x gradient accumulation = B.")
-@click.option("--time-budget", type=float, default=900.0, show_default=True, metavar="SECONDS", help="Stop searching after this long.")
-@click.option("--max-trials", type=int, metavar="N", help="Search trials at most [default: 25% of the space for bayes, all for grid].")
+@click.option("--time-budget", type=float, default=TuneSettings.time_budget_s, show_default=True, metavar="SECONDS", help="Stop searching after this long.")
+@click.option("--max-trials", type=int, metavar="N",
+              help=f"Search trials at most, before the confirmation rounds [default: bayes {SEARCH_SHARE:.0%} of the "
+                   f"space (at least {MIN_SEARCH_TRIALS}), grid all of it].")
 @click.option("--timeout", type=float, metavar="SECONDS", help="Per-trial limit [default: progress watchdog].")
-@click.option("--tolerance", type=float, default=0.05, show_default=True,
-              help="Largest relative loss difference from fp32 over the measured steps.")
-@click.option("--steps", type=int, default=8, show_default=True, help="Measured steps per trial.")
+@click.option("--tolerance", type=float, default=TuneSettings.tolerance, show_default=True,
+              help=f"Largest relative loss difference from fp32 over the first {COMPARE_STEPS} steps.")
+@click.option("--steps", type=int, default=TuneSettings.steps, show_default=True,
+              help="Measured steps per trial at most (fewer when steps are long).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Makes the sequence of trials reproducible.")
 @debug_option
 def tune(model: str | None, example: str | None, device: str, out: str | None, resume: bool, strategy: str,
@@ -258,9 +274,15 @@ def tune(model: str | None, example: str | None, device: str, out: str | None, r
     if rec is None:
         click.echo("no configuration ran cleanly: see the report or trials.csv for why")
         sys.exit(1)
-    speedup = f", {rec.measured.speedup_vs_fp32:.2f}x fp32 at the same batch" if rec.measured.speedup_vs_fp32 else ""
+    m = rec.measured
+    speedup = f", {m.speedup_vs_fp32:.2f}x fp32 at the same batch" if m.speedup_vs_fp32 else ""
+    if m.speedup_vs_best_fp32 and rec.dtype is not Dtype.FP32:
+        speedup += f", {m.speedup_vs_best_fp32:.2f}x the best fp32"
     accum = f" x {rec.grad_accumulation_steps} accumulation" if rec.grad_accumulation_steps > 1 else ""
-    click.echo(f"recommendation: {rec.dtype}, batch {rec.batch_size}{accum}, {rec.measured.samples_per_s:.1f} samples/s{speedup}")
+    click.echo(f"recommendation: {rec.dtype}, batch {rec.batch_size}{accum}, {m.samples_per_s:.1f} samples/s{speedup}")
+    if rec.trials():
+        click.echo(f"  measured in trials {', '.join(map(str, rec.trials()))}"
+                   + (" (interleaved confirmation rounds)" if (rec.evidence or {}).get("confirmed") else ""))
     if rec.scaler.enabled:
         click.echo(f"  GradScaler(init_scale={rec.scaler.init_scale:g}, growth_interval={rec.scaler.growth_interval})")
     click.echo(f"  why: {rec.why}")

@@ -6,10 +6,8 @@ import math
 from collections import Counter
 from typing import Iterable, Sequence
 
+from .dtypes import FP16_MAX, FP16_MIN_SUBNORMAL
 from .harness.trial import GradStats
-
-FP16_MAX = 65504.0
-FP16_MIN_SUBNORMAL = 2.0**-24  # anything smaller in magnitude flushes to zero
 
 
 def grad_stats(grads: Iterable, scale: float) -> GradStats:

@@ -17,11 +17,14 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from .dtypes import Dtype
+from . import tf32 as tf32_mode
+from .dtypes import (DEFAULT_BACKOFF_FACTOR, DEFAULT_GROWTH_FACTOR, DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE,
+                     Dtype, torch_dtype)
 from .errors import BadInputError
 from .jsonio import write_atomic
 
-RECOMMENDATION_SCHEMA_VERSION = 1
+RECOMMENDATION_SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)  # 1: before `evidence` and `machine_busy`; read with those absent
 
 
 class HardwareMismatchWarning(UserWarning):
@@ -33,17 +36,18 @@ class GradScalerConfig:
     """Mirrors torch.amp.GradScaler's arguments."""
 
     enabled: bool
-    init_scale: float = 2.0**16
-    growth_factor: float = 2.0
-    backoff_factor: float = 0.5
-    growth_interval: int = 2000
+    init_scale: float = DEFAULT_INIT_SCALE
+    growth_factor: float = DEFAULT_GROWTH_FACTOR
+    backoff_factor: float = DEFAULT_BACKOFF_FACTOR
+    growth_interval: int = DEFAULT_GROWTH_INTERVAL
 
 
 @dataclass(frozen=True)
 class Measured:
     samples_per_s: float
-    speedup_vs_fp32: float | None = None  # vs fp32 at the same batch size, measured in the same run
+    speedup_vs_fp32: float | None = None  # vs fp32 at the same batch size, in the same interleaved rounds
     peak_memory_bytes: int | None = None
+    speedup_vs_best_fp32: float | None = None  # vs the best fp32 configuration (any batch), same rounds
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,10 @@ class Recommendation:
     workload: str = ""
     created_at: str = ""
     notes: tuple[str, ...] = ()
+    # The trials the figures rest on: {"confirmed": bool, "recommended" | "fp32_best" | "fp32_same_batch":
+    # {"config", "dtype", "batch_size", "samples_per_s", "trials": [numbers in trials.jsonl]} or None}
+    evidence: Mapping[str, Any] | None = None
+    machine_busy: str | None = None  # set when the machine drifted or was loaded while measuring
     schema_version: int = RECOMMENDATION_SCHEMA_VERSION
 
     @property
@@ -70,19 +78,15 @@ class Recommendation:
     # ---------------------------------------------------------------------------- use in training
     @contextlib.contextmanager
     def autocast(self, device_type: str | None = None) -> Iterator[None]:
-        """Autocast to the recommended dtype (no-op for fp32/tf32); TF32 matmuls on when recommended."""
+        """Autocast to the recommended dtype (no-op for fp32/tf32). When the recommendation carries
+        TF32, it is switched on process-wide (tf32.enable) and stays on: the trials measured it on
+        for the backward pass and the optimizer too, as MixedPrecision and the snippets set it."""
         import torch
 
-        device_type = device_type or self.device_type
-        lower = {Dtype.FP16: torch.float16, Dtype.BF16: torch.bfloat16}.get(self.dtype)
-        previous = torch.get_float32_matmul_precision()
         if self.tf32:
-            torch.set_float32_matmul_precision("high")
-        try:
-            with torch.autocast(device_type, dtype=lower or torch.float32, enabled=lower is not None):
-                yield
-        finally:
-            torch.set_float32_matmul_precision(previous)
+            tf32_mode.enable()
+        with torch.autocast(device_type or self.device_type, dtype=torch_dtype(self.dtype), enabled=self.dtype.autocasts):
+            yield
 
     def grad_scaler(self, device_type: str | None = None):
         """A torch.amp.GradScaler configured as recommended (disabled unless fp16)."""
@@ -108,14 +112,20 @@ class Recommendation:
         out["dtype"] = self.dtype.value
         out["hardware"] = dict(self.hardware)
         out["notes"] = list(self.notes)
+        out["evidence"] = dict(self.evidence) if self.evidence is not None else None
         return out
+
+    def trials(self, figure: str = "recommended") -> tuple[int, ...]:
+        """Trial numbers a figure rests on ("recommended", "fp32_best", "fp32_same_batch"); () if unknown."""
+        entry = (self.evidence or {}).get(figure)
+        return tuple(entry["trials"]) if isinstance(entry, Mapping) else ()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], origin: str = "recommendation") -> "Recommendation":
         if not isinstance(data, Mapping):
             raise BadInputError(f"{origin}: expected a JSON object, got {type(data).__name__}")
         version = data.get("schema_version")
-        if version != RECOMMENDATION_SCHEMA_VERSION:
+        if version not in READABLE_SCHEMA_VERSIONS:
             newer = isinstance(version, int) and version > RECOMMENDATION_SCHEMA_VERSION
             raise BadInputError(
                 f"{origin}: schema_version {version!r}, this amp-advisor reads {RECOMMENDATION_SCHEMA_VERSION}"
@@ -134,6 +144,7 @@ class Recommendation:
                     "measured": Measured(**data["measured"]),
                     "hardware": dict(data["hardware"]),
                     "notes": tuple(data.get("notes", ())),
+                    "evidence": dict(data["evidence"]) if data.get("evidence") is not None else None,
                 }
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -143,11 +154,11 @@ class Recommendation:
 
     def _validate(self, origin: str) -> None:
         problems = []
-        if self.dtype not in (Dtype.FP32, Dtype.TF32, Dtype.FP16, Dtype.BF16):
+        if not self.dtype.is_training:
             problems.append(f"dtype {self.dtype} is not a training dtype")
         if self.batch_size < 1 or self.grad_accumulation_steps < 1:
             problems.append("batch_size and grad_accumulation_steps must be >= 1")
-        if self.scaler.enabled and self.dtype is not Dtype.FP16:
+        if self.scaler.enabled and not self.dtype.needs_grad_scaler:
             problems.append("grad_scaler.enabled is only meaningful for fp16")
         if not self.scaler.init_scale > 0:
             problems.append("grad_scaler.init_scale must be > 0")

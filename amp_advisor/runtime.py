@@ -22,13 +22,14 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .dtypes import Dtype
+from . import tf32 as tf32_mode
+from .dtypes import (DEFAULT_BACKOFF_FACTOR, DEFAULT_GROWTH_FACTOR, DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE,
+                     TRAINING_DTYPE_NAMES, TRAINING_DTYPES, Dtype, torch_dtype)
 from .errors import AdvisorError, BadInputError
 from .jsonio import write_atomic
 
 FLUSH_EVERY = 256  # optimizer steps between reads of the recorded scales: one sync per 256 steps
 STATE_VERSION = 1
-TRAINING_DTYPES = (Dtype.FP32, Dtype.TF32, Dtype.FP16, Dtype.BF16)
 
 
 class FP16ParametersError(AdvisorError, TypeError):
@@ -43,22 +44,23 @@ class MixedPrecision:
         *,
         grad_accumulation_steps: int = 1,
         max_grad_norm: float | None = None,
-        init_scale: float = 2.0**16,
-        growth_factor: float = 2.0,
-        backoff_factor: float = 0.5,
-        growth_interval: int = 2000,
+        init_scale: float = DEFAULT_INIT_SCALE,
+        growth_factor: float = DEFAULT_GROWTH_FACTOR,
+        backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
+        growth_interval: int = DEFAULT_GROWTH_INTERVAL,
         enabled: bool = True,
         tf32: bool = False,
         zero_grad: bool = True,
     ) -> None:
         """`dtype`: fp32, tf32, bf16 or fp16; `enabled=False` trains in plain fp32 whatever the dtype.
-        `tf32=True` (or dtype tf32) allows TF32 matmuls process-wide, for the backward pass too.
+        `tf32=True` (or dtype tf32) allows TF32 matmuls process-wide (tf32.enable), for the backward
+        pass too, as the trials measured it.
         `zero_grad=False` leaves zeroing the gradients to you."""
         import torch
 
         self.dtype = Dtype.parse(dtype) if not isinstance(dtype, Dtype) else dtype
         if self.dtype not in TRAINING_DTYPES:
-            raise BadInputError(f"dtype {self.dtype} is not a training dtype (expected one of fp32, tf32, bf16, fp16)")
+            raise BadInputError(f"dtype {self.dtype} is not a training dtype (expected one of {', '.join(TRAINING_DTYPE_NAMES)})")
         if grad_accumulation_steps < 1:
             raise BadInputError(f"grad_accumulation_steps must be >= 1, got {grad_accumulation_steps}")
         if max_grad_norm is not None and not max_grad_norm > 0:
@@ -67,16 +69,16 @@ class MixedPrecision:
         self.grad_accumulation_steps = grad_accumulation_steps
         self.max_grad_norm = max_grad_norm
         self.enabled = enabled
-        lower = {Dtype.FP16: torch.float16, Dtype.BF16: torch.bfloat16}.get(self.dtype) if enabled else None
-        self._autocast_dtype = lower
+        self._autocast_dtype = torch_dtype(self.dtype) if enabled and self.dtype.autocasts else None
         self.scaler = torch.amp.GradScaler(
             self.device_type, init_scale=init_scale, growth_factor=growth_factor, backoff_factor=backoff_factor,
-            growth_interval=growth_interval, enabled=lower is torch.float16,
+            growth_interval=growth_interval, enabled=enabled and self.dtype.needs_grad_scaler,
         )
         self._scaling = self.scaler.is_enabled()
         self._zero_grad = zero_grad
-        if tf32 or self.dtype is Dtype.TF32:
-            torch.set_float32_matmul_precision("high")
+        self.tf32 = bool(tf32 or self.dtype is Dtype.TF32)
+        if self.tf32:
+            tf32_mode.enable()
         self._clip = torch.nn.utils.clip_grad_norm_
         self._micro_steps = 0  # backward() calls
         self._stepped_at = 0  # the micro step at which the last optimizer step ran

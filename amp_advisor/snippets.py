@@ -11,12 +11,11 @@ import json
 import math
 from typing import Any, Callable
 
-from .dtypes import Dtype
+from . import tf32
+from .dtypes import Dtype, torch_dtype_name
 from .errors import BadInputError
 from .jsonio import dumps
 from .recommendation import Recommendation
-
-_TORCH_DTYPE = {Dtype.FP16: "torch.float16", Dtype.BF16: "torch.bfloat16"}
 
 
 def _header(rec: Recommendation) -> str:
@@ -28,11 +27,9 @@ def _header(rec: Recommendation) -> str:
 def torch_loop(rec: Recommendation) -> str:
     """A plain torch.amp training loop; `model`, `optimizer`, `loss_fn` and `loader` are the user's."""
     device_type = rec.device_type
-    lower = _TORCH_DTYPE.get(rec.dtype)
+    lower = torch_dtype_name(rec.dtype) if rec.dtype.autocasts else None
     accum = rec.grad_accumulation_steps
-    lines = ["import torch", "", _header(rec)]
-    if rec.tf32:
-        lines.append('torch.set_float32_matmul_precision("high")  # TF32 for the matmuls left in fp32')
+    lines = ["import torch", "", _header(rec), *_tf32_line(rec)]
     lines.append(f"BATCH_SIZE = {rec.batch_size}  # per step of the loader")
     if accum > 1:
         lines.append(f"ACCUM_STEPS = {accum}  # optimizer step every ACCUM_STEPS batches")
@@ -57,7 +54,7 @@ def torch_loop(rec: Recommendation) -> str:
 
 
 def _tf32_line(rec: Recommendation) -> list[str]:
-    return ['torch.set_float32_matmul_precision("high")  # TF32 for the matmuls left in fp32'] if rec.tf32 else []
+    return list(tf32.SOURCE_LINES) if rec.tf32 else []
 
 
 def _scaler_args(rec: Recommendation) -> str:
@@ -149,13 +146,16 @@ def deepspeed(rec: Recommendation) -> str:
 
 def to_toml(rec: Recommendation) -> str:
     """The recommendation as TOML (tables for the nested parts; TOML has no null, so None is left out)."""
-    data = rec.to_dict()
-    top = {k: v for k, v in data.items() if not isinstance(v, dict)}
-    lines = [f"{k} = {_toml_value(v)}" for k, v in top.items() if v is not None]
+    return "\n".join(_toml_table(rec.to_dict(), ())).lstrip("\n") + "\n"
+
+
+def _toml_table(data: dict[str, Any], path: tuple[str, ...]) -> list[str]:
+    lines = ["", f"[{'.'.join(path)}]"] if path else []
+    lines += [f"{k} = {_toml_value(v)}" for k, v in data.items() if v is not None and not isinstance(v, dict)]
     for name, table in data.items():
         if isinstance(table, dict):
-            lines += ["", f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
-    return "\n".join(lines) + "\n"
+            lines += _toml_table(table, path + (name,))
+    return lines
 
 
 def _toml_value(value: Any) -> str:

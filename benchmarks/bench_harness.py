@@ -30,7 +30,7 @@ from torch.utils.benchmark import Timer
 
 from amp_advisor.dtypes import Dtype
 from amp_advisor.harness.measure import TrainingStep, make_batches, seeded_model, timed_loop
-from amp_advisor.timing import matmul_precision
+from amp_advisor import tf32
 from amp_advisor.harness.trial import TrialSpec
 from amp_advisor.harness.worker import Worker
 from amp_advisor.workload import example_path, load
@@ -64,7 +64,7 @@ def fidelity(worker: Worker, blocks: int) -> list[float]:
         step = training_step(spec)
         harness_samples: list[float] = []
         timer_samples: list[float] = []
-        with matmul_precision(spec.dtype):
+        with tf32.scoped(spec.dtype is Dtype.TF32):
             for _ in range(blocks):
                 step()  # untimed, like the calibration step Timer runs before each of its blocks
                 loop = timed_loop(step, spec.steps)
@@ -76,7 +76,7 @@ def fidelity(worker: Worker, blocks: int) -> list[float]:
               f"{h / t - 1:+7.1%}  {'meets' if abs(h / t - 1) <= 0.05 else 'MISSES'} (+-5%)")
         result = worker.run(dataclasses.replace(spec, steps=30))
         overheads.append(result.loop_overhead_fraction)
-        with matmul_precision(spec.dtype):
+        with tf32.scoped(spec.dtype is Dtype.TF32):
             t = timer(step).blocked_autorange(min_run_time=30 * result.step_time_s.median).median
         h = result.step_time_s.median
         print(f"{'':12s} {'':5s} {'worker trial, then Timer':28s} {h * 1e3:10.1f} {t * 1e3:9.1f} {h / t - 1:+7.1%}  "

@@ -1,162 +1,226 @@
-"""Targets of the tune issue, measured on this machine; prints tables.
+"""Targets of the tune issues, measured on this machine against an independent oracle; prints tables.
 
-1. Quality: per built-in example, `tune` with the Bayesian strategy and with `--strategy grid`
-   over the same space. The two winners are then re-measured in one process, in interleaved
-   short blocks (this VM drifts by 15-30% over seconds, so numbers taken minutes apart do not
-   compare; an identical configuration measured twice differed by 25%): the recommendation must
-   reach >= 0.97 x the grid's best, using <= 30% of the grid's trials.
-2. Never worse: the recommendation vs plain fp32 at the same batch size, re-measured interleaved:
-   not slower by more than 2%.
-3. Cost: wall time of the Bayesian tune of the transformer example: <= 90 s.
-4. Faults: workloads that OOM, hang or abort above batch 16, and one whose fp16 overflows: tune
-   completes, records the failures, and recommends a configuration that avoids them.
+The oracle: a torch.utils.benchmark sweep of every (dtype, batch size) of the run's space, written
+here without the tuner's code (its own training step: autocast, GradScaler for fp16, AdamW or the
+workload's optimizer), in interleaved rounds in one process (this VM drifts by 15-30% over seconds,
+so numbers taken minutes apart do not compare). A dtype whose throughput at the smallest batch is
+below 1/4 of fp32's there (bf16/fp16 emulated on an AVX2 CPU: ~60x slower) is measured at that batch
+only: no batch size makes up a 4x gap on a CPU, and a full sweep of it would take many minutes.
 
-Usage: python benchmarks/bench_tune.py [--examples mlp,convnet,transformer] [--blocks 16] [--skip-faults]
-                                      [--keep DIR [--reuse]]
+1. Quality: per workload, `amp-advisor tune` (the CLI, Bayesian strategy, defaults) then the oracle.
+   quality = oracle samples/s of the recommended configuration / the oracle's best. Target: >= 0.95
+   with <= 30% of the grid's trials (the grid = every candidate of the run's space once).
+2. Cost: the whole `amp-advisor tune --example transformer` command. Target: <= 60 s on 2 cores.
+3. Reduced precision where it wins: wherever the oracle's best bf16 beats its best fp32 by more
+   than 5%, bf16 (or a faster reduced precision) must be recommended.
+4. Never worse: the oracle's figure for the recommendation vs its figure for fp32 at the same batch.
+
+Usage: python benchmarks/bench_tune.py [--workloads transformer,convnet,mlp,hf_bert] [--rounds 3]
+                                       [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import itertools
 import json
+import os
+import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from amp_advisor.dtypes import Dtype
-from amp_advisor.harness.measure import timed_loop
-from amp_advisor.timing import matmul_precision
-from amp_advisor.harness.trial import TrialSpec
-from amp_advisor.recommendation import Recommendation
-from amp_advisor.tuning import tune
-from amp_advisor.tuning.space import Candidate
-from amp_advisor.workload import example_path
-from bench_harness import training_step
+import torch
+from torch.utils.benchmark import Timer
 
-FAULTS = Path(__file__).resolve().parent.parent / "tests" / "workloads"
+ROOT = Path(__file__).resolve().parent.parent
+WORKLOADS = {
+    "transformer": ROOT / "amp_advisor" / "examples" / "transformer.py",
+    "convnet": ROOT / "amp_advisor" / "examples" / "convnet.py",
+    "mlp": ROOT / "amp_advisor" / "examples" / "mlp.py",
+    "hf_bert": ROOT / "benchmarks" / "workloads" / "hf_bert.py",
+}
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}  # the oracle's own dtype table
+HOPELESS = 0.25  # below this fraction of fp32 at the smallest batch: measured there only
 
 
-def remeasure(workload: str, configs: list[tuple[Dtype, int, float, int]], blocks: int) -> list[float]:
-    """Samples/s of each configuration, measured in one process in interleaved 3-step blocks (as
-    bench_harness.py compares with Timer), so that all of them see the same minutes of this VM.
-    Identical configurations share one measurement."""
-    distinct = list(dict.fromkeys(configs))
+def cpu_name() -> str:
+    flags, model = set(), platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("", "unknown CPU", platform.machine()):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags |= set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    kind = ("AMX-BF16" if "amx_bf16" in flags else "AVX512-BF16, no AMX" if "avx512_bf16" in flags
+            else "AVX2 only" if "avx2" in flags else "unknown ISA")
+    return f"{model} ({kind}), {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+# ------------------------------------------------------------------------------------ the oracle
+def load_module(path: Path):
+    spec = importlib.util.spec_from_file_location(f"oracle_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def oracle_step(module, dtype: str, batch: int):
+    """One optimizer step of plain torch.amp training, as a user would write it."""
+    torch.manual_seed(0)
+    model = module.build_model().train()
+    params = list(model.parameters())
+    opt = module.build_optimizer(params) if hasattr(module, "build_optimizer") else torch.optim.AdamW(params, lr=1e-3)
+    batches = [module.make_batch(batch, torch.device("cpu")) for _ in range(4)]
+    user_loss = getattr(module, "loss_fn", None)
+    scaler = torch.amp.GradScaler("cpu", enabled=dtype == "fp16")
+    counter = itertools.count()
+
+    def loss_of(b):
+        if user_loss is not None:
+            return user_loss(model, b)
+        out = model(**b) if isinstance(b, dict) else model(*b) if isinstance(b, (tuple, list)) else model(b)
+        return out.loss if hasattr(out, "loss") else out
+
+    def step():
+        b = batches[next(counter) % len(batches)]
+        with torch.autocast("cpu", dtype=AUTOCAST.get(dtype, torch.float32), enabled=dtype in AUTOCAST):
+            loss = loss_of(b)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def measure(step, min_run_time: float) -> float:
+    step()  # the first step after switching models is not measured
+    return Timer("step()", globals={"step": step}, num_threads=torch.get_num_threads()).blocked_autorange(
+        min_run_time=min_run_time).median
+
+
+def oracle(path: Path, dtypes: list[str], batches: list[int], rounds: int, min_run_time: float) -> dict:
+    """samples/s per (dtype, batch): the median over interleaved rounds (ABBA order)."""
+    module = load_module(path)
+    smallest = min(batches)
     steps = {}
-    for dtype, bs, scale, growth in distinct:
-        spec = TrialSpec(workload, dtype, bs, device="cpu", steps=3, warmup_steps=3, compare_fp32=False,
-                         init_scale=scale or 2.0**16, growth_interval=growth or 2000)
-        steps[(dtype, bs, scale, growth)] = (training_step(spec), spec)
-    rates: dict[tuple, list[float]] = {c: [] for c in distinct}
-    for _ in range(blocks):
-        for config, (step, spec) in steps.items():
-            with matmul_precision(spec.dtype):
-                step()  # untimed: the first step after switching models
-                loop = timed_loop(step, spec.steps)
-            rates[config] += [spec.samples_per_step / t for t in loop.times]
-    return [statistics.median(rates[c]) for c in configs]
+    for dtype in dtypes:
+        steps[(dtype, smallest)] = oracle_step(module, dtype, smallest)
+    first = {key: smallest / measure(step, min_run_time) for key, step in steps.items()}
+    fp32_rate = first.get(("fp32", smallest))
+    for dtype in dtypes:
+        if fp32_rate and dtype != "fp32" and first[(dtype, smallest)] < HOPELESS * fp32_rate:
+            continue  # emulated: its one measurement stands
+        for b in batches:
+            if b != smallest:
+                steps[(dtype, b)] = oracle_step(module, dtype, b)
+    rates = {key: [] for key in steps}
+    keys = list(steps)
+    for r in range(rounds):
+        for key in (keys if r % 2 == 0 else keys[::-1]):
+            rates[key].append(key[1] / measure(steps[key], min_run_time))
+    out = {key: statistics.median(v) for key, v in rates.items()}
+    for key, rate in first.items():
+        if key not in out:
+            out[key] = rate
+    return out
 
 
-def config_of(rec) -> tuple[Dtype, int, float, int]:
-    """The scaler settings only distinguish fp16 configurations (as Candidate.canonical does)."""
-    if rec.dtype is Dtype.FP16:
-        return rec.dtype, rec.batch_size, rec.scaler.init_scale, rec.scaler.growth_interval
-    return rec.dtype, rec.batch_size, 0.0, 0
+# -------------------------------------------------------------------------------------- tune runs
+def tune(name: str, path: Path, out: Path) -> tuple[dict, dict, dict, float]:
+    cmd = [sys.executable, "-m", "amp_advisor", "tune", "--out", str(out)]
+    cmd += ["--example", name] if path.parent.name == "examples" else [str(path)]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"tune {name} failed ({done.returncode}): {done.stderr[-2000:]}")
+    rec = json.loads((out / "recommendation.json").read_text())
+    run = json.loads((out / "run.json").read_text())
+    trials = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    return rec, run, {"trials": trials}, wall
 
 
-@dataclass
-class Run:
-    """What the tables need from a finished tune run."""
-
-    recommendation: Recommendation
-    trials_run: int
-    wall_s: float
-
-
-def run_or_reuse(path: Path, out: Path, reuse: bool, **settings) -> Run:
-    if not reuse:
-        tune(path, device="cpu", out=out, **settings)
-    state = json.loads((out / "run.json").read_text())
-    return Run(Recommendation.load(out, check_hardware=False), state["trials"], state["wall_s"])
-
-
-def quality(examples: list[str], blocks: int, root: Path, reuse: bool) -> None:
-    rows = []
-    for name in examples:
-        path = example_path(name)
-        bayes = run_or_reuse(path, root / f"{name}-bayes", reuse)
-        grid = run_or_reuse(path, root / f"{name}-grid", reuse, strategy="grid")
-        bayes_s, grid_s = bayes.wall_s, grid.wall_s
-        ours, theirs, fp32_twin = remeasure(
-            str(path), [config_of(bayes.recommendation), config_of(grid.recommendation),
-                        (Dtype.FP32, bayes.recommendation.batch_size, 0.0, 0)], blocks)
-        rows.append((name, bayes, bayes_s, grid, grid_s, ours, theirs, fp32_twin))
-
-    print(f"1. quality and 3. cost: Bayesian tune vs grid over the same space, fp32 on cpu; winners re-measured "
-          f"in {blocks} interleaved 3-step blocks each, in one process\n")
-    print(f"{'example':12s} {'bayes recommends':18s} {'trials':>6s} {'wall s':>6s} {'grid best':18s} {'trials':>6s} "
-          f"{'wall s':>6s} {'trial ratio':>11s} {'rec/grid':>8s}  verdict")
-    for name, bayes, bayes_s, grid, grid_s, ours, theirs, _ in rows:
-        b, g = bayes.recommendation, grid.recommendation
-        ratio_trials = bayes.trials_run / grid.trials_run
-        ratio = ours / theirs if theirs else float("nan")
-        verdict = "meets" if ratio >= 0.97 and ratio_trials <= 0.30 else "MISSES"
-        print(f"{name:12s} {f'{b.dtype} bs={b.batch_size}':18s} {bayes.trials_run:6d} {bayes_s:6.0f} "
-              f"{f'{g.dtype} bs={g.batch_size}':18s} {grid.trials_run:6d} {grid_s:6.0f} {ratio_trials:11.0%} "
-              f"{ratio:8.3f}  {verdict} (>= 0.97 with <= 30% of the trials)")
-    transformer = [r for r in rows if r[0] == "transformer"]
-    if transformer:
-        wall = transformer[0][2]
-        print(f"\ncost: Bayesian tune of the transformer example took {wall:.0f} s  {'meets' if wall <= 90 else 'MISSES'} (<= 90 s)")
-    print("\n2. never worse: the recommendation vs fp32 at the same batch size (re-measured interleaved)\n")
-    print(f"{'example':12s} {'recommendation':18s} {'samples/s':>10s} {'fp32 same bs':>12s} {'ratio':>6s}  verdict")
-    for name, bayes, *_, ours, _theirs, twin in rows:
-        b = bayes.recommendation
-        ratio = ours / twin if twin else float("nan")
-        print(f"{name:12s} {f'{b.dtype} bs={b.batch_size}':18s} {ours:10.1f} {twin:12.1f} {ratio:6.3f}  "
-              f"{'meets' if ratio >= 0.98 else 'MISSES'} (not slower by > 2%)")
-    print("\nwhy, as the runs say it:")
-    for name, bayes, *_ in rows:
-        print(f"  {name}: {bayes.recommendation.dtype} -- {bayes.recommendation.why}")
-
-
-def faults(root: Path) -> None:
-    print("\n4. faults: tune on workloads that fail above batch 16 (batch sizes 8,16,32,64; grid; 15 s trial timeout)\n")
-    print(f"{'workload':16s} {'trials':>6s} {'wall s':>6s} {'failures recorded':42s} {'recommendation':24s}  verdict")
-    for name in ("oom_above_8", "hang_above_16", "abort_above_16", "fp16_overflow"):
-        start = time.perf_counter()
-        result = tune(FAULTS / f"{name}.py", device="cpu", out=root / f"fault-{name}", strategy="grid",
-                      batch_sizes=(8, 16, 32, 64), trial_timeout_s=15.0, steps=4)
-        wall = time.perf_counter() - start
-        failures: dict[str, int] = {}
-        for r in result.records:
-            if r.result.status not in ("ok", "pruned"):
-                failures[r.result.status] = failures.get(r.result.status, 0) + 1
-        rec = result.recommendation
-        failed_configs = {r.candidate.canonical() for r in result.records if not r.feasible}
-        chosen = Candidate(rec.dtype, rec.batch_size, rec.scaler.init_scale, rec.scaler.growth_interval).canonical() if rec else None
-        avoided = rec is not None and chosen not in failed_configs and all(
-            r.candidate.canonical() != chosen for r in result.records if r.result.status != "ok")
-        shown = ", ".join(f"{k} x{v}" for k, v in sorted(failures.items())) or "none"
-        print(f"{name:16s} {result.trials_run:6d} {wall:6.0f} {shown:42s} "
-              f"{f'{rec.dtype} bs={rec.batch_size}' if rec else 'none':24s}  {'avoids them' if avoided else 'DOES NOT'}")
+def grid_size(space: dict) -> int:
+    per_fp16 = len(space["init_scales"]) * len(space["growth_intervals"])
+    return sum(len(space["batch_sizes"]) * (per_fp16 if d == "fp16" else 1) for d in space["dtypes"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--examples", default="mlp,convnet,transformer")
-    parser.add_argument("--blocks", type=int, default=16, help="interleaved 3-step blocks per configuration")
-    parser.add_argument("--skip-faults", action="store_true")
+    parser.add_argument("--workloads", default="transformer,convnet,mlp,hf_bert")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved oracle rounds")
+    parser.add_argument("--min-run-time", type=float, default=0.5, help="Timer.blocked_autorange per measurement (s)")
     parser.add_argument("--keep", type=Path, help="keep the run directories here")
-    parser.add_argument("--reuse", action="store_true",
-                        help="with --keep: take the tune runs already in that folder, re-measure and report only")
     args = parser.parse_args()
+    print(f"machine: {cpu_name()}\n")
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
-        quality([e for e in args.examples.split(",") if e], args.blocks, root, args.reuse)
-        if not args.skip_faults:
-            faults(root / "faults" if args.reuse else root)
+        for name in [w for w in args.workloads.split(",") if w]:
+            path = WORKLOADS[name]
+            out = root / f"{name}-{time.strftime('%H%M%S')}"
+            rec, run, trials, wall = tune(name, path, out)
+            space = run["context"]["space"]
+            measured = oracle(path, space["dtypes"], space["batch_sizes"], args.rounds, args.min_run_time)
+            rows.append((name, rec, run, trials["trials"], wall, space, measured))
+            print(f"  {name}: tuned in {wall:.0f} s, oracle measured {len(measured)} configurations", flush=True)
+
+    print("\n1. quality: the oracle's samples/s of the recommendation / the oracle's best, and the trials used\n")
+    print(f"{'workload':12s} {'recommends':12s} {'oracle':>8s} {'oracle best':16s} {'best':>8s} {'quality':>7s} "
+          f"{'trials':>6s} {'grid':>4s} {'share':>6s} {'wall s':>6s}  verdict")
+    for name, rec, run, trials, wall, space, measured in rows:
+        key = (rec["dtype"], rec["batch_size"])
+        best_key = max(measured, key=measured.get)
+        quality = measured.get(key, float("nan")) / measured[best_key]
+        share = len(trials) / grid_size(space)
+        ok = quality >= 0.95 and share <= 0.30
+        print(f"{name:12s} {f'{key[0]} bs={key[1]}':12s} {measured.get(key, float('nan')):8.1f} "
+              f"{f'{best_key[0]} bs={best_key[1]}':16s} {measured[best_key]:8.1f} {quality:7.3f} {len(trials):6d} "
+              f"{grid_size(space):4d} {share:6.0%} {wall:6.0f}  {'meets' if ok else 'MISSES'} (>= 0.95 with <= 30%)")
+    for name, rec, run, trials, wall, *_ in rows:
+        if name == "transformer":
+            print(f"\n2. cost: `amp-advisor tune --example transformer`, the whole command: {wall:.0f} s  "
+                  f"{'meets' if wall <= 60 else 'MISSES'} (<= 60 s)")
+
+    print("\n3. reduced precision where it wins: the oracle's best bf16 vs its best fp32\n")
+    print(f"{'workload':12s} {'best fp32':16s} {'best bf16':16s} {'bf16/fp32':>9s} {'recommended':12s}  verdict")
+    for name, rec, run, trials, wall, space, measured in rows:
+        best = {d: max(((k, v) for k, v in measured.items() if k[0] == d), key=lambda kv: kv[1], default=None)
+                for d in ("fp32", "bf16")}
+        if not best["fp32"] or not best["bf16"]:
+            continue
+        ratio = best["bf16"][1] / best["fp32"][1]
+        needed = ratio > 1.05
+        ok = rec["dtype"] in ("bf16", "fp16") if needed else True
+        shown = {d: f"{kv[0][0]} bs={kv[0][1]} {kv[1]:.0f}" for d, kv in best.items()}
+        print(f"{name:12s} {shown['fp32']:16s} {shown['bf16']:16s} {ratio:9.2f} {rec['dtype']:12s}  "
+              + ("meets (bf16 wins by > 5%: reduced precision recommended)" if needed and ok else
+                 "MISSES (bf16 wins by > 5%, fp32 recommended)" if needed else "n/a (bf16 does not win by > 5%)"))
+
+    print("\n4. never worse: the oracle's recommendation vs fp32 at the same batch size\n")
+    print(f"{'workload':12s} {'recommends':12s} {'oracle':>8s} {'fp32 same bs':>12s} {'ratio':>6s} "
+          f"{'tune said':>9s}  verdict")
+    for name, rec, run, trials, wall, space, measured in rows:
+        key = (rec["dtype"], rec["batch_size"])
+        twin = measured.get(("fp32", rec["batch_size"]))
+        ratio = measured[key] / twin if twin else float("nan")
+        said = rec["measured"].get("speedup_vs_fp32")
+        print(f"{name:12s} {f'{key[0]} bs={key[1]}':12s} {measured[key]:8.1f} {twin or float('nan'):12.1f} "
+              f"{ratio:6.2f} {said or float('nan'):9.2f}  {'meets' if ratio >= 0.98 else 'MISSES'} (not slower by > 2%)")
+
+    print("\nwhy, as the runs say it:")
+    for name, rec, *_ in rows:
+        print(f"  {name}: {rec['dtype']} bs={rec['batch_size']} -- {rec['why']}")
+        if rec.get("machine_busy"):
+            print(f"    busy: {rec['machine_busy']}")
 
 
 if __name__ == "__main__":

@@ -221,6 +221,37 @@ def missing_pynvml():
     raise ImportError("No module named 'pynvml'")
 
 
+# /proc/cpuinfo of the CPUs the machines here have (and CI may have): the probe's rules read them.
+CPUINFO_EPYC_AVX2 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 7B13
+flags\t\t: fpu sse2 avx avx2 fma f16c
+physical id\t: 0
+core id\t\t: 0
+
+processor\t: 1
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 7B13
+flags\t\t: fpu sse2 avx avx2 fma f16c
+physical id\t: 0
+core id\t\t: 1
+"""
+
+CPUINFO_SAPPHIRE_RAPIDS = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: avx2 avx512f avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8
+physical id\t: 0
+core id\t\t: 0
+"""
+
+
+def fake_cpu_profile(cpuinfo_text: str = CPUINFO_EPYC_AVX2):
+    from amp_advisor.hardware import probe
+
+    return probe("cpu", cpuinfo_text=cpuinfo_text).devices[0]
+
+
 def fake_h100_profile():
     from amp_advisor.hardware import probe
 
@@ -235,15 +266,18 @@ FLOPS_PER_SAMPLE = 3e10
 
 class SyntheticWorker:
     """A machine where each dtype has a peak rate, small batches pay a fixed overhead, and
-    optionally some batches run out of memory or some dtypes break numerics."""
+    optionally some batches run out of memory, some dtypes break numerics, or the whole machine
+    is slower for a while (`slow={trial index: factor}`, 0-based in the order trials ran)."""
 
     def __init__(self, rates, *, oom_at=None, loss_diff=None, skip_rate=None, interrupt_after=None, stall=(),
-                 memory_per_sample=None):
+                 memory_per_sample=None, slow=None, rate_at=None):
         self.rates, self.oom_at = rates, oom_at or {}
+        self.rate_at = rate_at or {}  # (dtype, batch) -> samples/s, overriding the model below
         self.memory_per_sample = memory_per_sample or {}  # bytes per sample by dtype; default 1e8
         self.stall = set(stall)  # (dtype, batch): the first step is slow by accident (a busy machine)
         self.loss_diff, self.skip_rate = loss_diff or {}, skip_rate or {}
         self.interrupt_after = interrupt_after
+        self.slow = slow or {}
         self.specs = []
 
     def spawn(self):
@@ -252,7 +286,14 @@ class SyntheticWorker:
     def close(self):
         pass
 
+    def step_s(self, dtype, bs, accum=1):
+        samples = bs * accum
+        if (dtype, bs) in self.rate_at:
+            return samples / self.rate_at[(dtype, bs)]
+        return 0.002 * accum + samples / self.rates[dtype]  # fixed overhead per micro-batch + per-sample work
+
     def run(self, spec):
+        index = len(self.specs)
         self.specs.append(spec)
         if self.interrupt_after is not None and len(self.specs) > self.interrupt_after:
             raise KeyboardInterrupt("synthetic Ctrl-C")
@@ -260,25 +301,30 @@ class SyntheticWorker:
         if bs >= self.oom_at.get(dtype, math.inf):
             return failed(spec, "oom", "CUDA out of memory. Tried to allocate 4.00 GiB")
         samples = bs * spec.grad_accum
-        step = 0.002 + samples / self.rates[dtype]  # fixed overhead + per-sample work
+        step = self.step_s(dtype, bs, spec.grad_accum) * self.slow.get(index, 1.0)
         if spec.abandon_after_s and (step > spec.abandon_after_s or (dtype, bs) in self.stall):
-            return failed(spec, "pruned", "stopped early")
+            return failed(spec, "pruned", f"stopped early: the first step took {step:.2f} s, over the "
+                                          f"{spec.abandon_after_s:.2f} s allowed")
         skipped = int(self.skip_rate.get(dtype, 0.0) * spec.steps) if dtype is Dtype.FP16 else None
+        curve = tuple(1.0 - 0.01 * i for i in range(spec.warmup_steps + spec.steps))
+        compared = min(spec.compare_steps or len(curve), len(curve))
         return TrialResult(
             spec=spec, status="ok", step_time_s=StepTimes(step, 0.0, step, step, (step,) * spec.steps),
             samples_per_s=samples / step, peak_memory_bytes=int(10**9 + bs * self.memory_per_sample.get(dtype, 10**8)), memory_method="synthetic",
             skipped_steps=skipped, wall_s=0.5 + step * (spec.steps + spec.warmup_steps), final_loss_scale=spec.init_scale if dtype is Dtype.FP16 else None,
             flops_per_step=samples * FLOPS_PER_SAMPLE, tflops=samples * FLOPS_PER_SAMPLE / step / 1e12,
-            losses=tuple(1.0 - 0.01 * i for i in range(spec.steps)),
-            fp32_losses=tuple(1.0 - 0.01 * i for i in range(spec.steps)) if dtype is not Dtype.FP32 else (),
-            loss_rel_diff_vs_fp32=self.loss_diff.get(dtype, 0.001 if dtype is not Dtype.FP32 else 0.0),
+            warmup_losses=curve[: spec.warmup_steps], losses=curve[spec.warmup_steps:],
+            fp32_losses=curve[:compared] if dtype is not Dtype.FP32 and spec.compare_fp32 else (),
+            loss_rel_diff_vs_fp32=(self.loss_diff.get(dtype, 0.001) if spec.compare_fp32 else None) if dtype is not Dtype.FP32 else 0.0,
             grad_stats=GradStats(1.0, 100, 0.0, 0.0, 0.0, 0.01, {-7: 100}),
+            tf32=bool(spec.tf32) or dtype is Dtype.TF32,
         )
 
 
-def run_tuner(tmp_path, worker, profile=None, **settings):
+def run_tuner(tmp_path, worker, profile=None, on_event=None, **settings):
     settings = {"workload": str(WORKLOADS / "tiny.py"), "device": "cuda:0", **settings}
     store = RunStore(tmp_path / "run")
     tuner_settings = TuneSettings(**settings)
     store.create(tuner_settings.to_dict())
-    return Tuner(tuner_settings, store, worker=worker, device_profile=profile or fake_h100_profile()).run(), store
+    tuner = Tuner(tuner_settings, store, worker=worker, device_profile=profile or fake_h100_profile(), on_event=on_event)
+    return tuner.run(), store

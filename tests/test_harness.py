@@ -9,6 +9,7 @@ from amp_advisor.errors import BadInputError
 from amp_advisor.harness import bench, worker as worker_module
 from amp_advisor.harness.trial import TrialResult, TrialSpec
 from amp_advisor.harness.worker import Worker
+from amp_advisor.hardware import probe
 
 WORKLOADS = Path(__file__).parent / "workloads"
 FAST = dict(steps=6, warmup_steps=1)
@@ -51,10 +52,30 @@ def test_flops_match_the_model(worker):
 def test_bf16_agrees_with_fp32_from_the_same_weights_and_batches(worker):
     r = worker.run(spec("tiny", Dtype.BF16))
     assert r.status == "ok"
-    assert len(r.fp32_losses) == len(r.losses)
-    assert r.fp32_losses[0] == pytest.approx(r.losses[0], rel=0.05)  # same weights, same first batch
+    assert len(r.fp32_losses) == len(r.all_losses) == 7  # from step 0, the warm-up step included
+    assert r.fp32_losses[0] == pytest.approx(r.all_losses[0], rel=0.05)  # same weights, same first batch
     assert 0 < r.loss_rel_diff_vs_fp32 < 0.05
-    assert any("no fast path" in w for w in r.warnings)  # this CPU emulates bf16
+    fast = probe("cpu").devices[0].dtypes[Dtype.BF16].fast  # AVX2-only CPUs emulate bf16; AVX512-BF16/AMX do not
+    assert any("no fast path" in w for w in r.warnings) is not fast
+
+
+def test_the_fp32_curve_is_trained_once_per_batch_size_and_matches_a_fresh_one():
+    """An fp32 trial is the reference of its batch size; a later bf16 trial at that size reuses it
+    (no fp32 reference steps), and gets the same curve as a worker that has to train it."""
+    events = []
+    with Worker(on_event=events.append) as w:
+        w.run(spec("tiny", batch_size=4))
+        events.clear()
+        cached = w.run(spec("tiny", Dtype.BF16, batch_size=4, compare_steps=5))
+        assert not [e for e in events if e.get("phase") == "fp32 reference"]
+        events.clear()
+        other_size = w.run(spec("tiny", Dtype.BF16, batch_size=2, compare_steps=5))
+        assert len([e for e in events if e.get("phase") == "fp32 reference"]) == 5
+    with Worker() as fresh:
+        trained = fresh.run(spec("tiny", Dtype.BF16, batch_size=4, compare_steps=5))
+    assert len(cached.fp32_losses) == 5 and cached.fp32_losses == trained.fp32_losses
+    assert cached.loss_rel_diff_vs_fp32 == trained.loss_rel_diff_vs_fp32
+    assert len(other_size.fp32_losses) == 5 and other_size.fp32_losses != cached.fp32_losses
 
 
 def test_fp16_uses_the_scaler_and_reports_its_state(worker):

@@ -6,29 +6,9 @@ from amp_advisor.dtypes import Dtype
 from amp_advisor.hardware import probe
 from amp_advisor.hardware.cpu import CPUINFO_PATH, parse_cpuinfo, probe_cpu
 from amp_advisor.hardware.rules import CPU_ISA_FLAGS, cpu_verdicts
+from tests.fakes import CPUINFO_EPYC_AVX2, CPUINFO_SAPPHIRE_RAPIDS
 
-EPYC_AVX2 = """processor\t: 0
-vendor_id\t: AuthenticAMD
-model name\t: AMD EPYC 7B13
-flags\t\t: fpu sse2 avx avx2 fma f16c
-physical id\t: 0
-core id\t\t: 0
-
-processor\t: 1
-vendor_id\t: AuthenticAMD
-model name\t: AMD EPYC 7B13
-flags\t\t: fpu sse2 avx avx2 fma f16c
-physical id\t: 0
-core id\t\t: 1
-"""
-
-SAPPHIRE_RAPIDS = """processor\t: 0
-vendor_id\t: GenuineIntel
-model name\t: Intel(R) Xeon(R) Platinum 8480+
-flags\t\t: avx2 avx512f avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8
-physical id\t: 0
-core id\t\t: 0
-"""
+EPYC_AVX2, SAPPHIRE_RAPIDS = CPUINFO_EPYC_AVX2, CPUINFO_SAPPHIRE_RAPIDS
 
 GRAVITON3 = """processor\t: 0
 BogoMIPS\t: 2100.00

@@ -32,7 +32,7 @@ def test_save_and_load_round_trip(tmp_path):
                 "device", "hardware", "measured"):
         assert key in doc
     assert set(doc["grad_scaler"]) == {"enabled", "init_scale", "growth_factor", "backoff_factor", "growth_interval"}
-    assert set(doc["measured"]) == {"samples_per_s", "speedup_vs_fp32", "peak_memory_bytes"}
+    assert set(doc["measured"]) == {"samples_per_s", "speedup_vs_fp32", "peak_memory_bytes", "speedup_vs_best_fp32"}
     assert Recommendation.load(path) == rec
     assert Recommendation.load(tmp_path / "run") == rec  # the run directory works too
 
@@ -96,3 +96,62 @@ def test_loading_on_other_hardware_warns(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Recommendation.load(make().save(tmp_path / "same.json"))  # this machine: no warning
+
+
+EVIDENCE = {"confirmed": True,
+            "recommended": {"config": "bf16 bs=32", "dtype": "bf16", "batch_size": 32, "samples_per_s": 150.0,
+                            "trials": [7, 9]},
+            "fp32_best": {"config": "fp32 bs=16", "dtype": "fp32", "batch_size": 16, "samples_per_s": 100.0,
+                          "trials": [8, 10]},
+            "fp32_same_batch": None}
+
+
+def test_the_trials_a_recommendation_rests_on_survive_json_and_toml(tmp_path):
+    from amp_advisor.snippets import to_toml
+
+    rec = make(evidence=EVIDENCE, machine_busy="the load average was above the 2 cores")
+    assert Recommendation.load(rec.save(tmp_path / "r.json")) == rec
+    (tmp_path / "r.toml").write_text(to_toml(rec))
+    back = Recommendation.load(tmp_path / "r.toml")
+    assert back.trials("recommended") == (7, 9) and back.trials("fp32_best") == (8, 10)
+    assert back.trials("fp32_same_batch") == () and back.machine_busy == rec.machine_busy
+
+
+def test_a_schema_1_recommendation_still_loads(tmp_path):
+    doc = make().to_dict()
+    del doc["evidence"], doc["machine_busy"], doc["measured"]["speedup_vs_best_fp32"]
+    doc["schema_version"] = 1
+    (tmp_path / "old.json").write_text(json.dumps(doc))
+    rec = Recommendation.load(tmp_path / "old.json")
+    assert rec.evidence is None and rec.trials() == () and rec.schema_version == 1
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_tf32_means_the_same_in_autocast_the_helper_and_the_snippet(on):
+    """One TF32 behaviour: process-wide, matmuls and cuDNN, as the trials measured it."""
+    from amp_advisor import tf32
+    from amp_advisor.runtime import MixedPrecision
+    from amp_advisor.snippets import torch_loop
+
+    def state():
+        return torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+
+    rec = Recommendation(**{**{f: getattr(make(), f) for f in ("dtype", "batch_size", "grad_accumulation_steps",
+                                                               "scaler", "device", "hardware", "measured")},
+                            "tf32": on})
+    saved = state()
+    try:
+        tf32.enable(False)
+        with rec.autocast():
+            pass
+        after_autocast = state()  # stays on after the block: the backward pass runs outside it
+        tf32.enable(False)
+        rec.mixed_precision()
+        after_helper = state()
+        tf32.enable(on)
+        expected = state()
+        assert after_autocast == after_helper == expected
+        assert all(line in torch_loop(rec) for line in tf32.SOURCE_LINES) is on
+    finally:
+        torch.set_float32_matmul_precision(saved[0])
+        torch.backends.cudnn.allow_tf32 = saved[1]

@@ -3,6 +3,7 @@ and end to end through the real worker on this CPU."""
 
 import json
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -18,7 +19,8 @@ from amp_advisor.tuning.search import BayesStrategy, GridStrategy
 from amp_advisor.tuning.space import Candidate, SearchSpace, build_space, parse_batch_sizes, seeded_init_scale
 from amp_advisor.tuning.store import RunStore
 from amp_advisor.tuning.tuner import Tuner, TuneSettings
-from tests.fakes import GPU_RATES, WORKLOADS, SyntheticWorker, fake_h100_profile, run_tuner
+from tests.fakes import (CPUINFO_EPYC_AVX2, CPUINFO_SAPPHIRE_RAPIDS, GPU_RATES, WORKLOADS, SyntheticWorker,
+                         fake_cpu_profile, fake_h100_profile, run_tuner)
 
 H100 = fake_h100_profile()
 CPU = probe("cpu").devices[0]
@@ -64,7 +66,7 @@ def test_grid_asks_for_everything_and_bayes_is_reproducible():
 
 
 def test_on_a_fast_gpu_bf16_at_the_largest_batch_wins_and_fp32_is_the_twin(tmp_path):
-    result, store = run_tuner(tmp_path, SyntheticWorker(GPU_RATES), batch_sizes=(8, 16, 32, 64))
+    result, store = run_tuner(tmp_path, SyntheticWorker(GPU_RATES), batch_sizes=(8, 16, 32, 64), max_trials=10)
     rec = result.recommendation
     assert rec.dtype in (Dtype.BF16, Dtype.FP16) and rec.batch_size == 64
     assert rec.measured.speedup_vs_fp32 > 5
@@ -121,13 +123,32 @@ def test_reduced_precision_must_beat_fp32_at_the_same_batch(tmp_path):
 
 
 def test_a_dtype_clearly_slower_is_pruned_and_then_ruled_out(tmp_path):
-    rates = {Dtype.FP32: 1000.0, Dtype.TF32: 1000.0, Dtype.BF16: 2.0, Dtype.FP16: 2.0}  # like an AVX2 CPU
+    """On an AVX2-only CPU (the probe says bf16 and fp16 are not fast) one scout each settles it,
+    and the explanation says what was stopped and why."""
+    rates = {Dtype.FP32: 1000.0, Dtype.TF32: 1000.0, Dtype.BF16: 2.0, Dtype.FP16: 2.0}
+    worker = SyntheticWorker(rates)
+    result, _ = run_tuner(tmp_path, worker, fake_cpu_profile(CPUINFO_EPYC_AVX2), device="cpu",
+                          batch_sizes=(8, 16, 32, 64))
+    slow = [s for s in worker.specs if s.dtype in (Dtype.BF16, Dtype.FP16)]
+    assert slow and all(s.batch_size == 8 for s in slow)  # at most one scout each, at the smallest batch
+    assert len({s.dtype for s in slow}) == len(slow)
+    assert result.recommendation.dtype is Dtype.FP32
+    why = result.recommendation.why
+    assert f"{slow[0].dtype} was stopped early at batch 8 (trial" in why and "the first step took" in why
+    assert "clearly slower (" not in why  # no verdict by default: what was pruned and why
+
+
+def test_a_fast_dtype_is_ruled_out_only_after_a_second_pruned_trial(tmp_path):
+    """The probe says bf16/fp16 are fast on an H100: one stalled first step is not a verdict on the
+    dtype, a second one is."""
+    rates = {Dtype.FP32: 1000.0, Dtype.TF32: 1000.0, Dtype.BF16: 2.0, Dtype.FP16: 2.0}
     worker = SyntheticWorker(rates)
     result, _ = run_tuner(tmp_path, worker, batch_sizes=(8, 16, 32, 64))
-    slow = [s for s in worker.specs if s.dtype in (Dtype.BF16, Dtype.FP16)]
-    assert len(slow) == 2 and all(s.batch_size == 8 for s in slow)  # one scout each, at the smallest batch
+    tried = {d: [s for s in worker.specs if s.dtype is d] for d in (Dtype.BF16, Dtype.FP16)}
+    assert all(1 <= len(t) <= 2 and all(s.abandon_after_s for s in t) for t in tried.values())
+    for dtype in [d for d, t in tried.items() if len(t) == 2]:  # a second pruned trial rules the dtype out
+        assert f"{dtype} was stopped early at batch" in result.recommendation.why
     assert result.recommendation.dtype in (Dtype.FP32, Dtype.TF32)
-    assert "stopped early" in result.recommendation.why
 
 
 def test_a_stalled_trial_of_a_dtype_that_ran_cleanly_rules_out_only_itself(tmp_path):
@@ -165,7 +186,7 @@ def test_store_drops_a_torn_last_line_and_writes_csv(tmp_path):
     records = list(store.records())
     assert len(records) == result.trials_run
     csv = store.write_csv(records).read_text().splitlines()
-    assert len(csv) == 1 + len(records) and csv[0].startswith("trial,role,dtype,batch_size")
+    assert len(csv) == 1 + len(records) and csv[0].startswith("trial,role,round,dtype,batch_size")
 
 
 def test_bad_settings():
@@ -235,3 +256,87 @@ def test_sigterm_leaves_a_consistent_run_that_resumes(tmp_path):
                 if json.loads(line)["role"] == "search"]
     assert len(searched) == len(set(searched))
     assert (run / "recommendation.json").exists()
+
+
+# ------------------------------------------------------------ the decision, through the whole tuner
+
+
+def test_the_recommendation_names_the_trials_it_rests_on_and_they_are_confirmation_rounds(tmp_path):
+    result, store = run_tuner(tmp_path, SyntheticWorker(GPU_RATES), batch_sizes=(16, 32, 64))
+    rec = result.recommendation
+    by_number = {r.number: r for r in result.records}
+    chosen = [by_number[n] for n in rec.trials("recommended")]
+    assert chosen and all(r.role.value == "confirm" and r.candidate.batch_size == rec.batch_size for r in chosen)
+    twin = [by_number[n] for n in rec.trials("fp32_same_batch")]
+    assert twin and all(r.candidate.dtype is Dtype.FP32 and r.candidate.batch_size == rec.batch_size for r in twin)
+    assert {r.round for r in twin} <= {r.round for r in chosen}  # measured in the same interleaved rounds
+    assert rec.measured.speedup_vs_fp32 == pytest.approx(statistics.median(r.score for r in chosen)
+                                                         / statistics.median(r.score for r in twin))
+    assert Recommendation.from_dict(json.loads(json.dumps(rec.to_dict()))).evidence == rec.evidence
+
+
+def test_a_slow_period_during_the_first_trials_does_not_decide(tmp_path):
+    """An AMX CPU where bf16 trains 1.7x faster than fp32, and the machine is 10x slower for the
+    first five trials. bf16's best takes part in the rounds and wins; the inconsistent fp32
+    measurement is rechecked; the drift of the reference configuration is reported."""
+    rates = {Dtype.FP32: 125.0, Dtype.BF16: 210.0, Dtype.FP16: 60.0}
+    worker = SyntheticWorker(rates, slow={i: 10.0 for i in range(5)})
+    result, _ = run_tuner(tmp_path, worker, fake_cpu_profile(CPUINFO_SAPPHIRE_RAPIDS), device="cpu",
+                          batch_sizes=(8, 16, 32, 64), strategy="grid")
+    rec = result.recommendation
+    assert rec.dtype is Dtype.BF16 and rec.measured.speedup_vs_fp32 > 1.5
+    assert rec.machine_busy and "drifted" in rec.machine_busy
+
+
+def test_neighbours_that_do_not_fit_are_rechecked(tmp_path):
+    rates = {Dtype.FP32: 125.0, Dtype.BF16: 210.0, Dtype.FP16: 60.0}
+    worker = SyntheticWorker(rates, slow={1: 12.0})  # the second trial ran while another job competed
+    result, _ = run_tuner(tmp_path, worker, fake_cpu_profile(CPUINFO_SAPPHIRE_RAPIDS), device="cpu",
+                          batch_sizes=(8, 16, 32, 64), strategy="grid")
+    slowed = result.records[1]
+    rechecks = [r for r in result.records if r.role.value == "recheck"]
+    assert [r.candidate for r in rechecks] == [slowed.candidate]
+    assert rechecks[0].score > 5 * slowed.score
+
+
+def test_an_oom_edge_under_a_global_batch_keeps_the_effective_batch(tmp_path):
+    worker = SyntheticWorker(GPU_RATES, oom_at={d: 64 for d in GPU_RATES})
+    result, _ = run_tuner(tmp_path, worker, batch_sizes=(8, 16, 32, 64), global_batch=64, strategy="grid")
+    assert all(s.batch_size * s.grad_accum == 64 for s in worker.specs)  # no 48 x 1
+    assert not [r for r in result.records if r.role.value == "bisect"]
+    rec = result.recommendation
+    assert rec.batch_size * rec.grad_accumulation_steps == 64 and rec.batch_size < 64
+
+
+def test_an_oom_edge_under_a_global_batch_is_bisected_on_its_divisors(tmp_path):
+    worker = SyntheticWorker(GPU_RATES, oom_at={d: 96 for d in GPU_RATES})
+    result, _ = run_tuner(tmp_path, worker, batch_sizes=(16, 32, 96), global_batch=96, strategy="grid")
+    bisects = [r for r in result.records if r.role.value == "bisect"]
+    assert [r.candidate.batch_size for r in bisects] == [48] and bisects[0].result.spec.grad_accum == 2
+    assert all(s.batch_size * s.grad_accum == 96 for s in worker.specs)
+
+
+@pytest.mark.parametrize("profile, tf32_fast", [(H100, True), (fake_cpu_profile(CPUINFO_SAPPHIRE_RAPIDS), False)])
+def test_what_is_recommended_is_what_was_measured_tf32(tmp_path, profile, tf32_fast):
+    worker = SyntheticWorker(GPU_RATES)
+    result, _ = run_tuner(tmp_path, worker, profile, device="cuda:0" if tf32_fast else "cpu",
+                          batch_sizes=(16, 32), strategy="grid")
+    for spec in worker.specs:
+        assert spec.tf32 is (spec.dtype is Dtype.TF32 or (spec.dtype in (Dtype.BF16, Dtype.FP16) and tf32_fast))
+    rec = result.recommendation
+    assert rec.dtype is not Dtype.FP32
+    measured = {r.result.tf32 for r in result.records if r.candidate.canonical().dtype is rec.dtype}
+    assert measured == {rec.tf32}
+
+
+def test_the_progress_never_counts_past_its_total(tmp_path, monkeypatch):
+    from amp_advisor.cli import _TuneProgress
+
+    seen = []
+    progress = _TuneProgress()
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    progress.line = seen.append
+    run_tuner(tmp_path, SyntheticWorker(GPU_RATES), batch_sizes=(16, 32, 64), on_event=progress)
+    counts = [line.split("] ")[1].split(" ")[0] for line in seen]
+    assert counts and all(int(done) <= int(total) for done, total in (c.split("/") for c in counts))
+    assert any(line.startswith("confirm") for line in seen)

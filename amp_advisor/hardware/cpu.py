@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..dtypes import Dtype
+from ..dtypes import Dtype, torch_dtype
 from .model import CpuIdentity, DeviceFacts
 from .rules import CPU_ISA_FLAGS, cpu_verdicts
 from .unknowns import Unknowns, describe
@@ -84,8 +84,7 @@ def _smoke_matmul(dtype: Dtype) -> None:
             scale_a=scale, scale_b=scale, out_dtype=torch.bfloat16,
         )
         return
-    torch_dtype = {Dtype.FP32: torch.float32, Dtype.FP16: torch.float16, Dtype.BF16: torch.bfloat16}[dtype]
-    a.to(torch_dtype) @ b.to(torch_dtype)
+    a.to(torch_dtype(dtype)) @ b.to(torch_dtype(dtype))
 
 
 def _smoke_runs() -> dict[Dtype, str | None]:

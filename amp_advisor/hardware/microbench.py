@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, ContextManager, Iterator, Protocol, Sequence
 
-from ..dtypes import Dtype
-from ..timing import is_noisy, matmul_precision, median_iqr, synchronize
+from .. import tf32
+from ..dtypes import Dtype, torch_dtype
+from ..timing import is_noisy, median_iqr, synchronize
 from .model import MatmulMeasurement
 from .unknowns import describe
 
@@ -154,7 +155,7 @@ class TorchMatmulRunner:
 
     @contextlib.contextmanager
     def open(self, dtype: Dtype, n: int) -> Iterator[Callable[[], float]]:
-        with matmul_precision(dtype):
+        with tf32.scoped(dtype is Dtype.TF32):
             op = self._build(dtype, n)
             synchronize(self.device)
             yield self._event_timer(op) if self.device.type == "cuda" else self._host_timer(op)
@@ -192,6 +193,5 @@ class TorchMatmulRunner:
             a8 = a.to(torch.float8_e4m3fn)
             b8 = b.t().contiguous().to(torch.float8_e4m3fn).t()  # _scaled_mm wants B column-major
             return lambda: torch._scaled_mm(a8, b8, scale_a=scale, scale_b=scale, out_dtype=torch.bfloat16)
-        torch_dtype = {Dtype.FP16: torch.float16, Dtype.BF16: torch.bfloat16}.get(dtype, torch.float32)
-        a, b = a.to(torch_dtype), b.to(torch_dtype)
+        a, b = a.to(torch_dtype(dtype)), b.to(torch_dtype(dtype))
         return lambda: torch.mm(a, b)

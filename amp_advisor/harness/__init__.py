@@ -9,10 +9,10 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from ..dtypes import Dtype
+from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_NAMES, Dtype
 from ..errors import BadInputError
 from ..workload import check_source, example_path
-from .trial import BENCH_DTYPES, TrialResult, TrialSpec
+from .trial import TrialResult, TrialSpec
 from .worker import Worker
 
 __all__ = ["bench", "resolve_workload", "TrialSpec", "TrialResult", "Worker"]
@@ -34,8 +34,8 @@ def bench(
     device: str = "auto",
     steps: int = 20,
     warmup_steps: int = 3,
-    init_scale: float = 2.0**16,
-    growth_interval: int = 2000,
+    init_scale: float = DEFAULT_INIT_SCALE,
+    growth_interval: int = DEFAULT_GROWTH_INTERVAL,
     grad_accum: int = 1,
     timeout: float | None = None,
     compare_fp32: bool = True,
@@ -51,8 +51,8 @@ def bench(
     """
     path = resolve_workload(model, example)
     dtype = Dtype.parse(dtype) if isinstance(dtype, str) else dtype
-    if dtype not in BENCH_DTYPES:
-        raise BadInputError(f"dtype {dtype} cannot be benchmarked: expected one of {', '.join(map(str, BENCH_DTYPES))}")
+    if not dtype.is_training:
+        raise BadInputError(f"dtype {dtype} cannot be benchmarked: expected one of {', '.join(TRAINING_DTYPE_NAMES)}")
     own = worker is None
     worker = worker or Worker(on_event=on_event)
     try:

@@ -6,12 +6,16 @@ Order of work, and why:
 3. warm-up steps run outside the clock; each timed step is bracketed by CUDA events on GPUs
    (no host sync added) or perf_counter on the CPU (where a step is synchronous anyway);
 4. losses stay on the device until the loop ends, then are read at once;
-5. FLOPs and gradient statistics come from one extra fp32 forward/backward, outside the clock;
-6. the fp32 reference rebuilds the model under the same seed and trains on the same batches.
+5. FLOPs and gradient statistics come from one extra fp32 forward/backward, outside the clock
+   (FLOPs counted once per batch size);
+6. the fp32 reference rebuilds the model under the same seed and trains on the same batches, over
+   the first `compare_steps` steps; the curve is remembered per batch size, and an fp32 trial is
+   its own reference, so tune trains each fp32 curve about once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import time
@@ -22,14 +26,15 @@ from typing import Any, Callable
 
 import torch
 
-from ..dtypes import Dtype
+from ..dtypes import Dtype, uses_tf32
 from ..numerics import grad_stats, loss_rel_diff
 from ..runtime import MixedPrecision
-from ..timing import is_noisy, matmul_precision, median_iqr, synchronize
+from .. import tf32
+from ..timing import is_noisy, median_iqr, synchronize
 from ..workload import Workload, WorkloadError, check_batch, check_loss, load
 from .memory import tracker_for
 from .oom import is_oom
-from .trial import StepTimes, TrialResult, TrialSpec, failed, pruned_reason
+from .trial import Status, StepTimes, TrialResult, TrialSpec, failed, pruned_reason
 
 HEARTBEAT_S = 1.0
 MAX_DISTINCT_BATCHES = 4  # enough to vary the data; few enough to keep memory flat
@@ -40,15 +45,15 @@ Emit = Callable[[dict[str, Any]], None]
 class TrainingStep:
     """One optimizer step of the user's training, run the way a recommendation runs it: through
     MixedPrecision (autocast, GradScaler for fp16, accumulation). Matmul precision (fp32 vs TF32)
-    is the trial's to set, scoped by timing.matmul_precision, so the helper gets fp32 for TF32
-    rather than switching TF32 on process-wide."""
+    is the trial's to set, scoped by tf32.scoped, so the helper gets fp32 for TF32 rather than
+    switching TF32 on process-wide."""
 
     def __init__(self, workload: Workload, model: torch.nn.Module, spec: TrialSpec, dtype: Dtype,
                  device: torch.device, batches: list[Any]) -> None:
         self.workload, self.model, self.spec, self.device, self.batches = workload, model, spec, device, batches
         self.optimizer = workload.build_optimizer(model.parameters())
         self.amp = MixedPrecision(
-            dtype if dtype in (Dtype.FP16, Dtype.BF16) else Dtype.FP32, device.type,
+            dtype if dtype.autocasts else Dtype.FP32, device.type,
             grad_accumulation_steps=spec.grad_accum, init_scale=spec.init_scale,
             growth_interval=spec.growth_interval,
         )
@@ -161,6 +166,10 @@ class TrialRunner:
     def __init__(self, emit: Emit | None = None) -> None:
         self.emit = emit or (lambda event: None)
         self._devices: dict[str, Any] = {}
+        # Kept between trials in this worker: the fp32 loss curve per batch size (checksum of the
+        # initial weights, losses from step 0) and the FLOPs per micro-batch.
+        self._references: dict[_ReferenceKey, tuple[float, list[float]]] = {}
+        self._flops: dict[tuple, float | None] = {}
         self._last_heartbeat = 0.0
 
     def _heartbeat(self, index: int) -> None:
@@ -214,24 +223,27 @@ class TrialRunner:
         warnings = []
         if not profile.dtypes[spec.dtype].fast:
             warnings.append(f"{spec.dtype} has no fast path on {spec.device}: {profile.dtypes[spec.dtype].why}")
+        tf32_on = spec.tf32 if spec.tf32 is not None else uses_tf32(spec.dtype, profile.dtypes[Dtype.TF32].fast)
+        tf32_on = tf32_on or spec.dtype is Dtype.TF32
 
         batches = make_batches(workload, spec, device)
         tracker = tracker_for(device)
         tracker.start()
         model = seeded_model(workload, spec, device)
         initial_checksum = _checksum(model)
-        with matmul_precision(spec.dtype):
+        warmup_losses: list[float] = []
+        with tf32.scoped(tf32_on):
             step = TrainingStep(workload, model, spec, spec.dtype, device, batches)
             self.emit({"event": "phase", "phase": "built"})  # the parent starts abandon_after_s here
             for i in range(max(spec.warmup_steps, 1 if spec.abandon_after_s else 0)):
                 t0 = time.perf_counter()
-                step()
-                synchronize(device)
+                warmup_losses.append(float(step()))  # float() waits for the device
                 seconds = time.perf_counter() - t0
                 self.emit({"event": "step", "phase": "warmup", "index": i, "seconds": seconds})
                 if i == 0 and spec.abandon_after_s and seconds > spec.abandon_after_s:
                     tracker.stop()
-                    return failed(spec, "pruned", pruned_reason(seconds, spec.abandon_after_s), warnings=tuple(warnings))
+                    return failed(spec, "pruned", pruned_reason(seconds, spec.abandon_after_s),
+                                  warnings=tuple(warnings), tf32=tf32_on)
             before = step.amp.stats()  # outside the clock: skips during warm-up are not the loop's
             loop = timed_loop(step, spec.steps, self._heartbeat)
         peak = tracker.stop()
@@ -241,18 +253,22 @@ class TrialRunner:
         after = step.amp.stats()
         final_scale = after["scale"]
         skipped = after["skipped_steps"] - before["skipped_steps"] if after["grad_scaler"] else None
+        key = _ReferenceKey.of(spec, len(batches))
+        if spec.dtype is Dtype.FP32:  # this run is the fp32 reference of its batch size
+            self._remember_reference(key, initial_checksum, warmup_losses + losses)
 
-        flops, stats = self._fp32_pass(workload, model, batches[0], final_scale or 1.0)
+        flops, stats = self._fp32_pass(workload, model, batches[0], final_scale or 1.0, key)
         del step, model
         gc.collect()
 
         reference: list[float] = []
         diff = None
         if spec.compare_fp32 and spec.dtype is not Dtype.FP32:
-            reference, note = self._fp32_reference(workload, spec, device, batches, initial_checksum)
+            wanted = min(spec.compare_steps or math.inf, len(warmup_losses) + len(losses))
+            reference, note = self._fp32_reference(workload, spec, device, batches, initial_checksum, key, wanted)
             if note:
                 warnings.append(note)
-            diff = loss_rel_diff(losses, reference)
+            diff = loss_rel_diff((warmup_losses + losses)[: len(reference)], reference)
         elif spec.dtype is Dtype.FP32:
             diff = 0.0
 
@@ -262,10 +278,10 @@ class TrialRunner:
         flops_per_step = flops * spec.grad_accum if flops else None
         tflops = flops_per_step / times.median / 1e12 if flops_per_step and times.median > 0 else None
         peak_tflops = profile.peak_tflops(spec.dtype)
-        status, error = "ok", None
+        status, error = Status.OK, None
         bad = [i for i, value in enumerate(losses) if not math.isfinite(value)]
         if bad:
-            status = "nonfinite"
+            status = Status.NONFINITE
             error = (f"loss is {losses[bad[0]]} at measured step {bad[0] + 1} of {len(losses)}"
                      + (": fp16 overflow in the forward pass?" if spec.dtype is Dtype.FP16 else ""))
         return TrialResult(
@@ -284,37 +300,79 @@ class TrialRunner:
             skipped_steps=skipped,
             final_loss_scale=final_scale,
             losses=tuple(losses),
+            warmup_losses=tuple(warmup_losses),
             fp32_losses=tuple(reference),
             loss_rel_diff_vs_fp32=diff,
             grad_stats=stats,
             warnings=tuple(warnings),
+            tf32=tf32_on,
         )
 
-    def _fp32_pass(self, workload: Workload, model: torch.nn.Module, batch: Any, scale: float):
-        """FLOPs of one forward+backward (dtype-independent) and fp32 gradient statistics."""
+    def _remember_reference(self, key: "_ReferenceKey", checksum: float, losses: list[float]) -> None:
+        known = self._references.get(key)
+        if all(math.isfinite(x) for x in losses) and (known is None or len(known[1]) < len(losses)):
+            self._references[key] = (checksum, list(losses))
+
+    def _fp32_pass(self, workload: Workload, model: torch.nn.Module, batch: Any, scale: float, key: "_ReferenceKey"):
+        """fp32 gradient statistics, and the FLOPs of one forward+backward (dtype-independent:
+        counted once per batch size, the counting pass is slower than a step)."""
         from torch.utils.flop_counter import FlopCounterMode
 
         model.zero_grad(set_to_none=True)
-        counter = FlopCounterMode(display=False)
-        with matmul_precision(Dtype.FP32), counter:
+        known = self._flops.get(key.per_batch)
+        counter = FlopCounterMode(display=False) if known is None else contextlib.nullcontext()
+        with tf32.scoped(False), counter:
             workload.loss_fn(model, batch).backward()
         stats = grad_stats((p.grad for p in model.parameters()), scale)
         model.zero_grad(set_to_none=True)
-        return counter.get_total_flops() or None, stats
+        if known is None:
+            known = self._flops[key.per_batch] = counter.get_total_flops() or None
+        return known, stats
 
-    def _fp32_reference(self, workload: Workload, spec: TrialSpec, device: torch.device,
-                        batches: list[Any], initial_checksum: float) -> tuple[list[float], str | None]:
+    def _fp32_reference(self, workload: Workload, spec: TrialSpec, device: torch.device, batches: list[Any],
+                        initial_checksum: float, key: "_ReferenceKey", wanted: int) -> tuple[list[float], str | None]:
+        """fp32 losses of the first `wanted` steps from the same weights and batches: from an
+        earlier fp32 trial or reference of this batch size in this worker when one covers them
+        (fp32 on the same seed and batches repeats itself), else trained here and remembered."""
+        known = self._references.get(key)
+        if known is not None and known[0] == initial_checksum and len(known[1]) >= wanted:
+            return known[1][:wanted], None
         model = seeded_model(workload, spec, device)
         if _checksum(model) != initial_checksum:
             return [], "fp32 agreement not computed: build_model() gives different weights under the same torch seed"
-        with matmul_precision(Dtype.FP32):
+        with tf32.scoped(False):
             step = TrainingStep(workload, model, spec, Dtype.FP32, device, batches)
             losses = []
-            for i in range(spec.warmup_steps + spec.steps):
+            for i in range(wanted):
                 t0 = time.perf_counter()
-                loss = step()
-                synchronize(device)
+                losses.append(float(step()))
                 self.emit({"event": "step", "phase": "fp32 reference", "index": i, "seconds": time.perf_counter() - t0})
-                if i >= spec.warmup_steps:
-                    losses.append(float(loss))
+        self._remember_reference(key, initial_checksum, losses)
         return losses, None
+
+
+@dataclass(frozen=True)
+class _ReferenceKey:
+    """What fixes an fp32 loss curve: the workload file as it is now, the device, the seed, the
+    batch size, accumulation and how many distinct batches rotate."""
+
+    workload: str
+    mtime_ns: int
+    device: str
+    seed: int
+    batch_size: int
+    grad_accum: int
+    n_batches: int
+
+    @classmethod
+    def of(cls, spec: TrialSpec, n_batches: int) -> "_ReferenceKey":
+        try:
+            mtime = Path(spec.workload).stat().st_mtime_ns
+        except OSError:
+            mtime = 0
+        return cls(spec.workload, mtime, spec.device, spec.seed, spec.batch_size, spec.grad_accum, n_batches)
+
+    @property
+    def per_batch(self) -> tuple:
+        """FLOPs depend on the workload and the micro-batch only."""
+        return self.workload, self.mtime_ns, self.device, self.batch_size

@@ -7,17 +7,36 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from enum import Enum
+from typing import Any, Mapping
 
-from ..dtypes import Dtype
+from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_NAMES, Dtype
 from ..errors import BadInputError
 
 TRIAL_SCHEMA_VERSION = 1
 
-# "pruned": stopped on purpose because it was clearly slower than the best so far (tune).
-Status = Literal["ok", "oom", "timeout", "crash", "nonfinite", "error", "pruned"]
-STATUSES: tuple[str, ...] = ("ok", "oom", "timeout", "crash", "nonfinite", "error", "pruned")
-BENCH_DTYPES = (Dtype.FP32, Dtype.TF32, Dtype.FP16, Dtype.BF16)
+
+class Status(str, Enum):
+    """How a trial ended. A ``str`` enum: JSON holds its value."""
+
+    OK = "ok"
+    OOM = "oom"
+    TIMEOUT = "timeout"
+    CRASH = "crash"  # the worker died (a signal, often the kernel's OOM killer)
+    NONFINITE = "nonfinite"  # a loss was inf/nan
+    ERROR = "error"  # the user's code raised
+    PRUNED = "pruned"  # stopped on purpose: its first step was clearly slower than the best so far (tune)
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_resource_failure(self) -> bool:
+        """Failures that grow with the batch: out of memory, a crash (often the OOM killer), a hang."""
+        return self in (Status.OOM, Status.CRASH, Status.TIMEOUT)
+
+
+STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
 
 
 @dataclass(frozen=True)
@@ -28,18 +47,26 @@ class TrialSpec:
     device: str = "cpu"
     steps: int = 20  # measured optimizer steps
     warmup_steps: int = 3  # untimed steps first: allocator, autotuning, lazy init
-    init_scale: float = 2.0**16  # GradScaler, fp16 only (torch's defaults)
-    growth_interval: int = 2000
+    init_scale: float = DEFAULT_INIT_SCALE  # GradScaler, fp16 only (torch's defaults)
+    growth_interval: int = DEFAULT_GROWTH_INTERVAL
     grad_accum: int = 1  # micro-batches per optimizer step
     compare_fp32: bool = True  # also train in fp32 from the same weights and batches
     seed: int = 0
     timeout_s: float | None = None  # None: chosen from the measured step time
+    # Loss agreement with fp32 over the first N steps (warm-up included); None = every step run.
+    # tune compares a fixed number, so one fp32 reference per batch size serves every trial.
+    compare_steps: int | None = None
     abandon_after_s: float | None = None  # prune if the first step takes longer than this (tune)
+    # TF32 matmuls for the fp32 parts: None = as dtypes.uses_tf32 says for the device (the worker
+    # resolves it and the result records what ran); tf32 always has it on, fp32 never.
+    tf32: bool | None = None
 
     def __post_init__(self) -> None:
         problems = []
-        if self.dtype not in BENCH_DTYPES:
-            problems.append(f"dtype {self.dtype} is not benchmarked (expected one of {', '.join(map(str, BENCH_DTYPES))})")
+        if not self.dtype.is_training:
+            problems.append(f"dtype {self.dtype} is not benchmarked (expected one of {', '.join(TRAINING_DTYPE_NAMES)})")
+        if self.dtype is Dtype.FP32 and self.tf32:
+            problems.append("fp32 means fp32 matmuls: use dtype tf32 for TF32")
         for name in ("batch_size", "steps", "grad_accum", "growth_interval"):
             if getattr(self, name) < 1:
                 problems.append(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -49,6 +76,8 @@ class TrialSpec:
             problems.append(f"init-scale must be > 0, got {self.init_scale}")
         if self.timeout_s is not None and not self.timeout_s > 0:
             problems.append(f"timeout must be > 0 seconds, got {self.timeout_s}")
+        if self.compare_steps is not None and self.compare_steps < 1:
+            problems.append(f"compare-steps must be >= 1, got {self.compare_steps}")
         if self.abandon_after_s is not None and not self.abandon_after_s > 0:
             problems.append(f"abandon-after must be > 0 seconds, got {self.abandon_after_s}")
         if problems:
@@ -106,13 +135,23 @@ class TrialResult:
     skipped_steps: int | None = None  # fp16: optimizer steps GradScaler skipped (inf/nan grads)
     final_loss_scale: float | None = None
     losses: tuple[float, ...] = ()  # per measured step
-    fp32_losses: tuple[float, ...] = ()
+    warmup_losses: tuple[float, ...] = ()  # per warm-up step (the loss agreement starts at step 0)
+    fp32_losses: tuple[float, ...] = ()  # the fp32 reference from step 0, over the steps compared
     loss_rel_diff_vs_fp32: float | None = None
     grad_stats: GradStats | None = None
     warnings: tuple[str, ...] = ()
     wall_s: float | None = None  # the whole trial as seen by the caller
+    tf32: bool | None = None  # whether TF32 matmuls were on for the fp32 parts
     worker_pid: int | None = None
     schema_version: int = TRIAL_SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status(self.status))  # accept the plain string too
+
+    @property
+    def all_losses(self) -> tuple[float, ...]:
+        """Every step's loss from step 0 (warm-up included): what fp32_losses is compared with."""
+        return self.warmup_losses + self.losses
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -129,6 +168,7 @@ class TrialResult:
             )
         fields = dict(data)
         fields["spec"] = TrialSpec.from_dict(data["spec"])
+        fields["status"] = Status(data["status"])
         if data.get("step_time_s") is not None:
             st = data["step_time_s"]
             fields["step_time_s"] = StepTimes(**{**st, "samples": tuple(st["samples"])})
@@ -136,7 +176,7 @@ class TrialResult:
             gs = dict(data["grad_stats"])
             gs["log2_histogram"] = {int(k): v for k, v in gs["log2_histogram"].items()}
             fields["grad_stats"] = GradStats(**gs)
-        for name in ("losses", "fp32_losses", "warnings"):
+        for name in ("losses", "warmup_losses", "fp32_losses", "warnings"):
             fields[name] = tuple(data.get(name, ()))
         return cls(**fields)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from ..dtypes import Dtype
+from ..harness.trial import Status
 from ..snippets import torch_loop
 from .plots import Plot
 from .run import Run
@@ -137,12 +138,29 @@ def build(run: Run, plots: list[Plot]) -> Document:
     return Document(title, subtitle, tuple(run.missing), sections)
 
 
+def _rests_on(rec, twin: dict | None, best_fp32: dict | None) -> str:
+    """Which trials the figures come from (trial numbers as in the trials table below)."""
+    def trials(entry: dict) -> str:
+        return ", ".join(str(n) for n in entry["trials"])
+
+    how = "interleaved confirmation rounds" if rec.evidence.get("confirmed") else "single exploration trials"
+    text = f"These figures rest on {how}: {rec.dtype} batch {rec.batch_size} in trials {trials(rec.evidence['recommended'])}"
+    if best_fp32 and best_fp32["config"] != rec.evidence["recommended"]["config"]:
+        text += (f"; the best fp32 configuration, {best_fp32['config']}, at {number(best_fp32['samples_per_s'])} samples/s "
+                 f"in trials {trials(best_fp32)}")
+        if rec.measured.speedup_vs_best_fp32:
+            text += f" ({rec.measured.speedup_vs_best_fp32:.2f}x)"
+    if twin and twin["config"] not in (rec.evidence["recommended"]["config"], (best_fp32 or {}).get("config")):
+        text += f"; fp32 at the same batch in trials {trials(twin)}"
+    return text + "."
+
+
 def _answer(run: Run) -> Section:
     rec = run.recommendation
     if rec is None:
         why = run.no_recommendation_why or "no recommendation.json"
         return Section("answer", "Recommendation", (Para(f"No recommendation: {why}. The trials that ran are below."),))
-    twin = run.fp32_twin()
+    twin, best_fp32 = run.fp32_figure("fp32_same_batch"), run.fp32_figure("fp32_best")
     saved = run.memory_saved_bytes()
     speedup = rec.measured.speedup_vs_fp32
     accum = f"x {rec.grad_accumulation_steps} accumulation" if rec.grad_accumulation_steps > 1 else "no accumulation"
@@ -151,7 +169,7 @@ def _answer(run: Run) -> Section:
         Card("batch size", str(rec.batch_size), accum),
         Card("throughput", f"{rec.measured.samples_per_s:.1f}", "samples/s"),
         Card("vs fp32", f"{speedup:.2f}x" if speedup else "–",
-             f"fp32 at batch {rec.batch_size}: {number(twin.samples_per_s)} samples/s" if twin else "fp32 not measured at this batch"),
+             f"fp32 at batch {rec.batch_size}: {number(twin['samples_per_s'])} samples/s" if twin else "fp32 not measured at this batch"),
         Card("peak memory", gib(rec.measured.peak_memory_bytes),
              (f"saves {gib(saved)} vs fp32" if saved and saved > 0 else
               f"{gib(-saved)} more than fp32" if saved and saved < 0 else "same as fp32" if saved == 0 else "")),
@@ -162,6 +180,10 @@ def _answer(run: Run) -> Section:
     else:
         cards.append(Card("GradScaler", "off", "only fp16 needs loss scaling"))
     blocks: list = [Cards(tuple(cards)), Para("Why: " + rec.why + ".")]
+    if rec.evidence:
+        blocks.append(Para(_rests_on(rec, twin, best_fp32)))
+    if rec.machine_busy:
+        blocks.append(Para("Measured on a busy machine: " + rec.machine_busy))
     if rec.dtype is Dtype.FP32 and speedup is not None and abs(speedup - 1) < 1e-9:
         blocks.append(Para("fp32 is compared with itself here: no reduced precision beat it on this hardware."))
     blocks += [
@@ -251,14 +273,15 @@ def _trials(run: Run) -> Section:
     for i, r in enumerate(run.records):
         res, c = r.result, r.candidate
         steps = res.step_time_s
-        status_kind = "ok" if r.feasible else ("pruned" if res.status == "pruned" else "failed")
-        status = res.status if r.feasible or res.status != "ok" else "rejected"
+        status_kind = "ok" if r.feasible else ("pruned" if res.status is Status.PRUNED else "failed")
+        status = res.status.value if r.feasible or res.status is not Status.OK else "rejected"
         if chosen is not None and c.canonical() == chosen.canonical() and r.feasible:
             highlight.add(i)
         rows.append((
-            Cell(str(r.number), r.number, "num"), Cell(r.role), Cell(str(c.dtype)),
+            Cell(str(r.number), r.number, "num"),
+            Cell(r.role.value + (f" {r.round}" if r.round is not None else ""), r.role.value), Cell(str(c.dtype)),
             Cell(str(c.batch_size) + (f" x{res.spec.grad_accum}" if res.spec.grad_accum > 1 else ""), c.batch_size, "num"),
-            Cell(f"{scale_text(c.init_scale)} / {c.growth_interval}" if c.dtype is Dtype.FP16 else "–",
+            Cell(f"{scale_text(c.init_scale)} / {c.growth_interval}" if c.dtype.needs_grad_scaler else "–",
                  c.init_scale * 1e6 + c.growth_interval, "num"),
             Cell(status, status, status_kind),
             Cell(number(res.samples_per_s), res.samples_per_s, "num"),

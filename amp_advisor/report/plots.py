@@ -9,8 +9,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from ..dtypes import Dtype
-from ..numerics import FP16_MAX, FP16_MIN_SUBNORMAL
+from ..dtypes import FP16_MAX, FP16_MIN_SUBNORMAL, Dtype
+from ..harness.trial import Status
 from .run import Run
 
 DTYPE_COLORS = {Dtype.FP32: "#3b6ea8", Dtype.TF32: "#7b5ea7", Dtype.BF16: "#2e8b57", Dtype.FP16: "#c0392b",
@@ -58,7 +58,7 @@ def _batch_axis(ax, sizes: list[int]) -> None:
 
 def _failure_kind(record) -> str:
     """The marker a not-usable trial gets: how it ended; one that ran but broke numerics is an "error"."""
-    return record.result.status if record.result.status != "ok" else "error"
+    return record.result.status.value if record.result.status is not Status.OK else "error"
 
 
 def _failure_legend(statuses: set[str]) -> list:
@@ -92,14 +92,14 @@ def throughput_vs_batch(run: Run) -> Plot:
     title = "Throughput vs batch size"
     caption = ("Median samples/s of each clean configuration, per dtype (fp16: the best scaler setting at each "
                "size). Failed trials sit on the bottom edge, marked by how they failed.")
-    configs = [c for c in run.configs() if c.samples_per_s]
-    failed = [r for r in run.records if r.result.status != "ok" or not r.feasible]
+    configs = [c for c in run.configs() if c.score]
+    failed = [r for r in run.records if r.result.status is not Status.OK or not r.feasible]
     if not configs and not failed:
         return Plot("throughput", title, caption, None, "no trials yet")
     fig = _figure()
     ax = fig.add_subplot()
     sizes = [r.candidate.batch_size for r in run.records]
-    _line_per_dtype(ax, configs, lambda c: c.samples_per_s)
+    _line_per_dtype(ax, configs, lambda c: c.score)
     statuses = set()
     for r in failed:
         status = _failure_kind(r)
@@ -132,7 +132,7 @@ def memory_vs_batch(run: Run) -> Plot:
     _line_per_dtype(ax, configs, lambda c: _gib(c.peak_memory_bytes))
     limit = run.memory_limit_bytes
     highest = max(c.peak_memory_bytes for c in configs)
-    ooms = [r for r in run.records if r.result.status == "oom"]
+    ooms = [r for r in run.records if r.result.status is Status.OOM]
     if limit and (limit <= 4 * highest or ooms):
         ax.axhline(_gib(limit), color="#555", linestyle="--", linewidth=1)
         ax.annotate(f"limit {_gib(limit):.1f} GiB", (0.01, _gib(limit)), xycoords=("axes fraction", "data"),
@@ -252,12 +252,13 @@ def _first_with_grads(run: Run):
 
 def loss_vs_fp32(run: Run) -> Plot:
     title = "Loss: recommended vs fp32"
-    caption = ("Training loss over the measured steps, from the same initial weights and batches. When the "
+    caption = ("Training loss from the first step (warm-up shaded), from the same initial weights and batches; the "
+               "relative difference is over the steps the fp32 reference ran. When the "
                "recommendation is fp32 itself, the closest reduced-precision trial is compared instead.")
     trial = run.recommended_trial()
     if trial is not None and not trial.result.fp32_losses:
         # fp32 is its own reference: show the reduced-precision trial that came closest to it, if any
-        compared = [r for r in run.records if r.result.fp32_losses and r.result.losses]
+        compared = [r for r in run.records if r.result.fp32_losses and r.result.all_losses]
         if compared:
             baseline = trial
             trial = min(compared, key=lambda r: r.result.loss_rel_diff_vs_fp32 if r.result.loss_rel_diff_vs_fp32
@@ -269,12 +270,12 @@ def loss_vs_fp32(run: Run) -> Plot:
         reference, ref_label = trial.result.fp32_losses, "fp32 (same weights and batches)"
     else:
         return Plot("loss", title, caption, None, "no recommended trial to show")
-    if not trial.result.losses:
+    losses = trial.result.all_losses
+    if not losses:
         return Plot("loss", title, caption, None, "the recommended trial recorded no losses")
     fig = _figure()
     ax = fig.add_subplot()
-    steps = range(1, len(trial.result.losses) + 1)
-    ax.plot(steps, trial.result.losses, "-o", color=DTYPE_COLORS[trial.candidate.dtype], markersize=3,
+    ax.plot(range(1, len(losses) + 1), losses, "-o", color=DTYPE_COLORS[trial.candidate.dtype], markersize=3,
             label=f"trial {trial.number}: {trial.candidate.label}")
     if reference:
         ax.plot(range(1, len(reference) + 1), reference, "--", color=DTYPE_COLORS[Dtype.FP32], label=ref_label)
@@ -284,7 +285,9 @@ def loss_vs_fp32(run: Run) -> Plot:
     elif not reference:
         ax.set_title(f"{baseline.candidate.label}: fp32 is the reference, and no reduced-precision trial ran long "
                      "enough to compare", fontsize=9, loc="left")
-    ax.set_xlabel("measured step")
+    if trial.result.warmup_losses:
+        ax.axvspan(0.5, len(trial.result.warmup_losses) + 0.5, color="#ddd", alpha=0.5, lw=0, label="warm-up (untimed)")
+    ax.set_xlabel("training step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

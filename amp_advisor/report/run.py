@@ -17,23 +17,11 @@ from ..errors import BadInputError
 from ..hardware.model import DeviceProfile
 from ..harness.memory import LinuxRssPeak
 from ..recommendation import Recommendation
+from ..harness.trial import Status
+from ..tuning.evidence import ConfigEvidence, Evidence
+from ..tuning.record import Role, TrialRecord
 from ..tuning.space import Candidate, SearchSpace
-from ..tuning.store import RunStore, TrialRecord
-
-MEASURED_ROLES = ("search", "confirm", "bisect")  # stability runs are longer and judged on numerics only
-
-
-@dataclass(frozen=True)
-class ConfigSummary:
-    """One configuration over all its measurements (search + confirm + bisect trials)."""
-
-    candidate: Candidate
-    samples_per_s: float | None  # median over clean measurements; None if any was not clean
-    peak_memory_bytes: int | None
-    tflops: float | None
-    mfu: float | None
-    trials: tuple[int, ...]
-
+from ..tuning.store import RunStore
 
 @dataclass(frozen=True)
 class TuningCost:
@@ -53,6 +41,7 @@ class Run:
     device: DeviceProfile | None
     missing: list[str] = field(default_factory=list)
     no_recommendation_why: str | None = None  # when recommendation is None: why
+    _evidence: Evidence | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------------------ run.json
     @property
@@ -98,68 +87,62 @@ class Run:
         return self.device.peak_tflops(dtype) if self.device is not None else None
 
     # ------------------------------------------------------------------------- derived figures
-    def configs(self) -> list[ConfigSummary]:
-        """Each measured configuration once, in the order first measured."""
-        grouped: dict[Candidate, list[TrialRecord]] = {}
-        for r in self.records:
-            if r.role in MEASURED_ROLES:
-                grouped.setdefault(r.candidate.canonical(), []).append(r)
-        out = []
-        for candidate, group in grouped.items():
-            clean = [r for r in group if r.feasible and r.result.samples_per_s]
-            peaks = [r.result.peak_memory_bytes for r in group if r.result.peak_memory_bytes]
-            tflops = [r.result.tflops for r in clean if r.result.tflops]
-            mfus = [r.result.mfu for r in clean if r.result.mfu]
-            out.append(ConfigSummary(
-                candidate=candidate,
-                samples_per_s=statistics.median(r.result.samples_per_s for r in clean) if len(clean) == len(group) else None,
-                peak_memory_bytes=max(peaks) if peaks else None,
-                tflops=statistics.median(tflops) if tflops else None,
-                mfu=statistics.median(mfus) if mfus else None,
-                trials=tuple(r.number for r in group),
-            ))
-        return out
+    @property
+    def evidence(self) -> Evidence:
+        """The same pure view of the trials the tuner decided with."""
+        if self._evidence is None:
+            self._evidence = Evidence(self.records)
+        return self._evidence
 
-    def config(self, candidate: Candidate) -> ConfigSummary | None:
-        key = candidate.canonical()
-        return next((c for c in self.configs() if c.candidate == key), None)
+    def configs(self) -> list[ConfigEvidence]:
+        """Each measured configuration once, in the order first measured."""
+        return list(self.evidence.configs.values())
+
+    def config(self, candidate: Candidate) -> ConfigEvidence | None:
+        return self.evidence.config(candidate)
 
     def recommended_candidate(self) -> Candidate | None:
         rec = self.recommendation
         if rec is None:
             return None
-        stability = [r for r in self.records if r.role == "stability"]
-        if rec.dtype is Dtype.FP16 and stability:
+        stability = self.evidence.of_role(Role.STABILITY)
+        if rec.dtype.needs_grad_scaler and stability:
             # the stability run may have lowered init_scale; its first attempt is the searched candidate
             return stability[0].candidate
-        return Candidate(rec.dtype, rec.batch_size, rec.scaler.init_scale if rec.dtype is Dtype.FP16 else 0.0,
-                         rec.scaler.growth_interval if rec.dtype is Dtype.FP16 else 0)
+        return Candidate(rec.dtype, rec.batch_size, rec.scaler.init_scale if rec.dtype.needs_grad_scaler else 0.0,
+                         rec.scaler.growth_interval if rec.dtype.needs_grad_scaler else 0)
 
     def recommended_trial(self) -> TrialRecord | None:
-        """The clean trial that best shows the recommendation: its stability run, else its last measurement."""
+        """The clean trial that best shows the recommendation: its stability run, else the last of
+        the trials the recommendation names (else its last clean measurement)."""
         chosen = self.recommended_candidate()
         if chosen is None:
             return None
-        matching = [r for r in self.records if r.candidate.canonical() == chosen.canonical() and r.result.status == "ok"]
-        stability = [r for r in matching if r.role == "stability"]
-        return (stability or matching or [None])[-1]
+        matching = [r for r in self.records if r.candidate.canonical() == chosen.canonical() and r.result.status is Status.OK]
+        stability = [r for r in matching if r.role is Role.STABILITY]
+        named = [r for r in matching if r.number in self.recommendation.trials("recommended") and r.result.losses]
+        with_numerics = [r for r in matching if r.result.fp32_losses]
+        return (stability or with_numerics or named or matching or [None])[-1]
 
-    def fp32_twin(self) -> ConfigSummary | None:
-        """fp32 at the recommended batch size: what the speedup and memory saving are measured against."""
-        rec = self.recommendation
-        return self.config(Candidate(Dtype.FP32, rec.batch_size)) if rec is not None else None
+    def fp32_figure(self, which: str = "fp32_same_batch") -> dict | None:
+        """What the recommendation compared itself with, as it recorded it ("fp32_same_batch" or
+        "fp32_best": config, samples/s and the trials); None for runs before it did."""
+        entry = (self.recommendation.evidence or {}).get(which) if self.recommendation else None
+        return dict(entry) if entry else None
 
     def memory_saved_bytes(self) -> int | None:
-        rec, twin = self.recommendation, self.fp32_twin()
-        if rec is None or twin is None or twin.peak_memory_bytes is None or rec.measured.peak_memory_bytes is None:
+        rec, twin = self.recommendation, self.fp32_figure()
+        if rec is None or twin is None or rec.measured.peak_memory_bytes is None:
             return None
-        return twin.peak_memory_bytes - rec.measured.peak_memory_bytes
+        peaks = [r.result.peak_memory_bytes for r in self.records
+                 if r.number in twin["trials"] and r.result.peak_memory_bytes is not None]
+        return max(peaks) - rec.measured.peak_memory_bytes if peaks else None
 
     def best_so_far(self) -> list[tuple[int, float | None, float | None]]:
         """(trial number, its samples/s when clean, best clean samples/s up to it) for search trials."""
         out, best = [], None
         for r in self.records:
-            if r.role != "search":
+            if r.role is not Role.SEARCH:
                 continue
             score = r.result.samples_per_s if r.feasible else None
             if score is not None:
@@ -170,7 +153,7 @@ class Run:
     def cost(self) -> TuningCost:
         by_role: dict[str, int] = {}
         for r in self.records:
-            by_role[r.role] = by_role.get(r.role, 0) + 1
+            by_role[r.role.value] = by_role.get(r.role.value, 0) + 1
         walls = [r.result.wall_s for r in self.records if r.result.wall_s is not None]
         wall = self.info.get("wall_s") or (sum(walls) if walls else None)
         space = self.space
@@ -184,7 +167,7 @@ class Run:
         batch (the steps dominate a trial). A dtype that was stopped early costs its stopped trial."""
         measured: dict[Candidate, float] = {}
         for r in self.records:
-            if r.role == "search" and r.result.wall_s is not None:
+            if r.role is Role.SEARCH and r.result.wall_s is not None:
                 measured.setdefault(r.candidate, r.result.wall_s)
         if not measured:
             return None
@@ -198,7 +181,7 @@ class Run:
                 total += statistics.median(measured.values())
                 continue
             near, wall = min(same, key=lambda mw: (abs(mw[0].batch_size - c.batch_size), -mw[0].batch_size))
-            pruned = any(r.candidate == near and r.result.status == "pruned" for r in self.records)
+            pruned = any(r.candidate == near and r.result.status is Status.PRUNED for r in self.records)
             total += wall if pruned else wall * c.batch_size / near.batch_size
         return total
 
@@ -216,13 +199,15 @@ class Run:
         if any(r.result.memory_method == LinuxRssPeak.method for r in self.records):
             out.append("Peak memory on a CPU is how far the worker's resident memory grew during the trial "
                        "(weights, optimizer state, activations and allocator overhead), measured by the kernel.")
+        if self.recommendation is not None and self.recommendation.machine_busy:
+            out.append("The machine was busy while measuring: " + self.recommendation.machine_busy)
         if self.recommendation is not None:
             out.append("The recommendation holds for this hardware and torch version "
                        f"({self.device_name}, torch {self.recommendation.hardware.get('torch') or 'unknown'}); "
                        "loading it elsewhere warns.")
-        failed = [r for r in self.records if r.result.status not in ("ok", "pruned")]
+        failed = [r for r in self.records if r.result.status not in (Status.OK, Status.PRUNED)]
         if failed:
-            kinds = sorted({r.result.status for r in failed})
+            kinds = sorted({r.result.status.value for r in failed})
             out.append(f"{len(failed)} trials failed ({', '.join(kinds)}): they are results, listed in the "
                        "trials table with their reasons.")
         return out

@@ -5,20 +5,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..dtypes import Dtype
+from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, FP16_MAX, Dtype
 from ..errors import BadInputError
 
 TUNABLE_DTYPES = (Dtype.FP32, Dtype.TF32, Dtype.BF16, Dtype.FP16)
 # On a CPU throughput stops growing at small batches (measured here: the transformer example ran
 # 42-54 samples/s at 8-64 and 33 at 128), while each step of a big batch costs seconds.
 DEFAULT_BATCH_SIZES = {"cpu": (8, 16, 32, 64), "gpu": (8, 16, 32, 64, 128, 256, 512)}
+DEFAULT_GROWTH_INTERVALS = (100, 500, DEFAULT_GROWTH_INTERVAL)
+FP16_HEADROOM = 8.0  # the largest gradient times the scale stays 8x below fp16's maximum
 
 
 def default_batch_sizes(device_profile) -> tuple[int, ...]:
     return DEFAULT_BATCH_SIZES["cpu" if device_profile.kind == "cpu" else "gpu"]
-DEFAULT_GROWTH_INTERVALS = (100, 500, 2000)
-FP16_HEADROOM = 8.0  # the largest gradient times the scale stays 8x below fp16's maximum
-FP16_MAX = 65504.0
+
+
+def describe_default_batch_sizes() -> str:
+    """For --help: the same table the code uses."""
+    return ", ".join(f"{','.join(map(str, sizes))} on {kind.upper()}" for kind, sizes in DEFAULT_BATCH_SIZES.items())
 
 
 @dataclass(frozen=True, order=True)
@@ -29,14 +33,19 @@ class Candidate:
     growth_interval: int = 0
 
     def canonical(self) -> "Candidate":
-        if self.dtype is Dtype.FP16:
+        if self.dtype.needs_grad_scaler:
             return self
         return Candidate(self.dtype, self.batch_size)
 
     @property
+    def fp32_twin(self) -> "Candidate":
+        """fp32 at the same micro-batch: what a speedup "at the same batch size" is measured against."""
+        return Candidate(Dtype.FP32, self.batch_size)
+
+    @property
     def label(self) -> str:
         text = f"{self.dtype} bs={self.batch_size}"
-        if self.dtype is Dtype.FP16:
+        if self.dtype.needs_grad_scaler:
             text += f" scale=2^{math.log2(self.init_scale):g} growth={self.growth_interval}"
         return text
 
@@ -51,21 +60,60 @@ class Candidate:
 
 @dataclass(frozen=True)
 class SearchSpace:
+    """What the hardware can run, and the one authority on batch sizes: which micro-batches are
+    allowed (with a global batch: those that divide it, with gradient accumulation making up the
+    rest), what lies between two of them, and where the baseline and the scouts run."""
+
     dtypes: tuple[Dtype, ...]
-    batch_sizes: tuple[int, ...]
+    batch_sizes: tuple[int, ...]  # the grid's micro-batch sizes, ascending
     init_scales: tuple[float, ...]
     growth_intervals: tuple[int, ...]
     global_batch: int | None = None
 
+    def allows(self, batch_size: int) -> bool:
+        if batch_size < 1:
+            return False
+        return self.global_batch is None or (batch_size <= self.global_batch and self.global_batch % batch_size == 0)
+
     def grad_accum(self, batch_size: int) -> int:
+        """Micro-batches per optimizer step, so that micro-batch x accumulation = the global batch."""
+        if not self.allows(batch_size):
+            raise ValueError(f"batch {batch_size} is not allowed here (global batch {self.global_batch})")
         return self.global_batch // batch_size if self.global_batch else 1
+
+    def between(self, low: int, high: int) -> int | None:
+        """An allowed micro-batch strictly between low and high, nearest their middle; None if
+        there is none. Without a global batch, sizes step by 8 where the gap allows (kernels like
+        multiples of 8); with one, only its divisors keep the effective batch."""
+        if self.global_batch is not None:
+            sizes = [b for b in range(low + 1, high) if self.allows(b)]
+        else:
+            step = 8 if high - low > 8 else 1
+            sizes = [b for b in range(low + 1, high) if b % step == 0]
+        middle = (low + high) / 2
+        return min(sizes, key=lambda b: (abs(b - middle), b)) if sizes else None
+
+    @property
+    def baseline_batch(self) -> int:
+        """The fp32 baseline's size: the middle of the grid (smaller ones if it fails)."""
+        return self.batch_sizes[len(self.batch_sizes) // 2]
+
+    @property
+    def scout_batch(self) -> int:
+        """A dtype's first trial: the smallest batch, where finding out that it is slow costs least."""
+        return self.batch_sizes[0]
+
+    def with_init_scale_seed(self, seed: float) -> "SearchSpace":
+        """fp16's init_scale choices around the seed (from the baseline's largest gradient)."""
+        scales = tuple(sorted({seed / 2**4, seed, min(seed * 2**4, 2.0**24)}))
+        return SearchSpace(self.dtypes, self.batch_sizes, scales, self.growth_intervals, self.global_batch)
 
     def candidates(self) -> list[Candidate]:
         """Every distinct configuration: the scaler settings only multiply fp16's."""
         out = []
         for dtype in self.dtypes:
             for bs in self.batch_sizes:
-                if dtype is Dtype.FP16:
+                if dtype.needs_grad_scaler:
                     out += [Candidate(dtype, bs, s, g) for s in self.init_scales for g in self.growth_intervals]
                 else:
                     out.append(Candidate(dtype, bs))
@@ -85,7 +133,7 @@ class SearchSpace:
 def seeded_init_scale(max_abs_grad: float | None) -> float:
     """The largest power of two that keeps the largest fp32 gradient FP16_HEADROOM below fp16's max."""
     if not max_abs_grad or max_abs_grad <= 0 or not math.isfinite(max_abs_grad):
-        return 2.0**16  # torch's default when nothing was measured
+        return DEFAULT_INIT_SCALE  # torch's default when nothing was measured
     exponent = math.floor(math.log2(FP16_MAX / (max_abs_grad * FP16_HEADROOM)))
     return 2.0 ** max(0, min(24, exponent))
 
@@ -101,13 +149,13 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
 
 
 def build_space(device_profile, *, batch_sizes: tuple[int, ...] | None = None, global_batch: int | None = None,
-                init_scale_seed: float = 2.0**16) -> tuple[SearchSpace, list[str]]:
+                init_scale_seed: float = DEFAULT_INIT_SCALE) -> tuple[SearchSpace, list[str]]:
     notes = []
     dtypes = tuple(d for d in TUNABLE_DTYPES if device_profile.dtypes[d].supported)
     for d in TUNABLE_DTYPES:
         if d not in dtypes:
             notes.append(f"{d} left out: {device_profile.dtypes[d].why}")
-    sizes = batch_sizes or default_batch_sizes(device_profile)
+    sizes = tuple(sorted(batch_sizes or default_batch_sizes(device_profile)))
     if global_batch is not None:
         if global_batch < 1:
             raise BadInputError(f"--global-batch must be >= 1, got {global_batch}")
@@ -116,5 +164,5 @@ def build_space(device_profile, *, batch_sizes: tuple[int, ...] | None = None, g
             dividing = tuple(b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if b <= global_batch and global_batch % b == 0)
         notes.append(f"global batch {global_batch}: micro-batches {dividing} with gradient accumulation to match")
         sizes = dividing
-    scales = tuple(sorted({init_scale_seed / 2**4, init_scale_seed, min(init_scale_seed * 2**4, 2.0**24)}))
-    return SearchSpace(dtypes, tuple(sizes), scales, DEFAULT_GROWTH_INTERVALS, global_batch), notes
+    space = SearchSpace(dtypes, sizes, (), DEFAULT_GROWTH_INTERVALS, global_batch)
+    return space.with_init_scale_seed(init_scale_seed), notes

@@ -10,39 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import BadInputError
-from ..harness.trial import TrialResult
 from ..jsonio import dumps, write_atomic
-from .space import Candidate
+from .record import Role, TrialRecord
+
+__all__ = ["RunStore", "TrialRecord", "Role", "RUN_SCHEMA_VERSION"]
 
 RUN_SCHEMA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class TrialRecord:
-    number: int  # 1-based, in the order trials ran
-    role: str  # search | confirm | bisect | stability
-    candidate: Candidate
-    result: TrialResult
-    feasible: bool
-    why_not: str | None  # for an infeasible trial: what ruled it out
-
-    @property
-    def score(self) -> float | None:
-        return self.result.samples_per_s if self.feasible else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"number": self.number, "role": self.role, "candidate": self.candidate.to_dict(),
-                "feasible": self.feasible, "why_not": self.why_not, "result": self.result.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrialRecord":
-        return cls(data["number"], data["role"], Candidate.from_dict(data["candidate"]),
-                   TrialResult.from_dict(data["result"]), data["feasible"], data.get("why_not"))
 
 
 class RunStore:
@@ -148,10 +125,10 @@ class RunStore:
         for r in records:
             res = r.result
             rows.append({
-                "trial": r.number, "role": r.role, "dtype": r.candidate.dtype.value,
+                "trial": r.number, "role": r.role.value, "round": r.round, "dtype": r.candidate.dtype.value,
                 "batch_size": r.candidate.batch_size, "grad_accum": res.spec.grad_accum,
                 "init_scale": r.candidate.init_scale or None, "growth_interval": r.candidate.growth_interval or None,
-                "status": res.status, "feasible": r.feasible, "why_not": r.why_not, "error": res.error,
+                "status": res.status.value, "feasible": r.feasible, "why_not": r.why_not, "error": res.error,
                 "samples_per_s": res.samples_per_s,
                 "step_time_median_s": res.step_time_s.median if res.step_time_s else None,
                 "step_time_iqr_s": res.step_time_s.iqr if res.step_time_s else None,
@@ -159,7 +136,7 @@ class RunStore:
                 "skipped_steps": res.skipped_steps, "final_loss_scale": res.final_loss_scale,
                 "loss_rel_diff_vs_fp32": res.loss_rel_diff_vs_fp32,
                 "grad_underflow_fraction": res.grad_stats.underflow_fraction if res.grad_stats else None,
-                "wall_s": res.wall_s,
+                "wall_s": res.wall_s, "tf32": res.tf32, "load_1m": r.load,
             })
         path = self.dir / "trials.csv"
         pd.DataFrame(rows).to_csv(path, index=False)

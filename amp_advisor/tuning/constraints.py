@@ -1,0 +1,97 @@
+"""What the evidence rules out: a pure function of the trials and the space, recomputed whenever
+it is needed (never replayed, so the order trials were read in cannot change it).
+
+Rules, and why:
+- out of memory, a crash (often the kernel's OOM killer) or a hang at some batch: the same dtype
+  at that batch and above is not worth a trial;
+- a trial stopped early (pruned: its first step was clearly slower than the best needs) rules out
+  its configuration. It rules out the whole dtype (with the Bayesian strategy) only when the dtype
+  never ran cleanly, and, for a dtype the probe calls fast, only after a second pruned trial: one
+  stalled first step on a busy machine is no verdict on a fast dtype;
+- measured peak memory past the device's memory less the margin, or a linear model of the measured
+  peaks that predicts it, rules a batch out.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from ..dtypes import Dtype
+from ..harness.trial import Status
+from .evidence import Evidence
+from .space import Candidate, SearchSpace
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Constraints:
+    ruled_out: Mapping[Candidate, str] = field(default_factory=dict)  # canonical candidate -> why
+    dtypes_out: Mapping[Dtype, str] = field(default_factory=dict)  # whole dtypes -> why
+
+    def reason(self, candidate: Candidate) -> str | None:
+        return self.dtypes_out.get(candidate.dtype) or self.ruled_out.get(candidate.canonical())
+
+    def allows(self, candidate: Candidate) -> bool:
+        return self.reason(candidate) is None
+
+
+def predicted_peak(evidence: Evidence, candidate: Candidate) -> float | None:
+    """Least squares through the measured peaks of the same dtype (needs two batch sizes)."""
+    points = [(r.candidate.batch_size, r.result.peak_memory_bytes) for r in evidence.of_dtype(candidate.dtype)
+              if r.result.status is Status.OK and r.result.peak_memory_bytes]
+    if len({b for b, _ in points}) < 2:
+        return None
+    mean_b = statistics.fmean(b for b, _ in points)
+    mean_p = statistics.fmean(p for _, p in points)
+    slope = sum((b - mean_b) * (p - mean_p) for b, p in points) / sum((b - mean_b) ** 2 for b, _ in points)
+    return mean_p + slope * (candidate.batch_size - mean_b)
+
+
+def derive(evidence: Evidence, space: SearchSpace | None, *, memory_limit: int | None = None,
+           memory_margin: float = 0.10, whole_dtype_pruning: bool = True,
+           fast: Mapping[Dtype, bool] | None = None) -> Constraints:
+    candidates = space.candidates() if space is not None else [r.candidate for r in evidence.records]
+    fast = fast or {}
+    ruled: dict[Candidate, str] = {}
+    dtypes_out: dict[Dtype, str] = {}
+
+    def rule(c: Candidate, why: str) -> None:
+        ruled.setdefault(c.canonical(), why)
+
+    for r in evidence.records:
+        c, status = r.candidate, r.result.status
+        if status.is_resource_failure:
+            for other in candidates:
+                if other.dtype is c.dtype and other.batch_size >= c.batch_size:
+                    rule(other, f"{c.dtype} failed with {status} at batch {c.batch_size} (trial {r.number})")
+        elif status is Status.PRUNED:
+            for other in candidates:  # the scaler settings do not change the speed
+                if other.dtype is c.dtype and other.batch_size == c.batch_size:
+                    rule(other, f"{r.result.error} (trial {r.number})")
+
+    for dtype in dict.fromkeys(r.candidate.dtype for r in evidence.records):
+        pruned = [r for r in evidence.of_dtype(dtype) if r.result.status is Status.PRUNED]
+        if not pruned or not whole_dtype_pruning or evidence.ran_cleanly(dtype):
+            continue
+        if fast.get(dtype, False) and len(pruned) < 2:
+            continue  # the probe says it is fast: one stalled first step is not enough
+        first = pruned[0]
+        dtypes_out[dtype] = (f"{dtype} was stopped early at batch {first.candidate.batch_size} (trial {first.number}): "
+                             f"{first.result.error}")
+
+    if memory_limit:
+        for c in candidates:
+            config = evidence.config(c)
+            measured = config.peak_memory_bytes if config is not None else None
+            if measured and measured > memory_limit:
+                rule(c, f"measured peak memory {measured / GIB:.1f} GiB leaves less than the "
+                        f"{memory_margin:.0%} safety margin")
+                continue
+            predicted = predicted_peak(evidence, c)
+            if predicted and predicted > memory_limit and not measured:
+                rule(c, f"predicted peak memory {predicted / GIB:.1f} GiB exceeds {memory_limit / GIB:.1f} GiB "
+                        f"(device memory less a {memory_margin:.0%} margin)")
+    return Constraints(ruled, dtypes_out)

@@ -1,0 +1,205 @@
+"""The decision rules, as pure functions of the evidence (what "right" means).
+
+- Contenders for confirmation: the best configuration of every dtype that ran cleanly (by its
+  exploration score), so a dtype whose trials happened to run in a slow moment still gets measured
+  beside the others.
+- Only confirmed configurations can win: the leader is the best confirmed score.
+- A reduced precision (tf32, bf16, fp16) is recommended when it beats the best fp32 configuration
+  of the space (any batch size) by more than the margin, both measured in the same interleaved
+  rounds. Otherwise the best fp32 configuration is recommended.
+- The speedup "at the same batch size" compares with fp32 at the recommended batch, again within
+  the rounds that measured both. The twins are chosen after the leader is known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from ..dtypes import Dtype
+from .constraints import Constraints
+from .evidence import ConfigEvidence, Evidence
+from .space import Candidate
+
+NOT_WORSE_MARGIN = 0.02  # reduced precision must beat the best fp32 by more than this
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A configuration's samples/s and the trials the figure rests on."""
+
+    candidate: Candidate
+    samples_per_s: float
+    trials: tuple[int, ...]
+
+    def to_dict(self) -> dict:
+        return {"config": self.candidate.label, "dtype": self.candidate.dtype.value,
+                "batch_size": self.candidate.batch_size, "samples_per_s": self.samples_per_s,
+                "trials": list(self.trials)}
+
+
+@dataclass(frozen=True)
+class Decision:
+    chosen: Figure | None
+    fp32_best: Figure | None = None  # the best fp32 configuration, in the rounds it shared with the chosen one
+    fp32_same_batch: Figure | None = None  # fp32 at the chosen batch, in the rounds it shared with it
+    speedup_vs_fp32: float | None = None  # vs fp32 at the same batch size
+    speedup_vs_best_fp32: float | None = None
+    confirmed: bool = True  # False: no confirmation rounds ran (time budget); exploration figures
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def candidate(self) -> Candidate | None:
+        return self.chosen.candidate if self.chosen else None
+
+
+def contenders(evidence: Evidence, constraints: Constraints) -> list[Candidate]:
+    """The best of each dtype that ran cleanly and is still allowed, fastest first."""
+    best = evidence.best_per_dtype(allowed=constraints.allows)
+    return [e.candidate for e in sorted(best.values(), key=lambda e: -e.explore_score)]
+
+
+def leader(evidence: Evidence, constraints: Constraints) -> ConfigEvidence | None:
+    return evidence.best(confirmed=True, allowed=constraints.allows)
+
+
+def needed_twins(evidence: Evidence, constraints: Constraints) -> list[Candidate]:
+    """What the decision needs measured beside the leader, in the same rounds: the best fp32
+    configuration and fp32 at the leader's batch size."""
+    lead = leader(evidence, constraints)
+    if lead is None or lead.candidate.dtype is Dtype.FP32:
+        return []
+    fp32 = evidence.best(dtype=Dtype.FP32, confirmed=True, allowed=constraints.allows) or \
+        evidence.best(dtype=Dtype.FP32, allowed=constraints.allows)
+    wanted = [lead.candidate]
+    if fp32 is not None:
+        wanted.append(fp32.candidate)
+    if constraints.allows(lead.candidate.fp32_twin) or evidence.measured(lead.candidate.fp32_twin):
+        wanted.append(lead.candidate.fp32_twin)
+    return list(dict.fromkeys(wanted))
+
+
+def decided_in_same_rounds(evidence: Evidence, constraints: Constraints) -> bool:
+    """Whether every pair the decision compares was measured in common rounds."""
+    wanted = needed_twins(evidence, constraints)
+    return all(evidence.paired(wanted[0], other) is not None for other in wanted[1:])
+
+
+def _figure(e: ConfigEvidence, score: float | None = None, trials: tuple[int, ...] | None = None) -> Figure:
+    return Figure(e.candidate, score if score is not None else e.score, trials if trials is not None else e.score_trials)
+
+
+def decide(evidence: Evidence, constraints: Constraints, margin: float = NOT_WORSE_MARGIN) -> Decision:
+    notes: list[str] = []
+    lead = leader(evidence, constraints)
+    confirmed = lead is not None
+    if lead is None:  # no confirmation ran (time budget, or a single configuration): the explored best
+        lead = evidence.best(allowed=constraints.allows)
+        if lead is None:
+            return Decision(None, notes=("no configuration ran cleanly: nothing to recommend (see the trials for why)",))
+        if len([e for e in evidence.configs.values() if e.explore_score is not None]) > 1:
+            notes.append("no confirmation rounds ran: the figures are single exploration measurements")
+
+    def best_fp32() -> ConfigEvidence | None:
+        return (evidence.best(dtype=Dtype.FP32, confirmed=True, allowed=constraints.allows) if confirmed else None) \
+            or evidence.best(dtype=Dtype.FP32, allowed=constraints.allows)
+
+    if lead.candidate.dtype is Dtype.FP32:
+        chosen = _figure(lead)
+        return Decision(chosen, chosen, chosen, 1.0, 1.0, confirmed, tuple(notes))
+
+    fp32 = best_fp32()
+    if fp32 is None:
+        notes.append(f"no fp32 configuration ran cleanly: {lead.candidate.label} is recommended without an fp32 comparison")
+        return Decision(_figure(lead), confirmed=confirmed, notes=tuple(notes))
+
+    lead_fig = _figure(lead)  # over all its confirmation rounds; the ratios use the rounds shared
+    pair = evidence.paired(lead.candidate, fp32.candidate)
+    if pair is not None and pair.ratio is not None:
+        ratio = pair.ratio
+        fp32_fig = Figure(fp32.candidate, pair.b_score, pair.trials[1])
+        where = f"in the same {len(pair.rounds)} interleaved rounds"
+    else:
+        ratio = lead.score / fp32.score
+        fp32_fig = _figure(fp32)
+        where = "not measured in the same rounds"
+        notes.append(f"{lead.candidate.label} and {fp32.candidate.label} were not measured in the same rounds: "
+                     "their figures come from different minutes of the machine")
+
+    if ratio <= 1 + margin:
+        notes.append(f"{lead.candidate.label} ({lead_fig.samples_per_s:.1f} samples/s) does not beat the best fp32 "
+                     f"configuration, {fp32.candidate.label} ({fp32_fig.samples_per_s:.1f}, {where}), by more than "
+                     f"{margin:.0%}: fp32 recommended")
+        chosen = _figure(fp32)
+        return Decision(chosen, chosen, chosen, 1.0, 1.0, confirmed, tuple(notes))
+
+    twin_pair = evidence.paired(lead.candidate, lead.candidate.fp32_twin)
+    twin_fig, speedup = None, None
+    if twin_pair is not None and twin_pair.ratio is not None:
+        twin_fig = Figure(twin_pair.b.candidate, twin_pair.b_score, twin_pair.trials[1])
+        speedup = twin_pair.ratio
+    else:
+        twin = evidence.twin(lead.candidate)
+        reason = constraints.reason(lead.candidate.fp32_twin)
+        notes.append(f"fp32 at batch {lead.candidate.batch_size} was not measured beside {lead.candidate.label}"
+                     + (f" ({reason})" if reason else "") + ": no same-batch speedup")
+        if twin is not None and twin.score:
+            twin_fig = _figure(twin)
+    return Decision(lead_fig, fp32_fig, twin_fig, speedup, ratio, confirmed, tuple(notes))
+
+
+def explain(decision: Decision, evidence: Evidence, constraints: Constraints, dtypes: tuple[Dtype, ...],
+            verdicts: Mapping[Dtype, object]) -> str:
+    """Why, in one paragraph: the chosen configuration, then each other dtype: what happened to it."""
+    chosen = decision.chosen
+    if chosen is None:
+        return "no configuration ran cleanly"
+    how = "in interleaved confirmation rounds" if decision.confirmed else "in a single exploration trial"
+    parts = [f"{chosen.candidate.label} was the fastest configuration that kept fp32's numerics "
+             f"({chosen.samples_per_s:.1f} samples/s {how})"]
+    if decision.speedup_vs_best_fp32 and chosen.candidate.dtype is not Dtype.FP32 and decision.fp32_best:
+        parts.append(f"{decision.speedup_vs_best_fp32:.2f}x the best fp32 configuration ({decision.fp32_best.candidate.label})")
+    for dtype in dtypes:
+        if dtype is chosen.candidate.dtype:
+            continue
+        records = evidence.of_dtype(dtype)
+        verdict = verdicts.get(dtype)
+        best = evidence.best(dtype=dtype, confirmed=True) or evidence.best(dtype=dtype)
+        if dtype in constraints.dtypes_out:
+            parts.append(constraints.dtypes_out[dtype])
+        elif best is not None:
+            parts.append(f"{dtype} reached {best.score:.1f} samples/s at best ({best.candidate.label}"
+                         f"{', confirmed' if best.confirmed else ''})")
+        elif records:
+            first = next((r for r in records if not r.feasible), records[0])
+            parts.append(f"{dtype} did not run cleanly: {first.why_not} (trial {first.number})")
+        elif verdict is not None and not getattr(verdict, "fast", True):
+            parts.append(f"{dtype} not tried: {getattr(verdict, 'why', '')}")
+        else:
+            parts.append(f"{dtype} not tried within the trial budget")
+    return "; ".join(parts)
+
+
+DRIFT_LIMIT = 0.25  # one configuration's measurements further apart than this: the machine drifted
+
+
+def machine_busy(evidence: Evidence, cores: int | None) -> str | None:
+    """Whether the machine was busy while the run measured: a configuration measured more than once
+    (the fp32 reference in search and every round, rechecks, the contenders) whose figures lie
+    more than DRIFT_LIMIT apart, or a load average above the core count when trials started.
+    None when neither was seen."""
+    parts = []
+    spreads = [(c.candidate, s) for c in evidence.configs.values() if (s := evidence.spread(c.candidate))]
+    if spreads:
+        candidate, (low, high, trials) = max(spreads, key=lambda cs: cs[1][1] / cs[1][0])
+        if high > low * (1 + DRIFT_LIMIT):
+            parts.append(f"{candidate.label} measured between {low:.1f} and {high:.1f} samples/s in trials "
+                         f"{', '.join(map(str, trials))} ({high / low - 1:.0%} apart): the machine's speed drifted "
+                         "during the run")
+    busy = [r for r in evidence.records if cores and r.load is not None and r.load > cores]
+    if busy:
+        parts.append(f"the load average was above the {cores} cores when {len(busy)} of {len(evidence.records)} trials "
+                     f"started (up to {max(r.load for r in busy):.1f}): other work competed for the machine")
+    if not parts:
+        return None
+    return "; ".join(parts) + ". Figures within a few percent may swap places on a quieter machine: re-run to check."

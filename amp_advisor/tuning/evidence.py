@@ -1,0 +1,195 @@
+"""Evidence: a pure, read-only view of a run's trials, shared by the tuner and the report.
+
+Per configuration: every trial that measured it, its exploration score (search, recheck and
+bisect trials) and its confirmed score (the interleaved confirmation rounds). Which trials
+support a figure is always known, so a recommendation can name them.
+
+Scores, and why:
+- exploration score = the best clean measurement: noise on a shared machine (another job, a
+  slow period) only ever slows a run down, so the fastest measurement is the least disturbed one.
+  It only ranks configurations for confirmation; it never decides;
+- confirmed score = the median over the confirmation rounds, which interleave the contenders
+  so that all of them see the same minutes of the machine;
+- a configuration with any measurement that failed or broke the numerics has no score.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from ..dtypes import Dtype
+from ..harness.trial import Status
+from .record import Role, TrialRecord
+from .space import Candidate
+
+
+@dataclass(frozen=True)
+class ConfigEvidence:
+    """One configuration over all its trials (stability runs apart)."""
+
+    candidate: Candidate
+    records: tuple[TrialRecord, ...]
+
+    @property
+    def trials(self) -> tuple[int, ...]:
+        return tuple(r.number for r in self.records)
+
+    @property
+    def clean(self) -> bool:
+        """Every measurement ran and kept fp32's numerics."""
+        return bool(self.records) and all(r.feasible for r in self.records)
+
+    @property
+    def explore_records(self) -> tuple[TrialRecord, ...]:
+        return tuple(r for r in self.records if r.role.explores)
+
+    @property
+    def confirm_records(self) -> tuple[TrialRecord, ...]:
+        return tuple(r for r in self.records if r.role is Role.CONFIRM)
+
+    @property
+    def explore_score(self) -> float | None:
+        scores = [r.score for r in self.explore_records]
+        return max(scores) if self.clean and scores and None not in scores else None
+
+    @property
+    def confirmed_score(self) -> float | None:
+        scores = [r.score for r in self.confirm_records]
+        return statistics.median(scores) if self.clean and scores and None not in scores else None
+
+    @property
+    def confirmed(self) -> bool:
+        return self.confirmed_score is not None
+
+    @property
+    def score(self) -> float | None:
+        """What the configuration is shown at: confirmed when it was, explored otherwise."""
+        return self.confirmed_score if self.confirmed_score is not None else self.explore_score
+
+    @property
+    def score_trials(self) -> tuple[int, ...]:
+        """The trials `score` comes from."""
+        records = self.confirm_records if self.confirmed_score is not None else self.explore_records
+        return tuple(r.number for r in records)
+
+    @property
+    def rounds(self) -> dict[int, float | None]:
+        return {r.round: r.score for r in self.confirm_records if r.round is not None}
+
+    @property
+    def peak_memory_bytes(self) -> int | None:
+        peaks = [r.result.peak_memory_bytes for r in self.records if r.result.peak_memory_bytes]
+        return max(peaks) if peaks else None
+
+    @property
+    def tflops(self) -> float | None:
+        values = [r.result.tflops for r in self.records if r.feasible and r.result.tflops]
+        return statistics.median(values) if values else None
+
+    @property
+    def mfu(self) -> float | None:
+        values = [r.result.mfu for r in self.records if r.feasible and r.result.mfu]
+        return statistics.median(values) if values else None
+
+    def statuses(self) -> set[Status]:
+        return {r.result.status for r in self.records}
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Two configurations over the confirmation rounds that measured both: like with like."""
+
+    a: ConfigEvidence
+    b: ConfigEvidence
+    rounds: tuple[int, ...]
+    a_score: float | None
+    b_score: float | None
+
+    @property
+    def ratio(self) -> float | None:
+        return self.a_score / self.b_score if self.a_score and self.b_score else None
+
+    @property
+    def trials(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        return (tuple(r.number for r in self.a.confirm_records if r.round in self.rounds),
+                tuple(r.number for r in self.b.confirm_records if r.round in self.rounds))
+
+
+class Evidence:
+    def __init__(self, records: Iterable[TrialRecord]) -> None:
+        self.records: tuple[TrialRecord, ...] = tuple(records)
+        grouped: dict[Candidate, list[TrialRecord]] = {}
+        for r in self.records:
+            if r.role.measures_speed:
+                grouped.setdefault(r.candidate.canonical(), []).append(r)
+        self.configs: dict[Candidate, ConfigEvidence] = {c: ConfigEvidence(c, tuple(rs)) for c, rs in grouped.items()}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def config(self, candidate: Candidate) -> ConfigEvidence | None:
+        return self.configs.get(candidate.canonical())
+
+    def measured(self, candidate: Candidate) -> bool:
+        return candidate.canonical() in self.configs
+
+    def of_role(self, role: Role) -> list[TrialRecord]:
+        return [r for r in self.records if r.role is role]
+
+    def of_dtype(self, dtype: Dtype) -> list[TrialRecord]:
+        return [r for r in self.records if r.candidate.dtype is dtype]
+
+    def ran_cleanly(self, dtype: Dtype) -> bool:
+        return any(r.result.status is Status.OK for r in self.of_dtype(dtype))
+
+    def best(self, *, dtype: Dtype | None = None, confirmed: bool = False,
+             allowed: Callable[[Candidate], bool] = lambda c: True) -> ConfigEvidence | None:
+        """The highest-scoring configuration (of a dtype; among confirmed ones; allowed ones)."""
+        def key(e: ConfigEvidence) -> float | None:
+            return e.confirmed_score if confirmed else e.explore_score
+
+        pool = [e for e in self.configs.values()
+                if (dtype is None or e.candidate.dtype is dtype) and key(e) is not None and allowed(e.candidate)]
+        return max(pool, key=key, default=None)
+
+    def best_per_dtype(self, allowed: Callable[[Candidate], bool] = lambda c: True) -> dict[Dtype, ConfigEvidence]:
+        out = {}
+        for dtype in dict.fromkeys(r.candidate.dtype for r in self.records):
+            best = self.best(dtype=dtype, allowed=allowed)
+            if best is not None:
+                out[dtype] = best
+        return out
+
+    def twin(self, candidate: Candidate) -> ConfigEvidence | None:
+        """fp32 at the same batch size, if measured."""
+        return self.config(candidate.fp32_twin)
+
+    def paired(self, a: Candidate, b: Candidate) -> Paired | None:
+        """a and b over the confirmation rounds that measured both (medians within those rounds)."""
+        ea, eb = self.config(a), self.config(b)
+        if ea is None or eb is None:
+            return None
+        common = tuple(sorted(set(ea.rounds) & set(eb.rounds)))
+        if not common:
+            return None
+        def median(e: ConfigEvidence) -> float | None:
+            scores = [e.rounds[k] for k in common]
+            return statistics.median(scores) if e.clean and None not in scores else None
+        return Paired(ea, eb, common, median(ea), median(eb))
+
+    def rounds(self) -> list[int]:
+        return sorted({r.round for r in self.records if r.round is not None})
+
+    def spread(self, candidate: Candidate) -> tuple[float, float, tuple[int, ...]] | None:
+        """(slowest, fastest, trials) over every clean measurement of a configuration: the same
+        configuration measured at different times shows how far the machine drifted."""
+        config = self.config(candidate)
+        if config is None:
+            return None
+        clean = [r for r in config.records if r.score]
+        if len(clean) < 2:
+            return None
+        scores = [r.score for r in clean]
+        return min(scores), max(scores), tuple(r.number for r in clean)

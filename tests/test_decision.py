@@ -1,0 +1,213 @@
+"""The decision core as pure functions over synthetic evidence: Evidence, Constraints and the
+decision rules, with no worker and no tuner. Each scenario is one the tuner got wrong before."""
+
+import pytest
+
+from amp_advisor.dtypes import Dtype
+from amp_advisor.harness.trial import GradStats, StepTimes, TrialResult, TrialSpec, failed
+from amp_advisor.tuning.constraints import derive
+from amp_advisor.tuning.decision import contenders, decide, explain, machine_busy, needed_twins
+from amp_advisor.tuning.evidence import Evidence
+from amp_advisor.tuning.record import Role, TrialRecord
+from amp_advisor.tuning.space import Candidate, SearchSpace
+
+FP32, BF16, FP16 = Dtype.FP32, Dtype.BF16, Dtype.FP16
+SPACE = SearchSpace((FP32, BF16), (16, 32, 64), (2.0**16,), (2000,))
+
+
+class Trials:
+    """Builds TrialRecords in order: t.search(bf16, 32, 4024.0), t.confirm(fp32, 32, 2400.0, round=1)."""
+
+    def __init__(self):
+        self.records = []
+
+    def add(self, role, dtype, bs, rate=None, *, round=None, status="ok", feasible=True, error=None, load=None,
+            peak=None):
+        spec = TrialSpec("model.py", dtype, bs, device="cpu")
+        if status == "ok":
+            step = bs / rate
+            result = TrialResult(spec, "ok", step_time_s=StepTimes(step, 0.0, step, step, (step,)), samples_per_s=rate,
+                                 peak_memory_bytes=peak, grad_stats=GradStats(1.0, 1, 0, 0, 0, 0.01, {}))
+        else:
+            result = failed(spec, status, error or status)
+        record = TrialRecord(len(self.records) + 1, role, Candidate(dtype, bs), result, feasible and status == "ok",
+                             None if feasible and status == "ok" else (error or status), round, load)
+        self.records.append(record)
+        return record
+
+    def search(self, *a, **k):
+        return self.add(Role.SEARCH, *a, **k)
+
+    def confirm(self, *a, **k):
+        return self.add(Role.CONFIRM, *a, **k)
+
+    def view(self, space=SPACE, **kw):
+        evidence = Evidence(self.records)
+        return evidence, derive(evidence, space, **kw)
+
+
+def test_the_leader_changes_during_confirmation_and_its_twin_is_the_one_compared():
+    """The conv net on the AMX machine: bf16 bs=64 led the search by luck; confirmation put bf16
+    bs=32 ahead. The decision compares bf16 bs=32 with fp32 in the same rounds, and recommends it."""
+    t = Trials()
+    t.search(FP32, 32, 2065.0)
+    t.search(BF16, 32, 4024.0)
+    t.search(BF16, 64, 4192.0)
+    evidence, constraints = t.view()
+    assert contenders(evidence, constraints) == [Candidate(BF16, 64), Candidate(FP32, 32)]
+    for k in (1, 2):
+        t.confirm(BF16, 64, 3900.0 + k, round=k)
+        t.confirm(BF16, 32, 4127.0 + k, round=k)
+        t.confirm(FP32, 32, 2452.0 + k, round=k)
+    evidence, constraints = t.view()
+    d = decide(evidence, constraints)
+    assert d.candidate == Candidate(BF16, 32)
+    assert d.fp32_best.candidate == Candidate(FP32, 32) == d.fp32_same_batch.candidate
+    assert d.speedup_vs_fp32 == pytest.approx(4128.5 / 2453.5)
+    assert set(d.chosen.trials) == {5, 8} and set(d.fp32_same_batch.trials) == {6, 9}
+    assert not d.notes
+
+
+def test_reduced_precision_wins_at_a_batch_where_fp32_was_not_measured_in_search():
+    """fp32 only ran at 16 in search; bf16 leads at 64. The twin (fp32 at 64) is asked for after the
+    leader is known, and the decision uses the best fp32 (any batch) for the margin."""
+    t = Trials()
+    t.search(FP32, 16, 1000.0)
+    t.search(BF16, 64, 3000.0)
+    for k in (1, 2):
+        t.confirm(BF16, 64, 2900.0, round=k)
+        t.confirm(FP32, 16, 1000.0, round=k)
+    evidence, constraints = t.view()
+    assert needed_twins(evidence, constraints) == [Candidate(BF16, 64), Candidate(FP32, 16), Candidate(FP32, 64)]
+    d = decide(evidence, constraints)  # the twin not measured yet: recommended, but no same-batch speedup
+    assert d.candidate == Candidate(BF16, 64) and d.speedup_vs_fp32 is None
+    assert d.speedup_vs_best_fp32 == pytest.approx(2.9)
+    assert any("fp32 at batch 64 was not measured beside bf16 bs=64" in n for n in d.notes)
+    for k in (3, 4):  # the twin rounds
+        t.confirm(BF16, 64, 3100.0, round=k)
+        t.confirm(FP32, 16, 1100.0, round=k)
+        t.confirm(FP32, 64, 950.0, round=k)
+    d = decide(*t.view())
+    assert d.candidate == Candidate(BF16, 64)
+    assert d.speedup_vs_fp32 == pytest.approx(3100 / 950)  # within rounds 3-4 only: like with like
+    assert d.speedup_vs_best_fp32 == pytest.approx(3000 / 1050)  # bf16 64 vs fp32 16 over rounds 1-4
+    assert d.fp32_same_batch.trials == (9, 12)
+
+
+def test_an_unconfirmed_configuration_with_one_lucky_measurement_cannot_win():
+    """The mlp story: fp16 bs=64 measured once, fast by luck, never re-measured; it must not be
+    recommended over configurations measured in the confirmation rounds."""
+    t = Trials()
+    t.search(FP32, 32, 2500.0)
+    t.search(BF16, 32, 3505.0)
+    t.search(FP16, 64, 4000.0)
+    for k in (1, 2):
+        t.confirm(BF16, 32, 2736.0, round=k)
+        t.confirm(FP32, 32, 2400.0, round=k)
+    d = decide(*t.view(SearchSpace((FP32, BF16, FP16), (32, 64), (2.0**16,), (2000,))))
+    assert d.candidate == Candidate(BF16, 32) and d.confirmed
+    assert d.chosen.samples_per_s == 2736.0  # the confirmed figure, not the search trial's
+
+
+def test_a_leader_within_the_margin_of_the_best_fp32_gives_fp32_at_its_best_batch():
+    t = Trials()
+    t.search(FP32, 16, 1000.0)
+    t.search(BF16, 64, 1300.0)
+    for k in (1, 2):
+        t.confirm(BF16, 64, 1010.0, round=k)
+        t.confirm(FP32, 16, 1000.0, round=k)
+        t.confirm(FP32, 64, 700.0, round=k)
+    d = decide(*t.view())
+    assert d.candidate == Candidate(FP32, 16) and d.speedup_vs_fp32 == 1.0
+    assert any("does not beat the best fp32 configuration, fp32 bs=16" in n for n in d.notes)
+
+
+def test_a_slow_period_during_the_first_trials_is_outvoted_by_the_rounds():
+    """Trials 1-3 ran while the machine was 10x slower: bf16 looked slow. The best of every dtype
+    takes part in the rounds, and the reference configuration's spread shows the drift."""
+    t = Trials()
+    t.search(FP32, 16, 12.6)  # slow period
+    t.search(BF16, 16, 19.3)  # slow period
+    t.search(FP32, 32, 125.8)
+    evidence, constraints = t.view()
+    assert Candidate(BF16, 16) in contenders(evidence, constraints)
+    for k in (1, 2):
+        t.confirm(FP32, 32, 124.0, round=k)
+        t.confirm(BF16, 16, 193.0, round=k)
+    evidence, constraints = t.view()
+    d = decide(evidence, constraints)
+    assert d.candidate == Candidate(BF16, 16)
+    busy = machine_busy(evidence, cores=2)  # the same configuration, 10x apart: the worst spread is named
+    assert "bf16 bs=16 measured between 19.3 and 193.0 samples/s in trials 2, 5, 7" in busy and "drifted" in busy
+    quiet = Trials()
+    quiet.search(FP32, 16, 100.0)
+    quiet.confirm(FP32, 16, 118.0, round=1)  # 18% apart: this machine's everyday noise
+    assert machine_busy(Evidence(quiet.records), cores=2) is None
+
+
+def test_a_load_above_the_core_count_is_reported():
+    t = Trials()
+    t.search(FP32, 16, 100.0, load=0.5)
+    t.search(FP32, 32, 100.0, load=3.7)
+    busy = machine_busy(Evidence(t.records), cores=2)
+    assert "above the 2 cores when 1 of 2 trials started (up to 3.7)" in busy
+
+
+def test_constraints_are_recomputed_from_evidence_in_any_order():
+    t = Trials()
+    t.search(BF16, 32, 3000.0)
+    t.search(BF16, 64, status="oom", error="out of memory")
+    t.search(FP32, 16, status="pruned", error="stopped early: the first step took 9.00 s, over the 2.00 s allowed")
+    forward = t.view()[1]
+    t.records.reverse()
+    backward = t.view()[1]
+    assert forward == backward
+    assert forward.reason(Candidate(BF16, 64)).startswith("bf16 failed with oom at batch 64")
+    assert forward.allows(Candidate(BF16, 32))
+    # fp32 never ran cleanly and was pruned: with the Bayesian strategy the dtype goes, unless the
+    # probe calls it fast (then a second pruned trial is needed)
+    assert "fp32 was stopped early at batch 16" in forward.reason(Candidate(FP32, 32))
+    assert derive(Evidence(t.records), SPACE, fast={FP32: True}).allows(Candidate(FP32, 32))
+    assert derive(Evidence(t.records), SPACE, whole_dtype_pruning=False).allows(Candidate(FP32, 32))
+
+
+def test_memory_rules_use_measured_peaks_first_then_the_linear_model():
+    t = Trials()
+    gib = 2**30
+    t.search(BF16, 16, 100.0, peak=2 * gib)
+    t.search(BF16, 32, 100.0, peak=4 * gib)
+    _, constraints = t.view(memory_limit=7 * gib)
+    assert "predicted peak memory 8.0 GiB" in constraints.reason(Candidate(BF16, 64))
+    t.search(BF16, 64, 100.0, peak=6 * gib)  # measured below the limit: the measurement wins
+    _, constraints = t.view(memory_limit=7 * gib)
+    assert constraints.allows(Candidate(BF16, 64))
+
+
+def test_the_explanation_says_what_happened_to_each_dtype():
+    t = Trials()
+    t.search(FP32, 16, 1000.0)
+    t.search(FP16, 16, status="pruned", error="stopped early: the first step took 3.10 s, over the 2.00 s allowed")
+    t.search(BF16, 16, 1500.0)
+    for k in (1, 2):
+        t.confirm(BF16, 16, 1500.0, round=k)
+        t.confirm(FP32, 16, 1000.0, round=k)
+    evidence, constraints = t.view(SearchSpace((FP32, BF16, FP16), (16,), (2.0**16,), (2000,)))
+    d = decide(evidence, constraints)
+    text = explain(d, evidence, constraints, (FP32, BF16, FP16), {})
+    assert text.startswith("bf16 bs=16 was the fastest configuration that kept fp32's numerics (1500.0 samples/s in "
+                           "interleaved confirmation rounds)")
+    assert "1.50x the best fp32 configuration (fp32 bs=16)" in text
+    assert "fp16 was stopped early at batch 16 (trial 2): stopped early: the first step took 3.10 s" in text
+    assert "fp32 reached 1000.0 samples/s at best (fp32 bs=16, confirmed)" in text
+
+
+def test_space_is_the_one_authority_on_batch_sizes():
+    plain = SearchSpace((FP32,), (16, 32, 64), (2.0**16,), (2000,))
+    assert plain.between(32, 64) == 48 and plain.between(8, 12) == 10 and plain.between(8, 9) is None
+    assert plain.baseline_batch == 32 and plain.scout_batch == 16
+    with_global = SearchSpace((FP32,), (16, 32), (2.0**16,), (2000,), global_batch=64)
+    assert with_global.between(32, 64) is None  # 48 would break micro-batch x accumulation = 64
+    assert SearchSpace((FP32,), (16, 32), (1.0,), (1,), global_batch=96).between(32, 96) == 48
+    assert with_global.grad_accum(16) == 4
+    with pytest.raises(ValueError):
+        with_global.grad_accum(48)
