@@ -13,15 +13,23 @@
 3. Overhead: time in the timed loop outside the steps, as a fraction of step time. Target: <= 1%.
 4. Faults: OOM, hang (explicit timeout and the default watchdog), abort, fp16 overflow, each
    with the right status, and the next trial still running in the same worker object.
+5. Fresh processes: `amp-advisor bench` (a whole trial in its own worker) against a bare loop
+   timed by torch.utils.benchmark in its own process, ABBA-interleaved rounds; beside them the
+   bare loop with the harness's pieces added one at a time (4 rotating batches, the
+   MixedPrecision helper, the heap trim), to find where any extra time comes from. Target +-3%.
 
-Usage: python benchmarks/bench_harness.py [--blocks 24] [--repeats 5] [--skip-faults]
+Usage: python benchmarks/bench_harness.py [--blocks 24] [--repeats 5] [--rounds 5] [--skip-faults]
+                                          [--only fresh]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -137,12 +145,94 @@ def faults() -> None:
         print(f"\nworker processes started: {worker.started} (one, plus one replacement per kill or crash)")
 
 
+FRESH = ("convnet", 64, 20)  # example, batch, measured steps
+BARE_VARIANTS = {
+    "bare loop": (),
+    "+ 4 rotating batches": ("rotate",),
+    "+ MixedPrecision helper": ("rotate", "helper"),
+    "+ heap trim first": ("rotate", "helper", "trim"),
+}
+
+
+def bare_child(name: str, batch: int, steps: int, extras: tuple[str, ...]) -> None:
+    """Runs in its own process: the example trained by a plain loop written here, timed by Timer."""
+    from amp_advisor.harness.memory import release_freed_heap
+    from amp_advisor.runtime import MixedPrecision
+
+    workload = load(str(example_path(name)))
+    torch.manual_seed(1)
+    model = workload.build_model().train()
+    opt = workload.build_optimizer(model.parameters())
+    torch.manual_seed(0)
+    batches = [workload.make_batch(batch, torch.device("cpu")) for _ in range(4 if "rotate" in extras else 1)]
+    amp = MixedPrecision("fp32", "cpu") if "helper" in extras else None
+    counter = iter(range(10**9))
+
+    def step() -> None:
+        b = batches[next(counter) % len(batches)]
+        loss = workload.loss_fn(model, b)
+        if amp is not None:
+            amp.backward(loss)
+            amp.step(opt)
+        else:
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    if "trim" in extras:
+        release_freed_heap()
+    for _ in range(3):  # the harness's warm-up
+        step()
+    per_step = []
+    for _ in range(steps):  # one step per Timer call, like the harness's per-step clock
+        per_step += Timer("step()", globals={"step": step}, num_threads=torch.get_num_threads()).timeit(1).times
+    print(json.dumps({"median": statistics.median(per_step)}))
+
+
+def fresh_processes(rounds: int) -> None:
+    name, batch, steps = FRESH
+    print(f"\n5. fresh processes: {name} bs={batch} fp32, {steps} measured steps after 3 warm-up, each measurement "
+          f"in its own process, {rounds} ABBA rounds\n")
+    rows = {"amp-advisor bench (harness)": []} | {label: [] for label in BARE_VARIANTS}
+    labels = list(rows)
+    for r in range(rounds):
+        for label in (labels if r % 2 == 0 else labels[::-1]):
+            if label in BARE_VARIANTS:
+                cmd = [sys.executable, __file__, "--child", ",".join(BARE_VARIANTS[label]) or "-"]
+            else:
+                cmd = [sys.executable, "-m", "amp_advisor", "bench", "--example", name, "--dtype", "fp32",
+                       "--batch-size", str(batch), "--steps", str(steps), "--warmup-steps", "3", "--no-fp32-check",
+                       "--json", "--device", "cpu"]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            doc = json.loads(out)
+            rows[label].append(doc["step_time_s"]["median"] if "step_time_s" in doc else doc["median"])
+    base = statistics.median(rows["bare loop"])
+    print(f"{'measured by':30s} {'median ms':>9s} {'vs bare':>8s}  per round (ms)")
+    for label, medians in rows.items():
+        m = statistics.median(medians)
+        ratios = [a / b for a, b in zip(medians, rows["bare loop"])]
+        verdict = ""
+        if label.startswith("amp-advisor"):
+            verdict = "  " + ("meets" if abs(statistics.median(ratios) - 1) <= 0.03 else "MISSES") + " (+-3%, median of per-round ratios)"
+        print(f"{label:30s} {m * 1e3:9.1f} {statistics.median(ratios) - 1:+8.1%}  "
+              f"{' '.join(f'{x * 1e3:.1f}' for x in medians)}{verdict}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--blocks", type=int, default=24, help="interleaved 3-step blocks per example for fidelity")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="fresh-process rounds")
     parser.add_argument("--skip-faults", action="store_true")
+    parser.add_argument("--only", choices=["fresh"], help="run only this part")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: one bare-loop measurement
     args = parser.parse_args()
+    if args.child is not None:
+        bare_child(*FRESH, tuple(x for x in args.child.split(",") if x and x != "-"))
+        return
+    if args.only == "fresh":
+        fresh_processes(args.rounds)
+        return
     with Worker() as worker:
         overheads = fidelity(worker, args.blocks)
         overheads += stability(worker, args.repeats)
@@ -151,6 +241,7 @@ def main() -> None:
           f"(median {statistics.median(overheads):.4%})  {'meets' if worst <= 0.01 else 'MISSES'} (<= 1%)")
     if not args.skip_faults:
         faults()
+    fresh_processes(args.rounds)
 
 
 if __name__ == "__main__":

@@ -83,15 +83,36 @@ def test_reduced_precision_wins_at_a_batch_where_fp32_was_not_measured_in_search
     assert d.candidate == Candidate(BF16, 64) and d.speedup_vs_fp32 is None
     assert d.speedup_vs_best_fp32 == pytest.approx(2.9)
     assert any("fp32 at batch 64 was not measured beside bf16 bs=64" in n for n in d.notes)
-    for k in (3, 4):  # the twin rounds
-        t.confirm(BF16, 64, 3100.0, round=k)
-        t.confirm(FP32, 16, 1100.0, round=k)
+    for k in (3, 4):  # the twin rounds: the leader and its twin only
         t.confirm(FP32, 64, 950.0, round=k)
+        t.confirm(BF16, 64, 3100.0, round=k)
     d = decide(*t.view())
     assert d.candidate == Candidate(BF16, 64)
     assert d.speedup_vs_fp32 == pytest.approx(3100 / 950)  # within rounds 3-4 only: like with like
-    assert d.speedup_vs_best_fp32 == pytest.approx(3000 / 1050)  # bf16 64 vs fp32 16 over rounds 1-4
-    assert d.fp32_same_batch.trials == (9, 12)
+    assert d.speedup_vs_best_fp32 == pytest.approx(2.9)  # bf16 64 vs fp32 16 in rounds 1-2
+    assert d.fp32_same_batch.trials == (7, 9)
+    assert d.chosen.samples_per_s == 3000.0  # its median over all four rounds
+
+
+def test_rounds_added_for_the_twins_do_not_re_rank_the_leader():
+    """bf16 bs=16 leads the main rounds; in its twin rounds it measures slower: bs=32 (not in those
+    rounds) must not take over on a comparison of different minutes."""
+    t = Trials()
+    t.search(FP32, 32, 73.0)
+    t.search(BF16, 16, 121.0)
+    t.search(BF16, 32, 110.0)
+    for k, (a, b, c) in enumerate([(117.0, 75.1, 103.5), (107.1, 73.2, 112.5)], start=1):
+        t.confirm(BF16, 16, a, round=k)
+        t.confirm(FP32, 32, b, round=k)
+        t.confirm(BF16, 32, c, round=k)
+    evidence, constraints = t.view()
+    assert needed_twins(evidence, constraints) == [Candidate(BF16, 16), Candidate(FP32, 32), Candidate(FP32, 16)]
+    for k in (3, 4):
+        t.confirm(BF16, 16, 104.0, round=k)
+        t.confirm(FP32, 16, 72.0, round=k)
+    d = decide(*t.view())
+    assert d.candidate == Candidate(BF16, 16)
+    assert d.fp32_best.candidate == Candidate(FP32, 32) and d.speedup_vs_fp32 == pytest.approx(104 / 72)
 
 
 def test_an_unconfirmed_configuration_with_one_lucky_measurement_cannot_win():

@@ -78,6 +78,11 @@ def test_the_fp32_curve_is_trained_once_per_batch_size_and_matches_a_fresh_one()
     assert len(other_size.fp32_losses) == 5 and other_size.fp32_losses != cached.fp32_losses
 
 
+def test_a_remeasurement_skips_the_gradient_pass_but_keeps_flops(worker):
+    r = worker.run(spec("tiny", batch_size=16, grad_stats=False))
+    assert r.status == "ok" and r.grad_stats is None and r.flops_per_step > 0
+
+
 def test_fp16_uses_the_scaler_and_reports_its_state(worker):
     r = worker.run(spec("tiny", Dtype.FP16, init_scale=2.0**10, growth_interval=2))
     assert r.status == "ok" and r.skipped_steps == 0

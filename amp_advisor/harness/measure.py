@@ -257,7 +257,7 @@ class TrialRunner:
         if spec.dtype is Dtype.FP32:  # this run is the fp32 reference of its batch size
             self._remember_reference(key, initial_checksum, warmup_losses + losses)
 
-        flops, stats = self._fp32_pass(workload, model, batches[0], final_scale or 1.0, key)
+        flops, stats = self._fp32_pass(workload, model, batches[0], final_scale or 1.0, key, spec.grad_stats)
         del step, model
         gc.collect()
 
@@ -313,17 +313,20 @@ class TrialRunner:
         if all(math.isfinite(x) for x in losses) and (known is None or len(known[1]) < len(losses)):
             self._references[key] = (checksum, list(losses))
 
-    def _fp32_pass(self, workload: Workload, model: torch.nn.Module, batch: Any, scale: float, key: "_ReferenceKey"):
+    def _fp32_pass(self, workload: Workload, model: torch.nn.Module, batch: Any, scale: float, key: "_ReferenceKey",
+                   want_stats: bool = True):
         """fp32 gradient statistics, and the FLOPs of one forward+backward (dtype-independent:
         counted once per batch size, the counting pass is slower than a step)."""
         from torch.utils.flop_counter import FlopCounterMode
 
-        model.zero_grad(set_to_none=True)
         known = self._flops.get(key.per_batch)
+        if known is not None and not want_stats:
+            return known, None  # nothing to compute
+        model.zero_grad(set_to_none=True)
         counter = FlopCounterMode(display=False) if known is None else contextlib.nullcontext()
         with tf32.scoped(False), counter:
             workload.loss_fn(model, batch).backward()
-        stats = grad_stats((p.grad for p in model.parameters()), scale)
+        stats = grad_stats((p.grad for p in model.parameters()), scale) if want_stats else None
         model.zero_grad(set_to_none=True)
         if known is None:
             known = self._flops[key.per_batch] = counter.get_total_flops() or None

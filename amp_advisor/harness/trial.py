@@ -56,6 +56,9 @@ class TrialSpec:
     # Loss agreement with fp32 over the first N steps (warm-up included); None = every step run.
     # tune compares a fixed number, so one fp32 reference per batch size serves every trial.
     compare_steps: int | None = None
+    # The extra fp32 forward/backward for gradient statistics; off for re-measurements (confirmation
+    # rounds), whose configuration's numerics were already measured. FLOPs are counted regardless.
+    grad_stats: bool = True
     abandon_after_s: float | None = None  # prune if the first step takes longer than this (tune)
     # TF32 matmuls for the fp32 parts: None = as dtypes.uses_tf32 says for the device (the worker
     # resolves it and the result records what ran); tf32 always has it on, fp32 never.

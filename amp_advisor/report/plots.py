@@ -192,7 +192,9 @@ def search_progress(run: Run) -> Plot:
 
 def gradient_ranges(run: Run) -> Plot:
     title = "Gradient magnitudes vs fp16 and bf16 ranges"
-    trial = run.recommended_trial() or _first_with_grads(run)
+    trial = run.recommended_trial()
+    if trial is None or trial.result.grad_stats is None:
+        trial = _first_with_grads(run)
     scale = run.recommendation.scaler.init_scale if run.recommendation and run.recommendation.scaler.enabled else None
     caption = ("log2 histogram of the fp32 gradients (one step of the trial shown) against what each format can "
                "hold. fp16 keeps |g| in [2^-24, 65504] unscaled; GradScaler multiplies gradients by the loss "
@@ -280,7 +282,7 @@ def loss_vs_fp32(run: Run) -> Plot:
     if reference:
         ax.plot(range(1, len(reference) + 1), reference, "--", color=DTYPE_COLORS[Dtype.FP32], label=ref_label)
     if trial.result.loss_rel_diff_vs_fp32 is not None and reference:
-        ax.set_title(f"relative difference over the curve: {trial.result.loss_rel_diff_vs_fp32:.2%}", fontsize=9,
+        ax.set_title(f"relative difference over the first {len(reference)} steps: {trial.result.loss_rel_diff_vs_fp32:.3%}", fontsize=9,
                      loc="left")
     elif not reference:
         ax.set_title(f"{baseline.candidate.label}: fp32 is the reference, and no reduced-precision trial ran long "

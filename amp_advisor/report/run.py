@@ -120,9 +120,10 @@ class Run:
             return None
         matching = [r for r in self.records if r.candidate.canonical() == chosen.canonical() and r.result.status is Status.OK]
         stability = [r for r in matching if r.role is Role.STABILITY]
-        named = [r for r in matching if r.number in self.recommendation.trials("recommended") and r.result.losses]
-        with_numerics = [r for r in matching if r.result.fp32_losses]
-        return (stability or with_numerics or named or matching or [None])[-1]
+        # the trial that measured the numerics (its loss vs fp32, its gradients): confirmation
+        # rounds re-measure speed only
+        with_numerics = [r for r in matching if r.result.fp32_losses or r.result.grad_stats]
+        return (stability or with_numerics or matching or [None])[-1]
 
     def fp32_figure(self, which: str = "fp32_same_batch") -> dict | None:
         """What the recommendation compared itself with, as it recorded it ("fp32_same_batch" or

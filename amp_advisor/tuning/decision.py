@@ -3,7 +3,8 @@
 - Contenders for confirmation: the best configuration of every dtype that ran cleanly (by its
   exploration score), so a dtype whose trials happened to run in a slow moment still gets measured
   beside the others.
-- Only confirmed configurations can win: the leader is the best confirmed score.
+- Only confirmed configurations can win: the leader is the best over the main rounds (those in
+  which every contender was measured).
 - A reduced precision (tf32, bf16, fp16) is recommended when it beats the best fp32 configuration
   of the space (any batch size) by more than the margin, both measured in the same interleaved
   rounds. Otherwise the best fp32 configuration is recommended.
@@ -59,8 +60,25 @@ def contenders(evidence: Evidence, constraints: Constraints) -> list[Candidate]:
     return [e.candidate for e in sorted(best.values(), key=lambda e: -e.explore_score)]
 
 
+def ranked_in_main_rounds(evidence: Evidence, constraints: Constraints,
+                          dtype: Dtype | None = None) -> ConfigEvidence | None:
+    """The best configuration (of a dtype) over the main confirmation rounds, those in which every
+    contender was measured: rounds added later for the twins measure again but do not re-rank."""
+    main = evidence.main_rounds()
+    scored = [(evidence.in_rounds(e.candidate, main), e) for e in evidence.configs.values()
+              if constraints.allows(e.candidate) and (dtype is None or e.candidate.dtype is dtype)]
+    scored = [(score, e) for score, e in scored if score is not None]
+    return max(scored, key=lambda se: se[0])[1] if scored else None
+
+
 def leader(evidence: Evidence, constraints: Constraints) -> ConfigEvidence | None:
-    return evidence.best(confirmed=True, allowed=constraints.allows)
+    return ranked_in_main_rounds(evidence, constraints)
+
+
+def best_fp32(evidence: Evidence, constraints: Constraints) -> ConfigEvidence | None:
+    """The best fp32 configuration: in the main rounds if fp32 took part, else as explored."""
+    return ranked_in_main_rounds(evidence, constraints, Dtype.FP32) or \
+        evidence.best(dtype=Dtype.FP32, allowed=constraints.allows)
 
 
 def needed_twins(evidence: Evidence, constraints: Constraints) -> list[Candidate]:
@@ -69,8 +87,7 @@ def needed_twins(evidence: Evidence, constraints: Constraints) -> list[Candidate
     lead = leader(evidence, constraints)
     if lead is None or lead.candidate.dtype is Dtype.FP32:
         return []
-    fp32 = evidence.best(dtype=Dtype.FP32, confirmed=True, allowed=constraints.allows) or \
-        evidence.best(dtype=Dtype.FP32, allowed=constraints.allows)
+    fp32 = best_fp32(evidence, constraints)
     wanted = [lead.candidate]
     if fp32 is not None:
         wanted.append(fp32.candidate)
@@ -100,15 +117,11 @@ def decide(evidence: Evidence, constraints: Constraints, margin: float = NOT_WOR
         if len([e for e in evidence.configs.values() if e.explore_score is not None]) > 1:
             notes.append("no confirmation rounds ran: the figures are single exploration measurements")
 
-    def best_fp32() -> ConfigEvidence | None:
-        return (evidence.best(dtype=Dtype.FP32, confirmed=True, allowed=constraints.allows) if confirmed else None) \
-            or evidence.best(dtype=Dtype.FP32, allowed=constraints.allows)
-
     if lead.candidate.dtype is Dtype.FP32:
         chosen = _figure(lead)
         return Decision(chosen, chosen, chosen, 1.0, 1.0, confirmed, tuple(notes))
 
-    fp32 = best_fp32()
+    fp32 = best_fp32(evidence, constraints)
     if fp32 is None:
         notes.append(f"no fp32 configuration ran cleanly: {lead.candidate.label} is recommended without an fp32 comparison")
         return Decision(_figure(lead), confirmed=confirmed, notes=tuple(notes))

@@ -182,6 +182,26 @@ class Evidence:
     def rounds(self) -> list[int]:
         return sorted({r.round for r in self.records if r.round is not None})
 
+    def main_rounds(self) -> tuple[int, ...]:
+        """The confirmation rounds in which all the contenders met: those that measured the same
+        configurations as the first round. (Later rounds measure the leader beside its twins.)"""
+        members: dict[int, set] = {}
+        for r in self.records:
+            if r.round is not None:
+                members.setdefault(r.round, set()).add(r.candidate.canonical())
+        if not members:
+            return ()
+        first = members[min(members)]
+        return tuple(sorted(k for k, m in members.items() if m == first))
+
+    def in_rounds(self, candidate: Candidate, rounds: tuple[int, ...]) -> float | None:
+        """A configuration's median over the given rounds (None if it missed one or was not clean)."""
+        config = self.config(candidate)
+        if config is None or not config.clean or not rounds or any(k not in config.rounds for k in rounds):
+            return None
+        scores = [config.rounds[k] for k in rounds]
+        return statistics.median(scores) if None not in scores else None
+
     def spread(self, candidate: Candidate) -> tuple[float, float, tuple[int, ...]] | None:
         """(slowest, fastest, trials) over every clean measurement of a configuration: the same
         configuration measured at different times shows how far the machine drifted."""

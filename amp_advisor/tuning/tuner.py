@@ -156,7 +156,9 @@ class Tuner:
 
     # ------------------------------------------------------------------------------- one trial
     def _spec(self, candidate: Candidate, *, steps: int | None = None, abandon: bool = True,
-              compare_fp32: bool = True) -> TrialSpec:
+              compare_fp32: bool = True, remeasure: bool = False) -> TrialSpec:
+        """`remeasure`: a configuration measured before in this run (a confirmation round): one
+        warm-up step (its kernels are known to this worker), no numerics (already judged)."""
         evidence = self.evidence
         accum = self.space.grad_accum(candidate.batch_size)
         samples = candidate.batch_size * accum
@@ -169,7 +171,9 @@ class Tuner:
             steps = max(MIN_STEPS, min(self.settings.steps, round(TRIAL_MEASURE_S / expected)))
             warmup = 1 if expected > 1.0 else warmup
         steps = steps or self.settings.steps
-        if candidate.dtype is Dtype.FP32:
+        if remeasure:
+            warmup, compare_fp32 = min(warmup, 1), False
+        if candidate.dtype is Dtype.FP32 and not remeasure:
             steps = max(steps, COMPARE_STEPS - warmup)  # long enough to be its batch size's fp32 reference
         abandon_after = None
         best = evidence.best(allowed=self.constraints.allows)
@@ -183,7 +187,7 @@ class Tuner:
             growth_interval=candidate.growth_interval or self.space.growth_intervals[-1],
             grad_accum=accum, compare_fp32=compare_fp32 and candidate.dtype is not Dtype.FP32,
             compare_steps=COMPARE_STEPS, seed=self.settings.seed, timeout_s=self.settings.trial_timeout_s,
-            abandon_after_s=abandon_after, tf32=uses_tf32(candidate.dtype, tf32_fast),
+            abandon_after_s=abandon_after, tf32=uses_tf32(candidate.dtype, tf32_fast), grad_stats=not remeasure,
         )
 
     def _run(self, candidate: Candidate, role: Role, *, round: int | None = None, **spec_kw: Any) -> TrialRecord:
@@ -449,7 +453,7 @@ class Tuner:
                 self.notes.append("the time budget ended the confirmation rounds early")
                 return
             # numerics were judged when the configuration was explored; a round measures speed
-            self._run(candidate, Role.CONFIRM, round=k, abandon=False, compare_fp32=False)
+            self._run(candidate, Role.CONFIRM, round=k, abandon=False, remeasure=True)
 
     def _confirm(self) -> None:
         pool = self.confirmation_pool()
