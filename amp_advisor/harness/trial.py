@@ -25,7 +25,7 @@ class Status(str, Enum):
     CRASH = "crash"  # the worker died (a signal, often the kernel's OOM killer)
     NONFINITE = "nonfinite"  # a loss was inf/nan
     ERROR = "error"  # the user's code raised
-    PRUNED = "pruned"  # stopped on purpose: its first step was clearly slower than the best so far (tune)
+    PRUNED = "pruned"  # stopped on purpose: its first step took longer than the caller allowed (tune)
 
     def __str__(self) -> str:
         return self.value
@@ -193,4 +193,4 @@ def failed(spec: TrialSpec, status: Status, error: str, **extra: Any) -> TrialRe
 
 def pruned_reason(first_step_s: float | None, allowed_s: float) -> str:
     took = f"took {first_step_s:.2f} s" if first_step_s is not None else "had not finished"
-    return f"stopped early: the first step {took}, over the {allowed_s:.2f} s allowed (clearly slower than the best so far)"
+    return f"stopped early: the first step {took}, over the {allowed_s:.2f} s allowed"

@@ -4,7 +4,8 @@ it is needed (never replayed, so the order trials were read in cannot change it)
 Rules, and why:
 - out of memory, a crash (often the kernel's OOM killer) or a hang at some batch: the same dtype
   at that batch and above is not worth a trial;
-- a trial stopped early (pruned: its first step was clearly slower than the best needs) rules out
+- a trial stopped early (pruned: its first step took PRUNE_FACTOR x longer than the best rate so
+  far needs for its batch, at least MIN_ABANDON_S) rules out
   its configuration. It rules out the whole dtype (with the Bayesian strategy) only when the dtype
   never ran cleanly, and, for a dtype the probe calls fast, only after a second pruned trial: one
   stalled first step on a busy machine is no verdict on a fast dtype;
@@ -24,6 +25,11 @@ from .evidence import Evidence
 from .space import Candidate, SearchSpace
 
 GIB = 2**30
+PRUNE_FACTOR = 4.0  # a first step this many times slower than the best rate needs is stopped
+# The first step carries one-time costs (allocator, lazy init) and a shared machine stalls for
+# seconds at a time: below this, a healthy first step was seen to be stopped.
+MIN_ABANDON_S = 2.0
+PRUNE_RULE = f"the limit is {PRUNE_FACTOR:g}x the step time the best rate so far implies, at least {MIN_ABANDON_S:g} s"
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ def derive(evidence: Evidence, space: SearchSpace | None, *, memory_limit: int |
         elif status is Status.PRUNED:
             for other in candidates:  # the scaler settings do not change the speed
                 if other.dtype is c.dtype and other.batch_size == c.batch_size:
-                    rule(other, f"{r.result.error} (trial {r.number})")
+                    rule(other, f"{r.result.error} (trial {r.number}; {PRUNE_RULE})")
 
     for dtype in dict.fromkeys(r.candidate.dtype for r in evidence.records):
         pruned = [r for r in evidence.of_dtype(dtype) if r.result.status is Status.PRUNED]
@@ -80,7 +86,8 @@ def derive(evidence: Evidence, space: SearchSpace | None, *, memory_limit: int |
             continue  # the probe says it is fast: one stalled first step is not enough
         first = pruned[0]
         dtypes_out[dtype] = (f"{dtype} was stopped early at batch {first.candidate.batch_size} (trial {first.number}): "
-                             f"{first.result.error}")
+                             f"{first.result.error.removeprefix('stopped early: ')} ({PRUNE_RULE})"
+                             + (f"; {len(pruned)} of its trials were stopped" if len(pruned) > 1 else ""))
 
     if memory_limit:
         for c in candidates:

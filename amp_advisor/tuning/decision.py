@@ -121,18 +121,23 @@ def decide(evidence: Evidence, constraints: Constraints, margin: float = NOT_WOR
         chosen = _figure(lead)
         return Decision(chosen, chosen, chosen, 1.0, 1.0, confirmed, tuple(notes))
 
-    fp32 = best_fp32(evidence, constraints)
-    if fp32 is None:
-        notes.append(f"no fp32 configuration ran cleanly: {lead.candidate.label} is recommended without an fp32 comparison")
-        return Decision(_figure(lead), confirmed=confirmed, notes=tuple(notes))
-
+    # The best fp32 configuration, judged with the leader as the yardstick: every fp32 configuration
+    # measured in rounds beside the leader (the main rounds, the twin rounds) is compared with it
+    # within those rounds, and the one it beats by the least is the strongest fp32.
+    pairs = [p for e in evidence.configs.values() if e.candidate.dtype is Dtype.FP32 and constraints.allows(e.candidate)
+             for p in (evidence.paired(lead.candidate, e.candidate),) if p is not None and p.ratio is not None]
     lead_fig = _figure(lead)  # over all its confirmation rounds; the ratios use the rounds shared
-    pair = evidence.paired(lead.candidate, fp32.candidate)
-    if pair is not None and pair.ratio is not None:
-        ratio = pair.ratio
+    if pairs:
+        pair = min(pairs, key=lambda p: p.ratio)
+        fp32, ratio = pair.b, pair.ratio
         fp32_fig = Figure(fp32.candidate, pair.b_score, pair.trials[1])
         where = f"in the same {len(pair.rounds)} interleaved rounds"
     else:
+        fp32 = best_fp32(evidence, constraints)
+        if fp32 is None:
+            notes.append(f"no fp32 configuration ran cleanly: {lead.candidate.label} is recommended without an fp32 "
+                         "comparison")
+            return Decision(_figure(lead), confirmed=confirmed, notes=tuple(notes))
         ratio = lead.score / fp32.score
         fp32_fig = _figure(fp32)
         where = "not measured in the same rounds"
@@ -178,7 +183,11 @@ def explain(decision: Decision, evidence: Evidence, constraints: Constraints, dt
         records = evidence.of_dtype(dtype)
         verdict = verdicts.get(dtype)
         best = evidence.best(dtype=dtype, confirmed=True) or evidence.best(dtype=dtype)
-        if dtype in constraints.dtypes_out:
+        if dtype is Dtype.FP32 and decision.fp32_best is not None:
+            f = decision.fp32_best
+            parts.append(f"fp32 reached {f.samples_per_s:.1f} samples/s at best ({f.candidate.label}, "
+                         f"{'beside it in the same rounds' if decision.confirmed else 'explored'})")
+        elif dtype in constraints.dtypes_out:
             parts.append(constraints.dtypes_out[dtype])
         elif best is not None:
             parts.append(f"{dtype} reached {best.score:.1f} samples/s at best ({best.candidate.label}"

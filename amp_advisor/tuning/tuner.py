@@ -35,7 +35,7 @@ from ..errors import BadInputError
 from ..harness.trial import Status, TrialSpec
 from ..harness.worker import Worker
 from ..recommendation import GradScalerConfig, Measured, Recommendation, fingerprint_of
-from .constraints import Constraints, derive
+from .constraints import MIN_ABANDON_S, PRUNE_FACTOR, Constraints, derive
 from .decision import NOT_WORSE_MARGIN, Decision, contenders, decide, explain, machine_busy, needed_twins
 from .evidence import Evidence
 from .record import Role, TrialRecord, judge
@@ -43,10 +43,6 @@ from .search import make_strategy
 from .space import Candidate, SearchSpace, build_space, seeded_init_scale
 from .store import RunStore
 
-PRUNE_FACTOR = 4.0  # a first step this many times slower than the best rate needs: clearly slower
-# The first step carries one-time costs (allocator, lazy init) and this machine stalls for
-# seconds at a time: below this, a healthy first step was seen to be stopped.
-MIN_ABANDON_S = 2.0
 MAX_REPEATED_ASKS = 10  # the strategy keeps proposing measured points: it has converged
 TRIAL_MEASURE_S = 2.5  # aim for this much measured time per trial: enough steps, not more
 MIN_STEPS = 3
