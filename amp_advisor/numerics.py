@@ -46,7 +46,7 @@ def grad_stats(grads: Iterable, scale: float) -> GradStats:
 
 def loss_rel_diff(losses: Sequence[float], reference: Sequence[float]) -> float | None:
     """Relative distance of the measured loss curve from the fp32 curve on the same batches:
-    mean |loss - fp32| / mean |fp32| over the measured steps.
+    mean |loss - fp32| / mean |fp32| over the steps both ran (from step 0 in a trial).
 
     Over the whole curve rather than the last step, because a model that fits its few batches
     drives the loss towards zero, where a last-step ratio explodes. None if anything is not finite.

@@ -14,9 +14,12 @@ only: no batch size makes up a 4x gap on a CPU, and a full sweep of it would tak
 3. Reduced precision where it wins: wherever the oracle's best bf16 beats its best fp32 by more
    than 5%, bf16 (or a faster reduced precision) must be recommended.
 4. Never worse: the oracle's figure for the recommendation vs its figure for fp32 at the same batch.
+5. Faults (--faults): workloads that run out of memory, hang or abort above batch 16, and one whose
+   fp16 overflows: tune completes, records the failures, and recommends a configuration that
+   avoids them.
 
 Usage: python benchmarks/bench_tune.py [--workloads transformer,convnet,mlp,hf_bert] [--rounds 3]
-                                       [--keep DIR]
+                                       [--keep DIR] [--faults]
 """
 
 from __future__ import annotations
@@ -153,13 +156,41 @@ def grid_size(space: dict) -> int:
     return sum(len(space["batch_sizes"]) * (per_fp16 if d == "fp16" else 1) for d in space["dtypes"])
 
 
+def faults(root: Path) -> None:
+    from amp_advisor.tuning import tune as run_tune
+
+    print("\n5. faults: tune on workloads that fail above batch 16 (batch sizes 8,16,32,64; grid; 15 s trial timeout)\n")
+    print(f"{'workload':16s} {'trials':>6s} {'wall s':>6s} {'failures recorded':30s} {'recommendation':16s}  verdict")
+    for name in ("oom_above_8", "hang_above_16", "abort_above_16", "fp16_overflow"):
+        start = time.perf_counter()
+        result = run_tune(ROOT / "tests" / "workloads" / f"{name}.py", device="cpu", out=root / f"fault-{name}",
+                          strategy="grid", batch_sizes=(8, 16, 32, 64), trial_timeout_s=15.0, steps=4)
+        wall = time.perf_counter() - start
+        failures: dict[str, int] = {}
+        for r in result.records:
+            if r.result.status.value not in ("ok", "pruned"):
+                failures[r.result.status.value] = failures.get(r.result.status.value, 0) + 1
+        rec = result.recommendation
+        bad = {(r.candidate.dtype, r.candidate.batch_size) for r in result.records if not r.feasible}
+        avoided = rec is not None and (rec.dtype, rec.batch_size) not in bad
+        shown = ", ".join(f"{k} x{v}" for k, v in sorted(failures.items())) or "none"
+        print(f"{name:16s} {result.trials_run:6d} {wall:6.0f} {shown:30s} "
+              f"{f'{rec.dtype} bs={rec.batch_size}' if rec else 'none':16s}  {'avoids them' if avoided else 'DOES NOT'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default="transformer,convnet,mlp,hf_bert")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved oracle rounds")
     parser.add_argument("--min-run-time", type=float, default=0.5, help="Timer.blocked_autorange per measurement (s)")
     parser.add_argument("--keep", type=Path, help="keep the run directories here")
+    parser.add_argument("--faults", action="store_true", help="also tune the faulty workloads (about 5 minutes)")
+    parser.add_argument("--only-faults", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.only_faults:
+        with tempfile.TemporaryDirectory() as tmp:
+            faults(args.keep or Path(tmp))
+        return
     print(f"machine: {cpu_name()}\n")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -221,6 +252,9 @@ def main() -> None:
         print(f"  {name}: {rec['dtype']} bs={rec['batch_size']} -- {rec['why']}")
         if rec.get("machine_busy"):
             print(f"    busy: {rec['machine_busy']}")
+    if args.faults:
+        with tempfile.TemporaryDirectory() as tmp:
+            faults(args.keep or Path(tmp))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ def render_trial(result: TrialResult) -> str:
     if result.losses:
         lines.append(f"  loss          {result.losses[0]:.4g} -> {result.losses[-1]:.4g}")
     if result.loss_rel_diff_vs_fp32 is not None:
-        lines.append(f"  vs fp32       relative loss difference {result.loss_rel_diff_vs_fp32:.2e} over the measured steps")
+        compared = f"the first {len(result.fp32_losses)} steps (warm-up included)" if result.fp32_losses else "the run"
+        lines.append(f"  vs fp32       relative loss difference {result.loss_rel_diff_vs_fp32:.2e} over {compared}")
     if result.skipped_steps is not None:
         lines.append(f"  loss scaling  {result.skipped_steps} skipped steps, final scale {result.final_loss_scale:g}")
     g = result.grad_stats

@@ -300,7 +300,7 @@ def _trials(run: Run) -> Section:
         return Section("trials", "Trials", (Para("No trials yet."),))
     intro = Para(f"Every trial the run recorded, in order ({sum(1 for r in run.records if not r.feasible)} not "
                  "usable, with the reason). Step times are per optimizer step; loss vs fp32 is the relative "
-                 "difference over the measured steps from the same weights and batches. Also in trials.csv.")
+                 "difference over the first steps (warm-up included) from the same weights and batches. Also in trials.csv.")
     table = Table(columns, tuple(rows), sortable=True, highlight=frozenset(highlight), row_notes=tuple(notes),
                   note_column="why not / error")
     return Section("trials", "Trials", (intro, table))

@@ -15,8 +15,8 @@ Phases, and why:
 - recheck: a throughput that does not fit its neighbours (a batch RECHECK_FACTOR x slower per
   sample than the next) was probably measured in a slow moment of the machine: measured again;
 - edge: between the largest batch that ran and the smallest that failed, as the space allows;
-- confirm: the best configuration of every dtype (and a close runner-up) in interleaved rounds;
-  then the twins the decision needs that were not beside the leader, in rounds with it;
+- confirm: the best configuration of every dtype, and fp32 at the leader's batch, in interleaved
+  rounds; if the leader changed, the twins it did not meet get rounds of their own with it;
 - stability: a chosen fp16 configuration runs longer, judged on skipped steps.
 """
 
@@ -48,10 +48,12 @@ TRIAL_MEASURE_S = 2.5  # aim for this much measured time per trial: enough steps
 MIN_STEPS = 3
 COMPARE_STEPS = 6  # loss agreement with fp32 over the first steps: one fp32 curve per batch size serves all
 CONFIRM_ROUNDS = 2  # interleaved re-measurements of the contenders: this machine drifts over seconds
-RUNNER_UP_WINDOW = 0.10  # the runner-up overall is confirmed too when this close to the leader
+# Rounds of the leader beside a twin it did not meet in the main rounds (the leader changed during
+# them): as many as the main rounds, because the twin can turn out to be the strongest fp32.
+TWIN_ROUNDS = CONFIRM_ROUNDS
 RECHECK_FACTOR = 3.0  # a batch this much slower per sample than its neighbour is measured again
 SEARCH_SHARE = 0.12  # bayes: search trials as a share of the space (at least MIN_SEARCH_TRIALS)
-MIN_SEARCH_TRIALS = 6
+MIN_SEARCH_TRIALS = 5
 REFINE_TRIALS = 2  # of the search budget (bayes): the batch sizes next to the leader
 
 EventFn = Callable[[dict[str, Any]], None]
@@ -424,17 +426,13 @@ class Tuner:
 
     # -------------------------------------------------------------------------------- confirm
     def confirmation_pool(self) -> list[Candidate]:
-        """The best of each dtype, and the runner-up overall when within RUNNER_UP_WINDOW of the
-        leader (exploration figures are single measurements: the order of close ones is noise)."""
+        """The best of each dtype, and fp32 at the batch size of the leader so far, so that the
+        decision's comparisons (the leader vs the best fp32, and vs fp32 at its own batch) are
+        usually all made within the same rounds."""
         evidence, constraints = self.evidence, self.constraints
         pool = contenders(evidence, constraints)
-        if not pool:
-            return []
-        lead = evidence.config(pool[0])
-        ranked = sorted((c for c in evidence.configs.values() if c.explore_score and constraints.allows(c.candidate)),
-                        key=lambda c: -c.explore_score)
-        if len(ranked) > 1 and ranked[1].explore_score >= lead.explore_score * (1 - RUNNER_UP_WINDOW):
-            pool.append(ranked[1].candidate)
+        if pool and pool[0].dtype is not Dtype.FP32 and constraints.allows(pool[0].fp32_twin):
+            pool.append(pool[0].fp32_twin)
         return list(dict.fromkeys(pool))
 
     def _rounds(self, pool: list[Candidate], first_round: int, rounds: int) -> None:
@@ -453,8 +451,8 @@ class Tuner:
 
     def _confirm(self) -> None:
         pool = self.confirmation_pool()
-        if len(pool) < 2 and len([c for c in self.evidence.configs.values() if c.explore_score]) < 2:
-            return  # one configuration ran: nothing to compare it with
+        if len(pool) < 2:
+            return  # one configuration in contention: nothing to compare it with
         self._rounds(pool, 1, CONFIRM_ROUNDS)
         # The twins the decision needs, now that the leader is known: those not yet measured in a
         # round beside it get rounds of their own, with the leader.
@@ -462,7 +460,7 @@ class Tuner:
         wanted = needed_twins(evidence, self.constraints)
         missing = [c for c in wanted[1:] if evidence.paired(wanted[0], c) is None]
         if missing:
-            self._rounds([wanted[0], *missing], CONFIRM_ROUNDS + 1, CONFIRM_ROUNDS)
+            self._rounds([wanted[0], *missing], CONFIRM_ROUNDS + 1, TWIN_ROUNDS)
 
     # -------------------------------------------------------------------------------- choose
     def _choose(self, decision: Decision) -> Recommendation | None:
