@@ -206,7 +206,6 @@ def fresh_processes(rounds: int) -> None:
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             doc = json.loads(out)
             rows[label].append(doc["step_time_s"]["median"] if "step_time_s" in doc else doc["median"])
-    base = statistics.median(rows["bare loop"])
     print(f"{'measured by':30s} {'median ms':>9s} {'vs bare':>8s}  per round (ms)")
     for label, medians in rows.items():
         m = statistics.median(medians)

@@ -130,7 +130,6 @@ def test_a_schema_1_recommendation_still_loads(tmp_path):
 def test_tf32_means_the_same_in_autocast_the_helper_and_the_snippet(on):
     """One TF32 behaviour: process-wide, matmuls and cuDNN, as the trials measured it."""
     from amp_advisor import tf32
-    from amp_advisor.runtime import MixedPrecision
     from amp_advisor.snippets import torch_loop
 
     def state():

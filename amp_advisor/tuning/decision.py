@@ -96,12 +96,6 @@ def needed_twins(evidence: Evidence, constraints: Constraints) -> list[Candidate
     return list(dict.fromkeys(wanted))
 
 
-def decided_in_same_rounds(evidence: Evidence, constraints: Constraints) -> bool:
-    """Whether every pair the decision compares was measured in common rounds."""
-    wanted = needed_twins(evidence, constraints)
-    return all(evidence.paired(wanted[0], other) is not None for other in wanted[1:])
-
-
 def _figure(e: ConfigEvidence, score: float | None = None, trials: tuple[int, ...] | None = None) -> Figure:
     return Figure(e.candidate, score if score is not None else e.score, trials if trials is not None else e.score_trials)
 

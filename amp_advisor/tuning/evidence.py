@@ -93,9 +93,6 @@ class ConfigEvidence:
         values = [r.result.mfu for r in self.records if r.feasible and r.result.mfu]
         return statistics.median(values) if values else None
 
-    def statuses(self) -> set[Status]:
-        return {r.result.status for r in self.records}
-
 
 @dataclass(frozen=True)
 class Paired:
@@ -178,9 +175,6 @@ class Evidence:
             scores = [e.rounds[k] for k in common]
             return statistics.median(scores) if e.clean and None not in scores else None
         return Paired(ea, eb, common, median(ea), median(eb))
-
-    def rounds(self) -> list[int]:
-        return sorted({r.round for r in self.records if r.round is not None})
 
     def main_rounds(self) -> tuple[int, ...]:
         """The confirmation rounds in which all the contenders met: those that measured the same
