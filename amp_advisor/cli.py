@@ -14,6 +14,7 @@ import click
 
 from . import __version__
 from .dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_NAMES, Dtype
+from .harness.trial import Status  # plain data: no torch
 from .errors import AdvisorError
 from .jsonio import dumps
 from .snippets import FORMATS as SNIPPET_FORMATS  # text only: cheap to import
@@ -171,7 +172,7 @@ def bench(model: str | None, example: str | None, dtype: str, batch_size: int, d
         click.echo(dumps(result.to_dict()))
     else:
         click.echo(render_trial(result))
-    if result.status != "ok":
+    if result.status is not Status.OK:
         sys.exit(1)  # the measurement happened and is printed; scripts still see that it failed
 
 

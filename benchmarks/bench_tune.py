@@ -137,7 +137,7 @@ def oracle(path: Path, dtypes: list[str], batches: list[int], rounds: int, min_r
 
 
 # -------------------------------------------------------------------------------------- tune runs
-def tune(name: str, path: Path, out: Path) -> tuple[dict, dict, dict, float]:
+def tune(name: str, path: Path, out: Path) -> tuple[dict, dict, list[dict], float]:
     cmd = [sys.executable, "-m", "amp_advisor", "tune", "--out", str(out)]
     cmd += ["--example", name] if path.parent.name == "examples" else [str(path)]
     start = time.perf_counter()
@@ -148,7 +148,7 @@ def tune(name: str, path: Path, out: Path) -> tuple[dict, dict, dict, float]:
     rec = json.loads((out / "recommendation.json").read_text())
     run = json.loads((out / "run.json").read_text())
     trials = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
-    return rec, run, {"trials": trials}, wall
+    return rec, run, trials, wall
 
 
 def grid_size(space: dict) -> int:
@@ -201,7 +201,7 @@ def main() -> None:
             rec, run, trials, wall = tune(name, path, out)
             space = run["context"]["space"]
             measured = oracle(path, space["dtypes"], space["batch_sizes"], args.rounds, args.min_run_time)
-            rows.append((name, rec, run, trials["trials"], wall, space, measured))
+            rows.append((name, rec, run, trials, wall, space, measured))
             print(f"  {name}: tuned in {wall:.0f} s, oracle measured {len(measured)} configurations", flush=True)
 
     print("\n1. quality: the oracle's samples/s of the recommendation / the oracle's best, and the trials used\n")

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..dtypes import Dtype, uses_tf32
+from ..dtypes import Dtype
 from ..numerics import grad_stats, loss_rel_diff
 from ..runtime import MixedPrecision
 from .. import tf32
@@ -193,10 +193,10 @@ class TrialRunner:
         try:
             result = self._run(spec)
         except WorkloadError as exc:
-            result = failed(spec, "error", str(exc), bad_input=True)
+            result = failed(spec, Status.ERROR, str(exc), bad_input=True)
         except Exception as exc:  # anything the user's code raises is a recorded result
             where = _where_in_workload(exc, workload_path)
-            kind = "oom" if is_oom(exc) else "error"
+            kind = Status.OOM if is_oom(exc) else Status.ERROR
             result = failed(spec, kind, f"{type(exc).__name__}: {exc}{where}".strip())
         finally:
             gc.collect()
@@ -223,8 +223,7 @@ class TrialRunner:
         warnings = []
         if not profile.dtypes[spec.dtype].fast:
             warnings.append(f"{spec.dtype} has no fast path on {spec.device}: {profile.dtypes[spec.dtype].why}")
-        tf32_on = spec.tf32 if spec.tf32 is not None else uses_tf32(spec.dtype, profile.dtypes[Dtype.TF32].fast)
-        tf32_on = tf32_on or spec.dtype is Dtype.TF32
+        tf32_on = spec.tf32_on(profile.dtypes[Dtype.TF32].fast)
 
         batches = make_batches(workload, spec, device)
         tracker = tracker_for(device)
@@ -242,7 +241,7 @@ class TrialRunner:
                 self.emit({"event": "step", "phase": "warmup", "index": i, "seconds": seconds})
                 if i == 0 and spec.abandon_after_s and seconds > spec.abandon_after_s:
                     tracker.stop()
-                    return failed(spec, "pruned", pruned_reason(seconds, spec.abandon_after_s),
+                    return failed(spec, Status.PRUNED, pruned_reason(seconds, spec.abandon_after_s),
                                   warnings=tuple(warnings), tf32=tf32_on)
             before = step.amp.stats()  # outside the clock: skips during warm-up are not the loop's
             loop = timed_loop(step, spec.steps, self._heartbeat)

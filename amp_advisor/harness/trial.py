@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Mapping
 
-from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_NAMES, Dtype
+from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_NAMES, Dtype, uses_tf32
 from ..errors import BadInputError
 
 TRIAL_SCHEMA_VERSION = 1
@@ -85,6 +85,13 @@ class TrialSpec:
             problems.append(f"abandon-after must be > 0 seconds, got {self.abandon_after_s}")
         if problems:
             raise BadInputError("; ".join(problems))
+
+    def tf32_on(self, tf32_fast: bool) -> bool:
+        """Whether the trial runs with TF32 matmuls: always for tf32, else as asked, else as
+        dtypes.uses_tf32 says for a device where TF32 is (or is not) fast."""
+        if self.dtype is Dtype.TF32:
+            return True
+        return self.tf32 if self.tf32 is not None else uses_tf32(self.dtype, tf32_fast)
 
     @property
     def samples_per_step(self) -> int:

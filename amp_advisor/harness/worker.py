@@ -29,7 +29,7 @@ import time
 from typing import Any, Callable
 
 from ..errors import AdvisorError
-from .trial import TrialResult, TrialSpec, failed, pruned_reason
+from .trial import Status, TrialResult, TrialSpec, failed, pruned_reason
 
 STARTUP_TIMEOUT_S = 180.0  # importing torch on a cold, busy machine
 FIRST_STEP_TIMEOUT_S = 600.0  # before any step time is known: model build + first step
@@ -171,7 +171,7 @@ class Worker:
             if event is None:
                 if self.alive and abandon_at is not None and time.monotonic() >= abandon_at:
                     self._kill()  # cheaper to restart the worker than to wait for a step this slow
-                    return failed(spec, "pruned", pruned_reason(None, spec.abandon_after_s),
+                    return failed(spec, Status.PRUNED, pruned_reason(None, spec.abandon_after_s),
                                   wall_s=time.monotonic() - started, worker_pid=pid)
                 if self.alive and time.monotonic() >= deadline:
                     return self._timed_out(spec, started, pid, hard_deadline is not None, slowest_step)
@@ -201,7 +201,7 @@ class Worker:
                    f"(the slowest step so far took {slowest_step:.2f} s)")
         else:
             why = f"stopped after {elapsed:.0f} s: the first training step never finished"
-        return failed(spec, "timeout", why, wall_s=elapsed, worker_pid=pid)
+        return failed(spec, Status.TIMEOUT, why, wall_s=elapsed, worker_pid=pid)
 
     def _crashed(self, spec: TrialSpec, started: float, pid: int | None) -> TrialResult:
         proc = self._proc
@@ -216,5 +216,5 @@ class Worker:
         else:
             why = f"the worker exited with code {code}"
         tail = self.stderr_tail()
-        return failed(spec, "crash", why + (f"; last output: {tail}" if tail else ""),
+        return failed(spec, Status.CRASH, why + (f"; last output: {tail}" if tail else ""),
                       wall_s=time.monotonic() - started, worker_pid=pid)

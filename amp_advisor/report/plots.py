@@ -15,7 +15,8 @@ from .run import Run
 
 DTYPE_COLORS = {Dtype.FP32: "#3b6ea8", Dtype.TF32: "#7b5ea7", Dtype.BF16: "#2e8b57", Dtype.FP16: "#c0392b",
                 Dtype.FP8: "#b7791f"}
-FAILURE_MARKERS = {"oom": "v", "timeout": "s", "crash": "X", "nonfinite": "D", "error": "P", "pruned": ">"}
+FAILURE_MARKERS = {Status.OOM: "v", Status.TIMEOUT: "s", Status.CRASH: "X", Status.NONFINITE: "D", Status.ERROR: "P",
+                   Status.PRUNED: ">"}
 BF16_MIN_SUBNORMAL_LOG2 = -133  # smallest bf16 magnitude (subnormal); fp32's range, 8 mantissa bits
 BF16_MAX_LOG2 = 128  # bf16 max is just under 2^128
 FIG_SIZE = (7.2, 3.9)  # inches; at 110 dpi the page shows it 792 px wide
@@ -56,15 +57,15 @@ def _batch_axis(ax, sizes: list[int]) -> None:
     ax.set_xlabel("batch size")
 
 
-def _failure_kind(record) -> str:
+def _failure_kind(record) -> Status:
     """The marker a not-usable trial gets: how it ended; one that ran but broke numerics is an "error"."""
-    return record.result.status.value if record.result.status is not Status.OK else "error"
+    return record.result.status if record.result.status is not Status.OK else Status.ERROR
 
 
-def _failure_legend(statuses: set[str]) -> list:
+def _failure_legend(statuses: set[Status]) -> list:
     from matplotlib.lines import Line2D
 
-    return [Line2D([], [], marker=FAILURE_MARKERS[s], color="#444", linestyle="", label=s) for s in sorted(statuses)]
+    return [Line2D([], [], marker=FAILURE_MARKERS[s], color="#444", linestyle="", label=str(s)) for s in sorted(statuses)]
 
 
 def _spread(x: float, dtype: Dtype) -> float:
@@ -141,7 +142,7 @@ def memory_vs_batch(run: Run) -> Plot:
             ax.plot([_spread(r.candidate.batch_size, r.candidate.dtype)], [_gib(limit)], FAILURE_MARKERS["oom"],
                     color=DTYPE_COLORS[r.candidate.dtype], markersize=9, zorder=5)
         if ooms:
-            ax.plot([], [], FAILURE_MARKERS["oom"], color="#444", linestyle="", label="oom")
+            ax.plot([], [], FAILURE_MARKERS[Status.OOM], color="#444", linestyle="", label="oom")
     elif limit:  # drawn to scale, the limit would flatten every point into the bottom edge
         ax.text(0.01, 0.97, f"limit {_gib(limit):.1f} GiB: far above, not drawn to scale", transform=ax.transAxes,
                 va="top", fontsize=8, color="#555")

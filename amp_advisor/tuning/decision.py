@@ -96,8 +96,9 @@ def needed_twins(evidence: Evidence, constraints: Constraints) -> list[Candidate
     return list(dict.fromkeys(wanted))
 
 
-def _figure(e: ConfigEvidence, score: float | None = None, trials: tuple[int, ...] | None = None) -> Figure:
-    return Figure(e.candidate, score if score is not None else e.score, trials if trials is not None else e.score_trials)
+def _figure(e: ConfigEvidence) -> Figure:
+    """A configuration at its own score (confirmed when it was), with the trials behind it."""
+    return Figure(e.candidate, e.score, e.score_trials)
 
 
 def decide(evidence: Evidence, constraints: Constraints, margin: float = NOT_WORSE_MARGIN) -> Decision:

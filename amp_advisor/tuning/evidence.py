@@ -33,10 +33,6 @@ class ConfigEvidence:
     records: tuple[TrialRecord, ...]
 
     @property
-    def trials(self) -> tuple[int, ...]:
-        return tuple(r.number for r in self.records)
-
-    @property
     def clean(self) -> bool:
         """Every measurement ran and kept fp32's numerics."""
         return bool(self.records) and all(r.feasible for r in self.records)
@@ -123,9 +119,6 @@ class Evidence:
                 grouped.setdefault(r.candidate.canonical(), []).append(r)
         self.configs: dict[Candidate, ConfigEvidence] = {c: ConfigEvidence(c, tuple(rs)) for c, rs in grouped.items()}
 
-    def __len__(self) -> int:
-        return len(self.records)
-
     def config(self, candidate: Candidate) -> ConfigEvidence | None:
         return self.configs.get(candidate.canonical())
 
@@ -171,10 +164,7 @@ class Evidence:
         common = tuple(sorted(set(ea.rounds) & set(eb.rounds)))
         if not common:
             return None
-        def median(e: ConfigEvidence) -> float | None:
-            scores = [e.rounds[k] for k in common]
-            return statistics.median(scores) if e.clean and None not in scores else None
-        return Paired(ea, eb, common, median(ea), median(eb))
+        return Paired(ea, eb, common, self.in_rounds(a, common), self.in_rounds(b, common))
 
     def main_rounds(self) -> tuple[int, ...]:
         """The confirmation rounds in which all the contenders met: those that measured the same

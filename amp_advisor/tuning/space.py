@@ -103,6 +103,13 @@ class SearchSpace:
         """A dtype's first trial: the smallest batch, where finding out that it is slow costs least."""
         return self.batch_sizes[0]
 
+    def scout(self, dtype: Dtype, like: Candidate | None = None) -> Candidate:
+        """The dtype's first trial, at scout_batch: with `like`'s scaler settings, else the space's
+        first (the scaler does not change the speed a scout measures)."""
+        if like is not None:
+            return Candidate(dtype, self.scout_batch, like.init_scale, like.growth_interval).canonical()
+        return next(c for c in self.candidates() if c.dtype is dtype and c.batch_size == self.scout_batch)
+
     def with_init_scale_seed(self, seed: float) -> "SearchSpace":
         """fp16's init_scale choices around the seed (from the baseline's largest gradient)."""
         scales = tuple(sorted({seed / 2**4, seed, min(seed * 2**4, 2.0**24)}))

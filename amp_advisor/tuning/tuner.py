@@ -154,7 +154,7 @@ class Tuner:
 
     # ------------------------------------------------------------------------------- one trial
     def _spec(self, candidate: Candidate, *, steps: int | None = None, abandon: bool = True,
-              compare_fp32: bool = True, remeasure: bool = False) -> TrialSpec:
+              remeasure: bool = False) -> TrialSpec:
         """`remeasure`: a configuration measured before in this run (a confirmation round): one
         warm-up step (its kernels are known to this worker), no numerics (already judged)."""
         evidence = self.evidence
@@ -170,7 +170,7 @@ class Tuner:
             warmup = 1 if expected > 1.0 else warmup
         steps = steps or self.settings.steps
         if remeasure:
-            warmup, compare_fp32 = min(warmup, 1), False
+            warmup = min(warmup, 1)
         if candidate.dtype is Dtype.FP32 and not remeasure:
             steps = max(steps, COMPARE_STEPS - warmup)  # long enough to be its batch size's fp32 reference
         abandon_after = None
@@ -183,7 +183,7 @@ class Tuner:
             device=self.settings.device, steps=steps, warmup_steps=warmup,
             init_scale=candidate.init_scale or self.space.init_scales[len(self.space.init_scales) // 2],
             growth_interval=candidate.growth_interval or self.space.growth_intervals[-1],
-            grad_accum=accum, compare_fp32=compare_fp32 and candidate.dtype is not Dtype.FP32,
+            grad_accum=accum, compare_fp32=not remeasure and candidate.dtype is not Dtype.FP32,
             compare_steps=COMPARE_STEPS, seed=self.settings.seed, timeout_s=self.settings.trial_timeout_s,
             abandon_after_s=abandon_after, tf32=uses_tf32(candidate.dtype, tf32_fast), grad_stats=not remeasure,
         )
@@ -300,7 +300,7 @@ class Tuner:
             if self.profile.dtypes[dtype].fast and not self.evidence.of_dtype(dtype) and not self._out_of_time():
                 if len(self.evidence.of_role(Role.SEARCH)) >= limit:
                     break
-                scout = next(c for c in candidates if c.dtype is dtype and c.batch_size == self.space.scout_batch)
+                scout = self.space.scout(dtype)
                 strategy.tell(scout, self._run(scout, Role.SEARCH).score)
         repeated = 0
         while True:
@@ -324,7 +324,7 @@ class Tuner:
                 continue
             repeated = 0
             if not evidence.of_dtype(candidate.dtype):
-                scout = Candidate(candidate.dtype, self.space.scout_batch, candidate.init_scale, candidate.growth_interval)
+                scout = self.space.scout(candidate.dtype, like=candidate)
                 if scout != candidate:
                     strategy.tell(scout, self._run(scout, Role.SEARCH).score)
                     continue
