@@ -246,6 +246,14 @@ core id\t\t: 0
 """
 
 
+CPUINFO_AVX512_BF16 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 9B14
+flags\t\t: fpu sse2 avx avx2 fma f16c avx512f avx512_bf16
+physical id\t: 0
+core id\t\t: 0
+"""
+
 def fake_cpu_profile(cpuinfo_text: str = CPUINFO_EPYC_AVX2):
     from amp_advisor.hardware import probe
 
@@ -267,10 +275,11 @@ FLOPS_PER_SAMPLE = 3e10
 class SyntheticWorker:
     """A machine where each dtype has a peak rate, small batches pay a fixed overhead, and
     optionally some batches run out of memory, some dtypes break numerics, or the whole machine
-    is slower for a while (`slow={trial index: factor}`, 0-based in the order trials ran)."""
+    is slower for a while (`slow={trial index: factor}`, 0-based in the order trials ran), or the
+    first measurement of a configuration is (`slow_first={(dtype, batch): factor}`)."""
 
     def __init__(self, rates, *, oom_at=None, loss_diff=None, skip_rate=None, interrupt_after=None, stall=(),
-                 memory_per_sample=None, slow=None, rate_at=None):
+                 memory_per_sample=None, slow=None, rate_at=None, slow_first=None):
         self.rates, self.oom_at = rates, oom_at or {}
         self.rate_at = rate_at or {}  # (dtype, batch) -> samples/s, overriding the model below
         self.memory_per_sample = memory_per_sample or {}  # bytes per sample by dtype; default 1e8
@@ -278,6 +287,7 @@ class SyntheticWorker:
         self.loss_diff, self.skip_rate = loss_diff or {}, skip_rate or {}
         self.interrupt_after = interrupt_after
         self.slow = slow or {}
+        self.slow_first = dict(slow_first or {})
         self.specs = []
 
     def spawn(self):
@@ -301,7 +311,7 @@ class SyntheticWorker:
         if bs >= self.oom_at.get(dtype, math.inf):
             return failed(spec, "oom", "CUDA out of memory. Tried to allocate 4.00 GiB")
         samples = bs * spec.grad_accum
-        step = self.step_s(dtype, bs, spec.grad_accum) * self.slow.get(index, 1.0)
+        step = self.step_s(dtype, bs, spec.grad_accum) * self.slow.get(index, 1.0) * self.slow_first.pop((dtype, bs), 1.0)
         if spec.abandon_after_s and (step > spec.abandon_after_s or (dtype, bs) in self.stall):
             return failed(spec, "pruned", f"stopped early: the first step took {step:.2f} s, over the "
                                           f"{spec.abandon_after_s:.2f} s allowed")

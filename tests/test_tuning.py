@@ -19,7 +19,7 @@ from amp_advisor.tuning.search import BayesStrategy, GridStrategy
 from amp_advisor.tuning.space import Candidate, SearchSpace, build_space, parse_batch_sizes, seeded_init_scale
 from amp_advisor.tuning.store import RunStore
 from amp_advisor.tuning.tuner import Tuner, TuneSettings
-from tests.fakes import (CPUINFO_EPYC_AVX2, CPUINFO_SAPPHIRE_RAPIDS, GPU_RATES, WORKLOADS, SyntheticWorker,
+from tests.fakes import (CPUINFO_AVX512_BF16, CPUINFO_EPYC_AVX2, CPUINFO_SAPPHIRE_RAPIDS, GPU_RATES, WORKLOADS, SyntheticWorker,
                          fake_cpu_profile, fake_h100_profile, run_tuner)
 
 H100 = fake_h100_profile()
@@ -286,6 +286,24 @@ def test_a_slow_period_during_the_first_trials_does_not_decide(tmp_path):
     rec = result.recommendation
     assert rec.dtype is Dtype.BF16 and rec.measured.speedup_vs_fp32 > 1.5
     assert rec.machine_busy and "drifted" in rec.machine_busy
+
+
+def test_one_noisy_trial_does_not_pick_the_batch_size(tmp_path):
+    """The conv net on the AVX512-BF16 EPYC: bf16's throughput rises with the batch, but its first
+    trials at the larger sizes ran in slow moments. Refine measures the unmeasured size nearest
+    the leader even when its neighbours were measured, the leading dtype's runner-up takes part
+    in the rounds, and the recommendation lands on the best batch."""
+    bf16 = {8: 560.0, 16: 640.0, 32: 770.0, 64: 790.0}
+    fp32 = {8: 370.0, 16: 430.0, 32: 450.0, 64: 470.0}
+    rate_at = {**{(Dtype.BF16, b): r for b, r in bf16.items()}, **{(Dtype.FP32, b): r for b, r in fp32.items()}}
+    worker = SyntheticWorker({Dtype.FP32: 470.0, Dtype.BF16: 790.0, Dtype.FP16: 20.0}, rate_at=rate_at,
+                             slow_first={(Dtype.BF16, 16): 1.35, (Dtype.BF16, 32): 1.7, (Dtype.BF16, 64): 1.5})
+    result, _ = run_tuner(tmp_path, worker, fake_cpu_profile(CPUINFO_AVX512_BF16), device="cpu",
+                          batch_sizes=(8, 16, 32, 64))
+    rec = result.recommendation
+    assert rec.dtype is Dtype.BF16 and rec.batch_size in (32, 64)
+    measured = {(r.candidate.dtype, r.candidate.batch_size) for r in result.records}
+    assert {(Dtype.BF16, b) for b in bf16} <= measured
 
 
 def test_neighbours_that_do_not_fit_are_rechecked(tmp_path):

@@ -2,7 +2,8 @@
 
 - Contenders for confirmation: the best configuration of every dtype that ran cleanly (by its
   exploration score), so a dtype whose trials happened to run in a slow moment still gets measured
-  beside the others.
+  beside the others, and the leading dtype's runner-up when it explored close to its best, so that
+  the batch size is decided in the rounds too, not by one noisy exploration trial.
 - Only confirmed configurations can win: the leader is the best over the main rounds (those in
   which every contender was measured).
 - A reduced precision (tf32, bf16, fp16) is recommended when it beats the best fp32 configuration
@@ -23,6 +24,7 @@ from .evidence import ConfigEvidence, Evidence
 from .space import Candidate
 
 NOT_WORSE_MARGIN = 0.02  # reduced precision must beat the best fp32 by more than this
+RUNNER_UP_WITHIN = 0.15  # the leading dtype's second-best joins the rounds when explored this close
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,19 @@ class Decision:
 
 
 def contenders(evidence: Evidence, constraints: Constraints) -> list[Candidate]:
-    """The best of each dtype that ran cleanly and is still allowed, fastest first."""
-    best = evidence.best_per_dtype(allowed=constraints.allows)
-    return [e.candidate for e in sorted(best.values(), key=lambda e: -e.explore_score)]
+    """The best of each dtype that ran cleanly and is still allowed, and the leading dtype's
+    second-best configuration when it explored within RUNNER_UP_WITHIN of its best (one
+    exploration trial each cannot tell two batch sizes that close apart on a noisy machine);
+    fastest first."""
+    best = sorted(evidence.best_per_dtype(allowed=constraints.allows).values(), key=lambda e: -e.explore_score)
+    pool = list(best)
+    if best:
+        top = best[0]
+        second = evidence.best(dtype=top.candidate.dtype,
+                               allowed=lambda c: c != top.candidate and constraints.allows(c))
+        if second is not None and second.explore_score >= (1 - RUNNER_UP_WITHIN) * top.explore_score:
+            pool.append(second)
+    return [e.candidate for e in sorted(pool, key=lambda e: -e.explore_score)]
 
 
 def ranked_in_main_rounds(evidence: Evidence, constraints: Constraints,

@@ -10,13 +10,14 @@ Phases, and why:
 - search: the strategy proposes (skopt ask/tell, or the grid), the constraints veto; a dtype's
   first trial scouts at the smallest batch, and a trial whose first step takes PRUNE_FACTOR x
   longer than the best rate needs is stopped early;
-- refine: the last trials of the search budget measure the batch sizes next to the leader's
-  (skopt's few trials can leave the leader's neighbours unmeasured, where the optimum often is);
+- refine: the last trials of the search budget measure the unmeasured batch sizes nearest to the
+  leader's (skopt's few trials can leave them unmeasured, and the optimum is often there);
 - recheck: a throughput that does not fit its neighbours (a batch RECHECK_FACTOR x slower per
   sample than the next) was probably measured in a slow moment of the machine: measured again;
 - edge: between the largest batch that ran and the smallest that failed, as the space allows;
-- confirm: the best configuration of every dtype, and fp32 at the leader's batch, in interleaved
-  rounds; if the leader changed, the twins it did not meet get rounds of their own with it;
+- confirm: the best configuration of every dtype (and the leading dtype's close runner-up), and
+  fp32 at the leader's batch, in interleaved rounds; the twins the leader did not meet get a round
+  of their own with it;
 - stability: a chosen fp16 configuration runs longer, judged on skipped steps.
 """
 
@@ -48,13 +49,14 @@ TRIAL_MEASURE_S = 2.5  # aim for this much measured time per trial: enough steps
 MIN_STEPS = 3
 COMPARE_STEPS = 6  # loss agreement with fp32 over the first steps: one fp32 curve per batch size serves all
 CONFIRM_ROUNDS = 2  # interleaved re-measurements of the contenders: this machine drifts over seconds
-# Rounds of the leader beside a twin it did not meet in the main rounds (the leader changed during
-# them): as many as the main rounds, because the twin can turn out to be the strongest fp32.
-TWIN_ROUNDS = CONFIRM_ROUNDS
+# Rounds of the leader beside a twin it did not meet in the main rounds (its batch size was open,
+# or the leader changed): one, so that a run with a close runner-up stays within 30% of the grid;
+# the decision against the best fp32 rests on the main rounds when that twin is not faster.
+TWIN_ROUNDS = 1
 RECHECK_FACTOR = 3.0  # a batch this much slower per sample than its neighbour is measured again
-SEARCH_SHARE = 0.12  # bayes: search trials as a share of the space (at least MIN_SEARCH_TRIALS)
+SEARCH_SHARE = 0.10  # bayes: search trials as a share of the space (at least MIN_SEARCH_TRIALS)
 MIN_SEARCH_TRIALS = 5
-REFINE_TRIALS = 2  # of the search budget (bayes): the batch sizes next to the leader
+REFINE_TRIALS = 2  # of the search budget (bayes): the unmeasured batch sizes nearest to the leader
 
 EventFn = Callable[[dict[str, Any]], None]
 
@@ -281,7 +283,11 @@ class Tuner:
         n = len(self.space.candidates())
         if self.settings.max_trials:
             return self.settings.max_trials
-        return n if self.settings.strategy == "grid" else max(MIN_SEARCH_TRIALS, math.ceil(SEARCH_SHARE * n))
+        if self.settings.strategy == "grid":
+            return n
+        # at least the baseline, a scout for every dtype the probe calls fast, and the refine trials
+        scouts = sum(1 for d in self.space.dtypes if d is not Dtype.FP32 and self.profile.dtypes[d].fast)
+        return max(MIN_SEARCH_TRIALS, math.ceil(SEARCH_SHARE * n), 1 + scouts + REFINE_TRIALS)
 
     def _search(self) -> str:
         candidates = self.space.candidates()
@@ -290,7 +296,7 @@ class Tuner:
         for record in self.records:
             if record.role is Role.SEARCH and record.candidate.canonical() in set(candidates):
                 strategy.tell(record.candidate.canonical(), record.score)
-        # the last REFINE_TRIALS of the budget go to the leader's neighbours (refine), when the
+        # the last REFINE_TRIALS of the budget go to the sizes nearest the leader's (refine), when the
         # strategy has left them unmeasured
         limit = max(limit - REFINE_TRIALS, 1) if self.settings.strategy != "grid" else limit
         self._phase("search", max(0, limit - len(self.evidence.of_role(Role.SEARCH))))
@@ -331,9 +337,12 @@ class Tuner:
             strategy.tell(candidate, self._run(candidate, Role.SEARCH).score)
 
     # --------------------------------------------------------------------------------- refine
-    def next_to_leader(self) -> Candidate | None:
-        """The unmeasured, allowed batch size next to the leader's in the space, on the side where
-        its dtype's throughput was still rising (larger first when nothing says otherwise)."""
+    def nearest_to_leader(self) -> Candidate | None:
+        """The allowed batch size of the leader's dtype nearest to the leader's in the space that
+        no trial measured yet (larger first at equal distance: throughput usually rises with the
+        batch). Not only the next size: when the neighbours were measured, a single noisy
+        measurement can have put the leader at the wrong end of the curve, and a size between
+        two measured ones is where that shows."""
         evidence, constraints = self.evidence, self.constraints
         best = evidence.best(allowed=constraints.allows)
         if best is None:
@@ -342,15 +351,11 @@ class Tuner:
         if c.batch_size not in sizes:
             return None
         i = sizes.index(c.batch_size)
-        neighbours = [sizes[j] for j in (i + 1, i - 1) if 0 <= j < len(sizes)]
-        measured = {e.candidate.batch_size: e.explore_score for e in evidence.configs.values()
-                    if e.candidate.dtype is c.dtype}
-        smaller = [b for b in measured if b < c.batch_size]
-        if smaller and not [b for b in measured if b > c.batch_size]:
-            neighbours.sort(reverse=True)  # rising from below: look above first
-        for b in neighbours:
-            near = Candidate(c.dtype, b, c.init_scale, c.growth_interval)
-            if b not in measured and constraints.allows(near):
+        measured = {e.candidate.batch_size for e in evidence.configs.values() if e.candidate.dtype is c.dtype}
+        by_distance = sorted(range(len(sizes)), key=lambda j: (abs(j - i), -j))
+        for j in by_distance:
+            near = Candidate(c.dtype, sizes[j], c.init_scale, c.growth_interval)
+            if sizes[j] not in measured and constraints.allows(near):
                 return near
         return None
 
@@ -359,7 +364,7 @@ class Tuner:
             return
         budget = self.search_limit() - len(self.evidence.of_role(Role.SEARCH)) - len(self.evidence.of_role(Role.REFINE))
         for _ in range(max(0, budget)):
-            near = self.next_to_leader()
+            near = self.nearest_to_leader()
             if near is None or self._out_of_time():
                 return
             self._phase("refine", 1)
@@ -426,12 +431,14 @@ class Tuner:
 
     # -------------------------------------------------------------------------------- confirm
     def confirmation_pool(self) -> list[Candidate]:
-        """The best of each dtype, and fp32 at the batch size of the leader so far, so that the
-        decision's comparisons (the leader vs the best fp32, and vs fp32 at its own batch) are
-        usually all made within the same rounds."""
+        """The contenders (decision.contenders), and fp32 at the leader's batch size so far, so
+        that the decision's comparisons (the leader vs the best fp32, and vs fp32 at its own
+        batch) are usually made within the same rounds. When the leading dtype has a runner-up
+        the leader is open, and the twin waits for it (rounds of its own, after)."""
         evidence, constraints = self.evidence, self.constraints
         pool = contenders(evidence, constraints)
-        if pool and pool[0].dtype is not Dtype.FP32 and constraints.allows(pool[0].fp32_twin):
+        open_leader = len({c.dtype for c in pool}) < len(pool)
+        if pool and not open_leader and pool[0].dtype is not Dtype.FP32 and constraints.allows(pool[0].fp32_twin):
             pool.append(pool[0].fp32_twin)
         return list(dict.fromkeys(pool))
 
