@@ -247,6 +247,13 @@ def main() -> None:
         print(f"{name:12s} {f'{key[0]} bs={key[1]}':12s} {measured[key]:8.1f} {twin or float('nan'):12.1f} "
               f"{ratio:6.2f} {said or float('nan'):9.2f}  {'meets' if ratio >= 0.98 else 'MISSES'} (not slower by > 2%)")
 
+    print("\noracle: samples/s per configuration (median of its interleaved rounds); * the recommendation\n")
+    for name, rec, run, trials, wall, space, measured in rows:
+        for dtype in dict.fromkeys(k[0] for k in measured):
+            cells = [f"bs={b} {rate:.0f}{'*' if (dtype, b) == (rec['dtype'], rec['batch_size']) else ''}"
+                     for (d, b), rate in sorted(measured.items()) if d == dtype]
+            print(f"  {name:12s} {dtype:5s} " + "  ".join(cells))
+
     print("\nwhy, as the runs say it:")
     for name, rec, *_ in rows:
         print(f"  {name}: {rec['dtype']} bs={rec['batch_size']} -- {rec['why']}")

@@ -8,8 +8,12 @@ Scores, and why:
 - exploration score = the best clean measurement: noise on a shared machine (another job, a
   slow period) only ever slows a run down, so the fastest measurement is the least disturbed one.
   It only ranks configurations for confirmation; it never decides;
-- confirmed score = the median over the confirmation rounds, which interleave the contenders
-  so that all of them see the same minutes of the machine;
+- confirmed score = the best of its confirmation rounds, which interleave the contenders so
+  that all of them see the same minutes of the machine, each with the same number of chances at
+  an undisturbed moment. (The median of two rounds is their mean: one slow patch of the machine,
+  which lasts seconds here and slows a run by up to 1.8x, would decide between two batch sizes a
+  few percent apart.) Comparisons use the rounds both configurations shared, so neither has
+  more chances than the other;
 - a configuration with any measurement that failed or broke the numerics has no score.
 """
 
@@ -53,7 +57,7 @@ class ConfigEvidence:
     @property
     def confirmed_score(self) -> float | None:
         scores = [r.score for r in self.confirm_records]
-        return statistics.median(scores) if self.clean and scores and None not in scores else None
+        return max(scores) if self.clean and scores and None not in scores else None
 
     @property
     def confirmed(self) -> bool:
@@ -157,7 +161,7 @@ class Evidence:
         return self.config(candidate.fp32_twin)
 
     def paired(self, a: Candidate, b: Candidate) -> Paired | None:
-        """a and b over the confirmation rounds that measured both (medians within those rounds)."""
+        """a and b over the confirmation rounds that measured both (the best of those rounds)."""
         ea, eb = self.config(a), self.config(b)
         if ea is None or eb is None:
             return None
@@ -179,12 +183,12 @@ class Evidence:
         return tuple(sorted(k for k, m in members.items() if m == first))
 
     def in_rounds(self, candidate: Candidate, rounds: tuple[int, ...]) -> float | None:
-        """A configuration's median over the given rounds (None if it missed one or was not clean)."""
+        """A configuration's best over the given rounds (None if it missed one or was not clean)."""
         config = self.config(candidate)
         if config is None or not config.clean or not rounds or any(k not in config.rounds for k in rounds):
             return None
         scores = [config.rounds[k] for k in rounds]
-        return statistics.median(scores) if None not in scores else None
+        return max(scores) if None not in scores else None
 
     def spread(self, candidate: Candidate) -> tuple[float, float, tuple[int, ...]] | None:
         """(slowest, fastest, trials) over every clean measurement of a configuration: the same
