@@ -19,6 +19,7 @@ from .errors import AdvisorError
 from .jsonio import dumps
 from .snippets import FORMATS as SNIPPET_FORMATS  # text only: cheap to import
 from .tuning.space import describe_default_batch_sizes  # the tuning modules import no torch: cheap
+from .limits import MAX_BENCH_SECONDS, MAX_STEPS, MAX_TRIAL_TIMEOUT_S
 from .tuning.tuner import COMPARE_STEPS, MIN_SEARCH_TRIALS, SEARCH_SHARE, TuneSettings
 
 _DEBUG_KEY = "amp_advisor.debug"
@@ -65,8 +66,9 @@ def cli() -> None:
     help="Also run a bounded matmul micro-benchmark per dtype: measured TFLOP/s and speed vs fp32.",
 )
 @click.option(
-    "--bench-seconds", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
-    help="Time budget per device for --bench [default: 1.5 on CPU, 3 on a GPU].",
+    "--bench-seconds", type=click.FloatRange(min=0, min_open=True, max=MAX_BENCH_SECONDS), default=None,
+    metavar="SECONDS",
+    help=f"Time budget per device for --bench [default: 1.5 on CPU, 3 on a GPU; at most {MAX_BENCH_SECONDS:g}].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a schema-versioned JSON document instead of tables.")
 @debug_option
@@ -134,12 +136,14 @@ def _trial_progress(progress: _StderrProgress, steps: int, warmup: int) -> Calla
 @click.option("--dtype", required=True, type=click.Choice(TRAINING_DTYPE_NAMES), help="Training precision.")
 @click.option("--batch-size", required=True, type=int, metavar="N", help="Samples per micro-batch.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps; auto = cuda:0 if present.")
-@click.option("--steps", default=20, show_default=True, type=int, help="Measured optimizer steps.")
-@click.option("--warmup-steps", default=3, show_default=True, type=int, help="Untimed steps first.")
+@click.option("--steps", default=20, show_default=True, type=click.IntRange(1, MAX_STEPS),
+              help="Measured optimizer steps.")
+@click.option("--warmup-steps", default=3, show_default=True, type=click.IntRange(0, MAX_STEPS),
+              help="Untimed steps first.")
 @click.option("--init-scale", default=DEFAULT_INIT_SCALE, show_default=True, type=float, help="GradScaler init_scale (fp16 only).")
 @click.option("--growth-interval", default=DEFAULT_GROWTH_INTERVAL, show_default=True, type=int, help="GradScaler growth_interval (fp16 only).")
 @click.option("--grad-accum", default=1, show_default=True, type=int, metavar="A", help="Micro-batches per optimizer step.")
-@click.option("--timeout", type=float, metavar="SECONDS",
+@click.option("--timeout", type=click.FloatRange(0, MAX_TRIAL_TIMEOUT_S, min_open=True), metavar="SECONDS",
               help="Kill the trial after this long. Default: when it stops making progress for 30 s + 20x its slowest step.")
 @click.option("--no-fp32-check", is_flag=True, help="Skip the fp32 reference run (no loss agreement figure).")
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -256,10 +260,16 @@ def tune(model: str | None, example: str | None, device: str, out: str | None, r
     progress = _TuneProgress()
     settings = dict(strategy=strategy, seed=seed, max_trials=max_trials, time_budget_s=time_budget,
                     trial_timeout_s=timeout, tolerance=tolerance, steps=steps, global_batch=global_batch,
-                    batch_sizes=parse_batch_sizes(batch_sizes) if batch_sizes else None)
+                    batch_sizes=parse_batch_sizes(batch_sizes) if batch_sizes is not None else None)
+    if resume:  # only what was typed: the saved run's settings hold unless an option says otherwise
+        ctx = click.get_current_context()
+        typed = {name for name in ctx.params
+                 if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
+        option_of = {"time_budget_s": "time_budget", "trial_timeout_s": "timeout"}
+        settings = {k: v for k, v in settings.items() if option_of.get(k, k) in typed}
     try:
         result = run_tune(model, example=example, device=device, out=out, resume=resume, on_event=progress,
-                          **({"time_budget_s": time_budget} if resume else settings))
+                          **settings)
     except KeyboardInterrupt:
         progress.line.done()
         where = f" --out {out}" if out else ""

@@ -43,8 +43,10 @@ def test_batch_size_lists_are_checked():
     assert parse_batch_sizes("64, 16,32") == (16, 32, 64)
     with pytest.raises(BadInputError, match="comma-separated integers"):
         parse_batch_sizes("16,big")
-    with pytest.raises(BadInputError, match=">= 1"):
+    with pytest.raises(BadInputError, match="between 1 and"):
         parse_batch_sizes("0,8")
+    with pytest.raises(BadInputError, match="empty"):
+        parse_batch_sizes(" , ")
 
 
 def test_grid_asks_for_everything_and_bayes_is_reproducible():
@@ -191,8 +193,12 @@ def test_store_drops_a_torn_last_line_and_writes_csv(tmp_path):
 def test_bad_settings():
     with pytest.raises(BadInputError, match="--strategy 'random'"):
         TuneSettings(workload="x", device="cpu", strategy="random")
-    with pytest.raises(BadInputError, match="max-trials must be > 0"):
+    with pytest.raises(BadInputError, match="--max-trials 0: expected a number > 0"):
         TuneSettings(workload="x", device="cpu", max_trials=0)
+    with pytest.raises(BadInputError, match=r"--time-budget 1000000000.0: .* \(at most a week\)"):
+        TuneSettings(workload="x", device="cpu", time_budget_s=1e9)
+    with pytest.raises(BadInputError, match="--steps True"):
+        TuneSettings(workload="x", device="cpu", steps=True)
 
 
 # ------------------------------------------------------------------------------- end to end, real

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 from ..dtypes import Dtype
 from ..errors import BadInputError
+from ..limits import MAX_BENCH_SECONDS
 from .cpu import probe_cpu
 from .cuda import CudaRuntime, TorchCuda, probe_gpus
 from .microbench import MatmulRunner, TorchMatmulRunner, default_plan, measure_matmuls
@@ -47,6 +48,7 @@ class DeviceSelector:
         return self.kind if self.index is None else f"{self.kind}:{self.index}"
 
 
+
 def parse_device(text: str) -> DeviceSelector:
     match = _DEVICE_RE.match(text.strip().lower())
     if not match or (match.group(2) is not None and match.group(1) != "cuda"):
@@ -75,8 +77,8 @@ def probe(
     and `cpuinfo_text` replace the real hardware access (tests use fakes).
     Raises BadInputError when the selected device does not exist here.
     """
-    if bench_seconds is not None and bench_seconds <= 0:
-        raise BadInputError(f"bench seconds must be > 0, got {bench_seconds}")
+    if bench_seconds is not None and not 0 < bench_seconds <= MAX_BENCH_SECONDS:
+        raise BadInputError(f"bench seconds must be > 0 and <= {MAX_BENCH_SECONDS:g}, got {bench_seconds}")
     selector = parse_device(device)
     runtime = cuda if cuda is not None else TorchCuda()
     facts: list[DeviceFacts] = []

@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 from ..errors import AdvisorError
 from .trial import Status, TrialResult, TrialSpec, failed, pruned_reason
+from .worker_process import PARENT_ENV
 
 STARTUP_TIMEOUT_S = 180.0  # importing torch on a cold, busy machine
 FIRST_STEP_TIMEOUT_S = 600.0  # before any step time is known: model build + first step
@@ -85,7 +86,7 @@ class Worker:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, bufsize=1,
             start_new_session=True,  # its own process group: a kill takes its children too
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())},
         )
         self.started += 1
         threading.Thread(target=self._read_events, args=(self._proc, self._events), daemon=True).start()
@@ -151,6 +152,20 @@ class Worker:
             return self._events.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
             return None
+
+    def check(self, workload: str) -> str | None:
+        """Whether the workload imports and provides the contract (in the worker: its top-level
+        code runs there, never in this process). None, or why not, in one line."""
+        self.wait_ready()
+        self._proc.stdin.write(json.dumps({"command": "check", "workload": workload}) + "\n")
+        self._proc.stdin.flush()
+        event = self._next_event(time.monotonic() + FIRST_STEP_TIMEOUT_S)
+        while event is not None and event.get("event") != "checked":
+            event = self._next_event(time.monotonic() + FIRST_STEP_TIMEOUT_S)
+        if event is None:
+            self._kill()
+            return f"{workload}: importing it in the worker did not finish: {self.stderr_tail(3) or 'no output'}"
+        return event.get("error")
 
     # --------------------------------------------------------------------------------- trials
     def run(self, spec: TrialSpec) -> TrialResult:

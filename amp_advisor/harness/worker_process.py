@@ -8,13 +8,66 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
+import time
 from typing import Any
 
 from .trial import TrialSpec
 
+PARENT_ENV = "AMP_ADVISOR_PARENT_PID"  # set by worker.py: the process this worker serves
+PARENT_POLL_S = 0.25
+
+
+def die_with_parent() -> None:
+    """The worker must not outlive the process it serves, however that one dies (SIGKILL
+    included): on Linux the kernel sends SIGKILL when the parent exits (PR_SET_PDEATHSIG); on
+    every platform a thread notices the parent is gone (the worker was re-parented) and kills the
+    worker's whole process group, children the user's code started included."""
+    parent = int(os.environ.get(PARENT_ENV, "0") or 0)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the thread below still watches
+    if not parent:
+        return
+
+    def orphaned() -> bool:
+        return os.getppid() != parent
+
+    def watch() -> None:
+        while not orphaned():
+            time.sleep(PARENT_POLL_S)
+        try:
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+        finally:
+            os._exit(1)
+
+    if orphaned():  # the parent died before this process got here
+        os._exit(1)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def check_workload(path: str) -> str | None:
+    """Import the workload and check the contract's names, as a trial would, without a trial:
+    None, or the one-line reason it cannot be tuned."""
+    from ..workload import WorkloadError, load
+
+    try:
+        load(path)
+    except WorkloadError as exc:
+        return str(exc)
+    return None
+
 
 def main() -> None:
+    die_with_parent()
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything the user's code prints (Python or C) goes to stderr
 
@@ -33,6 +86,9 @@ def main() -> None:
         request = json.loads(line)
         if request.get("command") == "exit":
             break
+        if request.get("command") == "check":
+            emit({"event": "checked", "error": check_workload(request["workload"])})
+            continue
         result = runner.run(TrialSpec.from_dict(request["spec"]))
         emit({"event": "result", "result": result.to_dict()})
 

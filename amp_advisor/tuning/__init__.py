@@ -18,8 +18,9 @@ from typing import Any, Callable, Iterator
 from ..errors import BadInputError
 from ..harness import resolve_workload
 from ..harness.worker import Worker
+from .space import build_space
 from .store import RunStore
-from .tuner import TuneResult, Tuner, TuneSettings
+from .tuner import FLAGS, RESUMABLE, TuneResult, Tuner, TuneSettings
 
 __all__ = ["tune", "TuneSettings", "TuneResult", "default_out_dir"]
 
@@ -58,46 +59,124 @@ def tune(
 ) -> TuneResult:
     """Tune `model` (a model.py path, or `example=`) on `device`; see TuneSettings for the options.
 
+    Everything that can be checked without a trial (the settings, the device, the batch sizes,
+    the workload's contract) is checked before the run directory is created; the directory is
+    then locked for the life of the run.
+
     With `resume=True`, `out` names an earlier run directory: its settings are reused and the
-    trials it finished are not repeated.
+    trials it finished are not repeated. `model`/`example` and the settings given must agree
+    with the saved run, except RESUMABLE ones (time budget, max trials), which are applied. A
+    complete run is returned as it is, without new trials.
     """
     if resume:
-        if out is None:
-            raise BadInputError("--resume needs --out DIR: the run directory to continue")
-        store = RunStore(Path(out))
-        if not store.exists:
-            raise BadInputError(f"{out}: no run to resume (no run.json there)")
-        saved = TuneSettings.from_dict(store.settings())
-        if settings.get("time_budget_s") is not None:  # a resumed run may get a new budget
-            saved = TuneSettings.from_dict({**saved.to_dict(), "time_budget_s": settings["time_budget_s"]})
-        path, tune_settings = Path(saved.workload), saved
-        resolve_workload(path, None)
-    else:
-        path = resolve_workload(model, example)
-        store = RunStore(Path(out) if out is not None else default_out_dir(path))
-        tune_settings = None
-
+        return _resume(model, example, out, on_event, {**settings, **({"device": device} if device != "auto" else {})})
+    path = resolve_workload(model, example)
+    store = RunStore(Path(out) if out is not None else default_out_dir(path))
+    if store.exists:
+        raise BadInputError(f"{store.dir} already holds a run: pass --resume to continue it, or another --out")
     worker = Worker()
-    worker.spawn()  # imports torch while the rest is prepared
+    worker.spawn()  # imports torch while the rest is checked
     try:
-        if tune_settings is None:
-            if device == "auto":
-                device = worker.wait_ready()["default_device"]
-            tune_settings = TuneSettings(workload=str(path), device=device, **settings)
-            store.create(tune_settings.to_dict())
-        else:
-            store.write_state("running")
-        tuner = Tuner(tune_settings, store, on_event=on_event, worker=worker)
-        with _sigterm_as_interrupt():
-            try:
-                result = tuner.run()
-            except KeyboardInterrupt:
-                store.write_state("interrupted", trials=len(tuner.records), notes=tuner.notes)
-                store.write_csv(tuner.records)
-                _write_report(store.dir)  # what the finished trials show, marked as partial
-                raise
+        if device == "auto":
+            device = worker.wait_ready()["default_device"]
+        tune_settings = TuneSettings(workload=str(path), device=device, **settings)
+        profile = _checked_profile(tune_settings)
+        problem = worker.check(str(path))
+        if problem:
+            raise BadInputError(problem)
+        store.lock()
+        store.create(tune_settings.to_dict())
+        return _run(store, tune_settings, worker, profile, on_event)
     finally:
         worker.close()
+        store.unlock()
+
+
+def _checked_profile(settings: TuneSettings):
+    """The device's profile, and the search space built once to check the batch options: bad
+    input here is refused before anything is written."""
+    from ..hardware import probe
+
+    profile = probe(settings.device).devices[0]
+    build_space(profile, batch_sizes=settings.batch_sizes, global_batch=settings.global_batch)
+    return profile
+
+
+def _resume(model, example, out, on_event, given: dict[str, Any]) -> TuneResult:
+    if out is None:
+        raise BadInputError("--resume needs --out DIR: the run directory to continue")
+    store = RunStore(Path(out))
+    if not store.exists:
+        raise BadInputError(f"{out}: no run to resume (no run.json there)")
+    store.lock()  # before reading: a live run is refused, not raced
+    try:
+        info = store.run_info()
+        saved = TuneSettings.from_dict(info["settings"])
+        differs = []
+        if model is not None or example is not None:
+            path = resolve_workload(model, example)
+            if str(path) != saved.workload:
+                differs.append(f"MODEL {path} (the run tunes {saved.workload})")
+        for name, value in given.items():
+            current = getattr(saved, name)
+            if name not in RESUMABLE and value is not None and value != current:
+                shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+                differs.append(f"{FLAGS.get(name, name)} {shown} (the run: {current})")
+        if differs:
+            raise BadInputError(f"{out}: --resume continues the run as it was started, and these differ: "
+                                f"{'; '.join(differs)}. Leave them out, or start a new run with another --out")
+        changes = {name: given[name] for name in RESUMABLE if given.get(name) is not None}
+        if changes:
+            saved = TuneSettings.from_dict({**saved.to_dict(), **changes})
+        if info.get("state") == "complete":
+            return _completed(store, info)
+        resolve_workload(Path(saved.workload), None)
+        worker = Worker()
+        worker.spawn()
+        try:
+            profile = _checked_profile(saved)
+            store.write_state("running", saved.to_dict())
+            return _run(store, saved, worker, profile, on_event)
+        finally:
+            worker.close()
+    finally:
+        store.unlock()
+
+
+def _completed(store: RunStore, info: dict[str, Any]) -> TuneResult:
+    """A complete run, read back: its recommendation and trials as they are."""
+    from ..recommendation import Recommendation
+    from ..report import ReportFiles
+
+    rec_file = store.dir / "recommendation.json"
+    rec = Recommendation.load(rec_file, check_hardware=False) if rec_file.exists() else None
+    html = store.dir / "report.html"
+    report = ReportFiles(store.dir / "report.md", html, (), ()) if html.exists() else None
+    return TuneResult(store.dir, rec, list(store.records()), None, list(info.get("notes") or []),
+                      "the run was already complete: nothing re-run", 0.0,
+                      report=report, report_error=None if report else "the run has no report.html")
+
+
+def _run(store: RunStore, settings: TuneSettings, worker: Worker, profile, on_event) -> TuneResult:
+    """The run, in a locked and created directory. However it ends, run.json says how: complete,
+    interrupted (Ctrl-C, SIGTERM, a full disk: --resume continues) or failed (with the reason)."""
+    tuner = Tuner(settings, store, on_event=on_event, worker=worker, device_profile=profile)
+    with _sigterm_as_interrupt():
+        try:
+            result = tuner.run()
+        except KeyboardInterrupt:
+            _mark(store, "interrupted", tuner)
+            store.write_csv(tuner.records)
+            _write_report(store.dir)  # what the finished trials show, marked as partial
+            raise
+        except OSError as exc:  # disk full, permissions, a removed directory: the run can continue later
+            where = exc.filename or store.dir
+            _mark(store, "interrupted", tuner, reason=f"{exc.strerror or exc}: {where}")
+            raise BadInputError(f"{where}: {exc.strerror or exc}; the run is marked interrupted: fix it and "
+                                f"continue with `amp-advisor tune --resume --out {store.dir}`") from None
+        except BaseException as exc:
+            _mark(store, "failed", tuner, reason=f"{type(exc).__name__}: {exc}")
+            raise
     store.write_csv(result.records)
     if result.recommendation is not None:
         result.recommendation.save(store.dir / "recommendation.json")
@@ -105,6 +184,15 @@ def tune(
                       wall_s=result.wall_s, notes=result.notes)
     result.report, result.report_error = _write_report(store.dir)
     return result
+
+
+def _mark(store: RunStore, state: str, tuner: Tuner, reason: str | None = None) -> None:
+    """Best effort: with the disk full even run.json may not be writable."""
+    try:
+        store.write_state(state, trials=len(tuner.records), notes=tuner.notes,
+                          **({"reason": reason} if reason else {}))
+    except OSError:
+        pass
 
 
 def _write_report(run_dir: Path):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, FP16_MAX, Dtype
 from ..errors import BadInputError
+from ..limits import MAX_BATCH_SIZE
 
 TUNABLE_DTYPES = (Dtype.FP32, Dtype.TF32, Dtype.BF16, Dtype.FP16)
 # On a CPU throughput stops growing at small batches (measured here: the transformer example ran
@@ -150,8 +151,11 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
         sizes = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
     except ValueError:
         raise BadInputError(f"--batch-sizes {text!r}: expected comma-separated integers, e.g. 16,32,64") from None
-    if not sizes or sizes[0] < 1:
-        raise BadInputError(f"--batch-sizes {text!r}: batch sizes must be >= 1")
+    if not sizes:
+        raise BadInputError(f"--batch-sizes {text!r}: empty; give sizes such as 16,32,64, or leave the option out "
+                            "for the default")
+    if sizes[0] < 1 or sizes[-1] > MAX_BATCH_SIZE:
+        raise BadInputError(f"--batch-sizes {text!r}: batch sizes must be between 1 and {MAX_BATCH_SIZE}")
     return sizes
 
 
@@ -168,7 +172,9 @@ def build_space(device_profile, *, batch_sizes: tuple[int, ...] | None = None, g
             raise BadInputError(f"--global-batch must be >= 1, got {global_batch}")
         dividing = tuple(b for b in sizes if b <= global_batch and global_batch % b == 0)
         if not dividing:
-            dividing = tuple(b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if b <= global_batch and global_batch % b == 0)
+            would = [d for d in range(1, min(global_batch, MAX_BATCH_SIZE) + 1) if global_batch % d == 0]
+            raise BadInputError(f"--global-batch {global_batch}: no batch size in {','.join(map(str, sizes))} divides "
+                                f"it; sizes that would: {','.join(map(str, would[-8:]))} (pass them with --batch-sizes)")
         notes.append(f"global batch {global_batch}: micro-batches {dividing} with gradient accumulation to match")
         sizes = dividing
     space = SearchSpace(dtypes, sizes, (), DEFAULT_GROWTH_INTERVALS, global_batch)

@@ -4,6 +4,11 @@ line, flushed to disk before the next trial starts), recommendation.json and tri
 
 Resumable: a run that was interrupted is continued from what trials.jsonl holds. Nothing here
 unpickles or executes anything: JSON only.
+
+Exclusive: a run holds an OS file lock on `.lock` in its directory for as long as it lives
+(`RunStore.lock`), taken before anything else is written there. The kernel releases it when the
+process dies, however it dies, so a killed run never leaves a stale lock behind; a second `tune`
+or `--resume` on a locked directory is refused, naming the process that holds it.
 """
 
 from __future__ import annotations
@@ -28,13 +33,45 @@ class RunStore:
         self.run_file = directory / "run.json"
         self.trials_file = directory / "trials.jsonl"
         self.device_file = directory / "device.json"
+        self.lock_file = directory / ".lock"
+        self._lock_fd: int | None = None
+
+    def lock(self) -> None:
+        """Take the directory for this process (creating it if needed), or refuse: one line naming
+        the process that holds it. Released by unlock(), or by the kernel when the process ends."""
+        if self._lock_fd is not None:
+            return
+        try:
+            import fcntl
+        except ModuleNotFoundError:  # not a POSIX system: no exclusion (documented in the README)
+            return
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise BadInputError(f"{self.dir}: cannot use it as a run directory ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "another process"
+            os.close(fd)
+            raise BadInputError(f"{self.dir} is in use by a running amp-advisor (pid {holder}): wait for it to "
+                                "finish, or give this run another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the lock
 
     @property
     def exists(self) -> bool:
         return self.run_file.exists()
 
     def create(self, settings: dict[str, Any]) -> None:
-        if self.trials_file.exists() and self.trials_file.stat().st_size:
+        if self.run_file.exists() or (self.trials_file.exists() and self.trials_file.stat().st_size):
             raise BadInputError(f"{self.dir} already holds a run: pass --resume to continue it, or another --out")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.write_state("running", settings)

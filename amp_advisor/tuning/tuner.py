@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 from ..dtypes import Dtype, uses_tf32
 from ..errors import BadInputError
+from ..limits import MAX_STEPS, MAX_TIME_BUDGET_S, MAX_TRIAL_TIMEOUT_S, MAX_TRIALS
 from ..harness.trial import Status, TrialSpec
 from ..harness.worker import Worker
 from ..recommendation import GradScalerConfig, Measured, Recommendation, fingerprint_of
@@ -60,6 +61,17 @@ REFINE_TRIALS = 2  # of the search budget (bayes): the unmeasured batch sizes ne
 
 EventFn = Callable[[dict[str, Any]], None]
 
+# The command-line flag of each setting (for messages), and the settings a --resume may change.
+FLAGS = {"workload": "MODEL", "device": "--device", "strategy": "--strategy", "seed": "--seed",
+         "max_trials": "--max-trials", "time_budget_s": "--time-budget", "trial_timeout_s": "--timeout",
+         "tolerance": "--tolerance", "steps": "--steps", "batch_sizes": "--batch-sizes",
+         "global_batch": "--global-batch"}
+RESUMABLE = ("time_budget_s", "max_trials")
+# Sane ranges: a typo (1e9 seconds, a million steps) must not lock the machine for days.
+LIMITS = {"max_trials": (0, MAX_TRIALS), "time_budget_s": (0, MAX_TIME_BUDGET_S),
+          "trial_timeout_s": (0, MAX_TRIAL_TIMEOUT_S), "steps": (0, MAX_STEPS), "tolerance": (0, 10.0)}
+LIMIT_WHY = {"time_budget_s": "at most a week", "trial_timeout_s": "at most a day per trial"}
+
 
 @dataclass(frozen=True)
 class TuneSettings:
@@ -83,13 +95,13 @@ class TuneSettings:
     def __post_init__(self) -> None:
         if self.strategy not in ("bayes", "grid"):
             raise BadInputError(f"--strategy {self.strategy!r}: expected bayes or grid")
-        for name, flag in (("max_trials", "--max-trials"), ("time_budget_s", "--time-budget"),
-                           ("trial_timeout_s", "--timeout"), ("steps", "--steps")):
+        for name, (low, high) in LIMITS.items():
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise BadInputError(f"{flag} must be > 0, got {value}")
-        if not 0 < self.tolerance:
-            raise BadInputError(f"--tolerance must be > 0, got {self.tolerance}")
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
+                raise BadInputError(f"{FLAGS[name]} {value!r}: expected a number > {low:g} and <= {high:g}"
+                                    + (f" ({LIMIT_WHY[name]})" if name in LIMIT_WHY else ""))
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -286,8 +298,17 @@ class Tuner:
         if self.settings.strategy == "grid":
             return n
         # at least the baseline, a scout for every dtype the probe calls fast, and the refine trials
-        scouts = sum(1 for d in self.space.dtypes if d is not Dtype.FP32 and self.profile.dtypes[d].fast)
-        return max(MIN_SEARCH_TRIALS, math.ceil(SEARCH_SHARE * n), 1 + scouts + REFINE_TRIALS)
+        return max(MIN_SEARCH_TRIALS, math.ceil(SEARCH_SHARE * n), 1 + self._scouts() + REFINE_TRIALS)
+
+    def _scouts(self) -> int:
+        return sum(1 for d in self.space.dtypes if d is not Dtype.FP32 and self.profile.dtypes[d].fast)
+
+    def refine_trials(self) -> int:
+        """The refine phase's share of the search budget: what is left after the baseline and the
+        scouts (a small --max-trials goes to the dtypes first), at most REFINE_TRIALS."""
+        if self.settings.strategy == "grid":
+            return 0
+        return min(REFINE_TRIALS, max(0, self.search_limit() - 1 - self._scouts()))
 
     def _search(self) -> str:
         candidates = self.space.candidates()
@@ -298,7 +319,7 @@ class Tuner:
                 strategy.tell(record.candidate.canonical(), record.score)
         # the last REFINE_TRIALS of the budget go to the sizes nearest the leader's (refine), when the
         # strategy has left them unmeasured
-        limit = max(limit - REFINE_TRIALS, 1) if self.settings.strategy != "grid" else limit
+        limit = max(limit - self.refine_trials(), 1)
         self._phase("search", max(0, limit - len(self.evidence.of_role(Role.SEARCH))))
         # Every dtype the probe calls fast gets its scout first: a small budget must not leave the
         # likely winner untried. (A dtype the probe calls slow is left to the strategy.)
@@ -312,7 +333,7 @@ class Tuner:
         while True:
             evidence, constraints = self.evidence, self.constraints
             if len(evidence.of_role(Role.SEARCH)) >= limit:
-                return f"reached {limit + (REFINE_TRIALS if self.settings.strategy != 'grid' else 0)} search trials"
+                return f"reached {limit + self.refine_trials()} search trials"
             if self._out_of_time():
                 return f"time budget of {self.settings.time_budget_s:g} s used"
             if all(evidence.measured(c) or not constraints.allows(c) for c in candidates):
