@@ -52,3 +52,91 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# ------------------------------------------------------------------ strict reading of saved state
+MAX_DOCUMENT_BYTES = 16 * 2**20  # a recommendation or run file is kilobytes; a trials line as much
+
+
+def loads(text: str, origin: str) -> Any:
+    """JSON from a file we wrote, read defensively: bounded size and nesting."""
+    from .errors import BadInputError
+
+    if len(text) > MAX_DOCUMENT_BYTES:
+        raise BadInputError(f"{origin}: {len(text)} bytes, larger than any file amp-advisor writes")
+    try:
+        return json.loads(text)  # a JSONDecodeError (a ValueError) is the caller's to word
+    except RecursionError:
+        raise BadInputError(f"{origin}: nested too deeply to be a file amp-advisor wrote") from None
+
+
+def check_fields(cls: type, data: Any, where: str, *, finite: bool = False) -> None:
+    """Check `data` (parsed JSON) against the type hints of dataclass `cls`, recursively: bool is
+    not an int, an int is not a float written as 8.5, a str is not a number, a nested dataclass is
+    an object. `finite`: floats must be finite. Raises ValueError naming the field."""
+    import dataclasses
+    import typing
+
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            _check(data[f.name], hints[f.name], f"{where}.{f.name}", finite)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ValueError(f"{where}.{f.name}: missing")
+
+
+def _check(value: Any, hint: Any, where: str, finite: bool) -> None:
+    import dataclasses
+    import enum
+    import math
+    import types
+    import typing
+    from collections.abc import Mapping, Sequence
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        problems = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _check(value, arg, where, finite)
+            except ValueError as exc:
+                problems.append(str(exc))
+        raise ValueError(problems[0] if problems else f"{where}: unexpected null")
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and finite and not math.isfinite(value):
+            raise ValueError(f"{where}: {value!r} is not a finite number")
+    elif hint is str:
+        ok = isinstance(value, str)
+    elif isinstance(hint, type) and issubclass(hint, enum.Enum):
+        ok = isinstance(value, (str, int, float)) and not isinstance(value, bool) and value in {m.value for m in hint}
+    elif isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        check_fields(hint, value, where, finite=finite)
+        return
+    elif origin in (tuple, list, Sequence) or hint in (tuple, list):
+        if not isinstance(value, (list, tuple)):  # a list in JSON; a tuple from to_dict() in memory
+            raise ValueError(f"{where}: expected a list, got {type(value).__name__}")
+        item = args[0] if args else Any
+        for i, v in enumerate(value):
+            _check(v, item, f"{where}[{i}]", finite)
+        return
+    elif origin in (dict, Mapping) or hint in (dict, Mapping):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected an object, got {type(value).__name__}")
+        for k, v in value.items() if len(args) == 2 else ():
+            _check(v, args[1], f"{where}[{k!r:.20}]", finite)  # keys are JSON strings: the reader converts them
+        return
+    else:
+        return  # a type this checker does not know: the constructor decides
+    if not ok:
+        raise ValueError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r:.40}")

@@ -10,8 +10,8 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import re
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -21,10 +21,14 @@ from . import tf32 as tf32_mode
 from .dtypes import (DEFAULT_BACKOFF_FACTOR, DEFAULT_GROWTH_FACTOR, DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE,
                      Dtype, torch_dtype)
 from .errors import BadInputError
-from .jsonio import write_atomic
+from .jsonio import check_fields, loads, write_atomic
+from .limits import MAX_BATCH_SIZE
 
 RECOMMENDATION_SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)  # 1: before `evidence` and `machine_busy`; read with those absent
+
+
+DEVICE_PATTERN = re.compile(r"cpu|mps|cuda(:[0-9]{1,3})?")
 
 
 class HardwareMismatchWarning(UserWarning):
@@ -136,6 +140,8 @@ class Recommendation:
             unknown = set(data) - known
             if unknown:
                 raise ValueError(f"unknown fields {sorted(unknown)}")
+            as_fields = {("scaler" if k == "grad_scaler" else k): v for k, v in data.items()}
+            check_fields(cls, as_fields, "recommendation", finite=True)
             rec = cls(
                 **{
                     **{k: v for k, v in data.items() if k != "grad_scaler"},
@@ -153,15 +159,26 @@ class Recommendation:
         return rec
 
     def _validate(self, origin: str) -> None:
+        """Ranges, beyond the types from_dict checked: what the snippets and torch will be given."""
         problems = []
+        s = self.scaler
         if not self.dtype.is_training:
             problems.append(f"dtype {self.dtype} is not a training dtype")
-        if self.batch_size < 1 or self.grad_accumulation_steps < 1:
-            problems.append("batch_size and grad_accumulation_steps must be >= 1")
-        if self.scaler.enabled and not self.dtype.needs_grad_scaler:
+        if not (1 <= self.batch_size <= MAX_BATCH_SIZE and 1 <= self.grad_accumulation_steps <= MAX_BATCH_SIZE):
+            problems.append(f"batch_size and grad_accumulation_steps must be between 1 and {MAX_BATCH_SIZE}")
+        if s.enabled and not self.dtype.needs_grad_scaler:
             problems.append("grad_scaler.enabled is only meaningful for fp16")
-        if not self.scaler.init_scale > 0:
-            problems.append("grad_scaler.init_scale must be > 0")
+        if not 0 < s.init_scale <= 2.0**64:
+            problems.append("grad_scaler.init_scale must be > 0 and <= 2^64")
+        if not (s.growth_factor > 1 and 0 < s.backoff_factor < 1 and s.growth_interval >= 1):
+            problems.append("grad_scaler needs growth_factor > 1, 0 < backoff_factor < 1, growth_interval >= 1")
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            problems.append(f"device {self.device[:40]!r} is not a torch device (cpu, cuda, cuda:N, mps)")
+        if any(not isinstance(k, str) or not (v is None or isinstance(v, (str, int, float, bool)))
+               for k, v in self.hardware.items()):
+            problems.append("hardware must map names to plain values")
+        if self.measured.samples_per_s < 0:
+            problems.append("measured.samples_per_s must be >= 0")
         if problems:
             raise BadInputError(f"{origin}: " + "; ".join(problems))
 
@@ -177,7 +194,9 @@ class Recommendation:
             path = path / "recommendation.json"
         try:
             text = path.read_text(encoding="utf-8")
-            data = _parse_toml(text) if path.suffix == ".toml" else json.loads(text)
+            data = _parse_toml(text) if path.suffix == ".toml" else loads(text, str(path))
+        except RecursionError:
+            raise BadInputError(f"{path}: nested too deeply to be a file amp-advisor wrote") from None
         except FileNotFoundError:
             raise BadInputError(f"{path}: no such file (expected a recommendation.json written by `amp-advisor tune`, "
                                 "or the run directory holding it)") from None

@@ -18,10 +18,22 @@ from .jsonio import dumps
 from .recommendation import Recommendation
 
 
+def comment(text: object) -> str:
+    """Free text (a device name, a note) made safe inside a comment: no line breaks or other
+    control characters, so nothing after it can become code."""
+    return "".join(ch if ch.isprintable() else " " for ch in str(text))
+
+
+def literal(value: str) -> str:
+    """A string as a double-quoted Python literal: whatever it holds stays data (JSON's escapes,
+    ASCII only, are valid Python escapes)."""
+    return json.dumps(str(value))
+
+
 def _header(rec: Recommendation) -> str:
     where = rec.hardware.get("name") or rec.device
     accum = f" x {rec.grad_accumulation_steps} accumulation steps" if rec.grad_accumulation_steps > 1 else ""
-    return f"# amp-advisor: {rec.dtype}, batch size {rec.batch_size}{accum}, tuned on {where}"
+    return f"# amp-advisor: {rec.dtype}, batch size {rec.batch_size}{accum}, tuned on {comment(where)}"
 
 
 def torch_loop(rec: Recommendation) -> str:
@@ -30,15 +42,15 @@ def torch_loop(rec: Recommendation) -> str:
     lower = torch_dtype_name(rec.dtype) if rec.dtype.autocasts else None
     accum = rec.grad_accumulation_steps
     lines = ["import torch", "", _header(rec), *_tf32_line(rec)]
-    lines.append(f"BATCH_SIZE = {rec.batch_size}  # per step of the loader")
+    lines.append(f"BATCH_SIZE = {int(rec.batch_size)}  # per step of the loader")
     if accum > 1:
-        lines.append(f"ACCUM_STEPS = {accum}  # optimizer step every ACCUM_STEPS batches")
+        lines.append(f"ACCUM_STEPS = {int(accum)}  # optimizer step every ACCUM_STEPS batches")
     if rec.scaler.enabled:
-        lines.append(f'scaler = torch.amp.GradScaler("{device_type}", {_scaler_args(rec)})')
+        lines.append(f"scaler = torch.amp.GradScaler({literal(device_type)}, {_scaler_args(rec)})")
     lines += ["", "for step, batch in enumerate(loader):"]
     loss = "loss_fn(model, batch)" + (" / ACCUM_STEPS" if accum > 1 else "")
     if lower:
-        lines += [f'    with torch.autocast("{device_type}", dtype={lower}):', f"        loss = {loss}"]
+        lines += [f"    with torch.autocast({literal(device_type)}, dtype={lower}):", f"        loss = {loss}"]
     else:
         lines.append(f"    loss = {loss}")
     body = (["scaler.scale(loss).backward()"] if rec.scaler.enabled else ["loss.backward()"])
@@ -59,8 +71,17 @@ def _tf32_line(rec: Recommendation) -> list[str]:
 
 def _scaler_args(rec: Recommendation) -> str:
     s = rec.scaler
-    return (f"init_scale={s.init_scale:g}, growth_factor={s.growth_factor:g}, backoff_factor={s.backoff_factor:g}, "
-            f"growth_interval={s.growth_interval}")
+    return (f"init_scale={_number(s.init_scale)}, growth_factor={_number(s.growth_factor)}, "
+            f"backoff_factor={_number(s.backoff_factor)}, growth_interval={int(s.growth_interval)}")
+
+
+def _number(value: float) -> str:
+    """A finite float as a Python literal (a loaded recommendation is checked finite; one built
+    by hand with inf or nan is refused here rather than printed as a name)."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise BadInputError(f"{value!r} cannot be written into code: expected a finite number")
+    return f"{value:g}" if float(f"{value:g}") == value else repr(value)
 
 
 def lightning(rec: Recommendation) -> str:
@@ -71,11 +92,11 @@ def lightning(rec: Recommendation) -> str:
     if rec.scaler.enabled:
         lines.append("from lightning.pytorch.plugins.precision import MixedPrecision")
     lines += ["", _header(rec), *_tf32_line(rec),
-              f"# DataLoader(..., batch_size={rec.batch_size})"]
-    accum = f"accumulate_grad_batches={rec.grad_accumulation_steps}"
+              f"# DataLoader(..., batch_size={int(rec.batch_size)})"]
+    accum = f"accumulate_grad_batches={int(rec.grad_accumulation_steps)}"
     if rec.scaler.enabled:
-        lines += [f'scaler = torch.amp.GradScaler("{device_type}", {_scaler_args(rec)})',
-                  f'trainer = Trainer(plugins=[MixedPrecision("16-mixed", "{device_type}", scaler=scaler)], {accum})']
+        lines += [f"scaler = torch.amp.GradScaler({literal(device_type)}, {_scaler_args(rec)})",
+                  f'trainer = Trainer(plugins=[MixedPrecision("16-mixed", {literal(device_type)}, scaler=scaler)], {accum})']
     else:
         precision = {Dtype.BF16: "bf16-mixed", Dtype.FP16: "16-mixed"}.get(rec.dtype, "32-true")
         lines.append(f'trainer = Trainer(precision="{precision}", {accum})')
@@ -88,8 +109,8 @@ def accelerate(rec: Recommendation) -> str:
     lines = ["import torch", "from accelerate import Accelerator"]
     if rec.scaler.enabled:
         lines.append("from accelerate.utils import GradScalerKwargs")
-    lines += ["", _header(rec), *_tf32_line(rec), f"# DataLoader(..., batch_size={rec.batch_size})"]
-    args = [f'mixed_precision="{mixed}"', f"gradient_accumulation_steps={rec.grad_accumulation_steps}"]
+    lines += ["", _header(rec), *_tf32_line(rec), f"# DataLoader(..., batch_size={int(rec.batch_size)})"]
+    args = [f'mixed_precision="{mixed}"', f"gradient_accumulation_steps={int(rec.grad_accumulation_steps)}"]
     if rec.device_type == "cpu":
         args.append("cpu=True")
         if rec.dtype is Dtype.FP16:
@@ -105,8 +126,8 @@ def accelerate(rec: Recommendation) -> str:
 def hf_trainer(rec: Recommendation) -> str:
     """Hugging Face TrainingArguments. It has no GradScaler settings: for fp16 it uses torch's
     defaults, which the comment says, with the tuned values to set through Accelerate instead."""
-    args = ['output_dir="out"', f"per_device_train_batch_size={rec.batch_size}",
-            f"gradient_accumulation_steps={rec.grad_accumulation_steps}"]
+    args = ['output_dir="out"', f"per_device_train_batch_size={int(rec.batch_size)}",
+            f"gradient_accumulation_steps={int(rec.grad_accumulation_steps)}"]
     if rec.dtype is Dtype.BF16:
         args.append("bf16=True")
     elif rec.dtype is Dtype.FP16:
@@ -149,9 +170,19 @@ def to_toml(rec: Recommendation) -> str:
     return "\n".join(_toml_table(rec.to_dict(), ())).lstrip("\n") + "\n"
 
 
+def _toml_key(key: Any) -> str:
+    """A bare key where TOML allows one, else a quoted one: a key cannot end the line."""
+    key = str(key)
+    return key if key and all(ch.isascii() and (ch.isalnum() or ch in "_-") for ch in key) else _toml_string(key)
+
+
+def _toml_string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)  # escapes quotes and control characters as TOML does
+
+
 def _toml_table(data: dict[str, Any], path: tuple[str, ...]) -> list[str]:
-    lines = ["", f"[{'.'.join(path)}]"] if path else []
-    lines += [f"{k} = {_toml_value(v)}" for k, v in data.items() if v is not None and not isinstance(v, dict)]
+    lines = ["", f"[{'.'.join(map(_toml_key, path))}]"] if path else []
+    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items() if v is not None and not isinstance(v, dict)]
     for name, table in data.items():
         if isinstance(table, dict):
             lines += _toml_table(table, path + (name,))
@@ -165,7 +196,7 @@ def _toml_value(value: Any) -> str:
         return repr(value)  # Python spells inf, -inf and nan as TOML does
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+    return _toml_string(str(value))
 
 
 def to_json(rec: Recommendation) -> str:

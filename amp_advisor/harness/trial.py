@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_NAMES, Dtype, uses_tf32
 from ..errors import BadInputError
+from ..jsonio import check_fields
 
 TRIAL_SCHEMA_VERSION = 1
 
@@ -176,6 +177,7 @@ class TrialResult:
             raise BadInputError(
                 f"trial result has schema_version {data.get('schema_version')!r}; expected {TRIAL_SCHEMA_VERSION}"
             )
+        check_fields(cls, data, "result")
         fields = dict(data)
         fields["spec"] = TrialSpec.from_dict(data["spec"])
         fields["status"] = Status(data["status"])

@@ -8,6 +8,7 @@ from enum import Enum
 from typing import Any
 
 from ..harness.trial import Status, TrialResult
+from ..jsonio import check_fields
 from .space import Candidate
 
 
@@ -59,6 +60,7 @@ class TrialRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrialRecord":
+        check_fields(cls, data, "trial")
         return cls(data["number"], Role(data["role"]), Candidate.from_dict(data["candidate"]),
                    TrialResult.from_dict(data["result"]), data["feasible"], data.get("why_not"),
                    data.get("round"), data.get("load"))

@@ -13,18 +13,44 @@ or `--resume` on a locked directory is refused, naming the process that holds it
 
 from __future__ import annotations
 
-import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import BadInputError
-from ..jsonio import dumps, write_atomic
+from ..jsonio import check_fields, dumps, loads, write_atomic
 from .record import Role, TrialRecord
+from .space import SearchSpace
 
 __all__ = ["RunStore", "TrialRecord", "Role", "RUN_SCHEMA_VERSION"]
 
 RUN_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """run.json's "context": facts about the run that the report reads."""
+
+    space: SearchSpace | None = None
+    memory_limit_bytes: int | None = None
+    memory_margin: float | None = None
+    init_scale_seed: float | None = None
+
+
+@dataclass(frozen=True)
+class RunFile:
+    """run.json, as checked on reading (the fields after `context` are written when a run ends)."""
+
+    schema_version: int
+    state: str
+    settings: dict  # checked against TuneSettings on reading
+    context: RunContext = RunContext()
+    trials: int | None = None
+    stopped_because: str | None = None
+    wall_s: float | None = None
+    notes: tuple[str, ...] = ()
+    reason: str | None = None
 
 
 class RunStore:
@@ -79,16 +105,26 @@ class RunStore:
     def run_info(self) -> dict[str, Any]:
         """run.json as written: schema_version, state, settings, context, and the end-of-run fields."""
         try:
-            data = json.loads(self.run_file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            data = loads(self.run_file.read_text(encoding="utf-8"), str(self.run_file))
+        except (OSError, ValueError) as exc:
             raise BadInputError(f"{self.run_file}: cannot read the run's settings ({exc})") from None
         if not isinstance(data, dict) or data.get("schema_version") != RUN_SCHEMA_VERSION:
             version = data.get("schema_version") if isinstance(data, dict) else None
-            raise BadInputError(f"{self.run_file}: schema_version {version!r}, expected {RUN_SCHEMA_VERSION}")
+            raise BadInputError(f"{self.run_file}: schema_version {version!r:.40}, expected {RUN_SCHEMA_VERSION}")
+        from .tuner import TuneSettings  # the tuner imports this module
+
+        try:
+            check_fields(RunFile, data, "run")
+            check_fields(TuneSettings, data["settings"], "run.settings")
+        except ValueError as exc:
+            raise BadInputError(f"{self.run_file}: not a run file amp-advisor wrote ({exc})") from None
         return data
 
     def settings(self) -> dict[str, Any]:
-        return self.run_info()["settings"]
+        settings = self.run_info().get("settings")
+        if not isinstance(settings, dict):
+            raise BadInputError(f"{self.run_file}: no settings object: not a run directory amp-advisor wrote")
+        return settings
 
     def write_state(self, state: str, settings: dict[str, Any] | None = None, **extra: Any) -> None:
         """Rewrite run.json with a new state; the context recorded so far is kept."""
@@ -113,8 +149,8 @@ class RunStore:
         if not self.device_file.exists():
             return None
         try:
-            return DeviceProfile.from_dict(json.loads(self.device_file.read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError) as exc:
+            return DeviceProfile.from_dict(loads(self.device_file.read_text(encoding="utf-8"), str(self.device_file)))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BadInputError(f"{self.device_file}: cannot read the device profile ({exc})") from None
 
     def append(self, record: TrialRecord) -> None:
@@ -147,8 +183,8 @@ class RunStore:
             if not line.strip():
                 continue
             try:
-                records.append(TrialRecord.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError, BadInputError) as exc:
+                records.append(TrialRecord.from_dict(loads(line, f"{self.trials_file}:{i + 1}")))
+            except (KeyError, TypeError, ValueError, AttributeError, BadInputError) as exc:
                 problems.append((i + 1, str(exc), i == len(lines) - 1))
         return records, problems
 

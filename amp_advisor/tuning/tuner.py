@@ -36,6 +36,7 @@ from ..errors import BadInputError
 from ..limits import MAX_STEPS, MAX_TIME_BUDGET_S, MAX_TRIAL_TIMEOUT_S, MAX_TRIALS
 from ..harness.trial import Status, TrialSpec
 from ..harness.worker import Worker
+from ..jsonio import check_fields
 from ..recommendation import GradScalerConfig, Measured, Recommendation, fingerprint_of
 from .constraints import MIN_ABANDON_S, PRUNE_FACTOR, Constraints, derive
 from .decision import NOT_WORSE_MARGIN, Decision, contenders, decide, explain, machine_busy, needed_twins
@@ -111,9 +112,13 @@ class TuneSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TuneSettings":
         data = {k: v for k, v in data.items() if k != "confirm_top"}  # runs written before the rounds rebuild
-        if data.get("batch_sizes"):
-            data["batch_sizes"] = tuple(data["batch_sizes"])
-        return cls(**data)
+        try:
+            check_fields(cls, data, "settings")
+            if data.get("batch_sizes"):
+                data["batch_sizes"] = tuple(data["batch_sizes"])
+            return cls(**data)
+        except (TypeError, ValueError) as exc:
+            raise BadInputError(f"run.json: not a run's settings ({exc})") from None
 
 
 @dataclass
