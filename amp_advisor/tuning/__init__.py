@@ -74,18 +74,23 @@ def tune(
     store = RunStore(Path(out) if out is not None else default_out_dir(path))
     if store.exists:
         raise BadInputError(f"{store.dir} already holds a run: pass --resume to continue it, or another --out")
+    created = not store.dir.exists()
+    store.lock()  # first, so that a second start on this directory is refused at once
     worker = Worker()
     worker.spawn()  # imports torch while the rest is checked
     try:
-        if device == "auto":
-            device = worker.wait_ready()["default_device"]
-        tune_settings = TuneSettings(workload=str(path), device=device, **settings)
-        profile = _checked_profile(tune_settings)
-        problem = worker.check(str(path))
-        if problem:
-            raise BadInputError(problem)
-        store.lock()
-        store.create(tune_settings.to_dict())
+        try:
+            if device == "auto":
+                device = worker.wait_ready()["default_device"]
+            tune_settings = TuneSettings(workload=str(path), device=device, **settings)
+            profile = _checked_profile(tune_settings)
+            problem = worker.check(str(path))
+            if problem:
+                raise BadInputError(problem)
+            store.create(tune_settings.to_dict())
+        except BaseException:
+            store.discard(created)  # bad input leaves nothing behind
+            raise
         return _run(store, tune_settings, worker, profile, on_event)
     finally:
         worker.close()

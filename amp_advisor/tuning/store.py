@@ -87,6 +87,17 @@ class RunStore:
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
 
+    def discard(self, created: bool) -> None:
+        """Undo lock() before anything else was written: the lock file, and the directory if
+        lock() created it and nothing else is in it."""
+        self.unlock()
+        try:
+            self.lock_file.unlink(missing_ok=True)
+            if created:
+                self.dir.rmdir()  # only if empty
+        except OSError:
+            pass
+
     def unlock(self) -> None:
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:

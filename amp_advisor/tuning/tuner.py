@@ -67,7 +67,7 @@ FLAGS = {"workload": "MODEL", "device": "--device", "strategy": "--strategy", "s
          "max_trials": "--max-trials", "time_budget_s": "--time-budget", "trial_timeout_s": "--timeout",
          "tolerance": "--tolerance", "steps": "--steps", "batch_sizes": "--batch-sizes",
          "global_batch": "--global-batch"}
-RESUMABLE = ("time_budget_s", "max_trials")
+RESUMABLE = ("time_budget_s", "max_trials", "trial_timeout_s")
 # Sane ranges: a typo (1e9 seconds, a million steps) must not lock the machine for days.
 LIMITS = {"max_trials": (0, MAX_TRIALS), "time_budget_s": (0, MAX_TIME_BUDGET_S),
           "trial_timeout_s": (0, MAX_TRIAL_TIMEOUT_S), "steps": (0, MAX_STEPS), "tolerance": (0, 10.0)}
