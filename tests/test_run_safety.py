@@ -172,3 +172,32 @@ def test_a_full_disk_is_one_line_naming_the_path_and_the_run_resumes(tmp_path, m
     result = _run(store, settings, SyntheticWorker(GPU_RATES), fake_h100_profile(), None)
     numbers = [r.number for r in store.records()]
     assert result.recommendation is not None and numbers == list(range(1, len(numbers) + 1))
+
+
+def test_a_hung_first_step_costs_the_allowance_the_spec_gives_not_ten_minutes():
+    from amp_advisor.dtypes import Dtype
+    from amp_advisor.harness.trial import Status, TrialSpec
+    from amp_advisor.harness.worker import Worker
+
+    spec = TrialSpec(workload=str(WORKLOADS / "hang_above_16.py"), dtype=Dtype.FP32, batch_size=32, device="cpu",
+                     steps=2, warmup_steps=1, first_step_timeout_s=3.0)
+    with Worker() as worker:
+        worker.wait_ready()
+        started = time.monotonic()
+        result = worker.run(spec)
+    assert result.status is Status.TIMEOUT and time.monotonic() - started < 20
+    assert "did not finish within the 3 s allowed" in result.error
+
+
+def test_first_step_allowances_come_from_the_calibration_and_finished_trials(tmp_path):
+    from amp_advisor.tuning.tuner import FIRST_STEP_FACTOR, FIRST_STEP_FLOOR_S, Tuner
+
+    store = RunStore(tmp_path / "run")
+    settings = TuneSettings(workload=str(WORKLOADS / "tiny.py"), device="cuda:0", batch_sizes=(16, 32, 64),
+                            strategy="grid")
+    store.create(settings.to_dict())
+    worker = SyntheticWorker(GPU_RATES)
+    Tuner(settings, store, worker=worker, device_profile=fake_h100_profile(), calibration=(16, 4.0)).run()
+    first = worker.specs[0]
+    assert first.first_step_timeout_s == pytest.approx(FIRST_STEP_FACTOR * 4.0 * first.batch_size / 16)
+    assert all(s.first_step_timeout_s and s.first_step_timeout_s >= FIRST_STEP_FLOOR_S for s in worker.specs)

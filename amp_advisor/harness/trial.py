@@ -61,6 +61,7 @@ class TrialSpec:
     # rounds), whose configuration's numerics were already measured. FLOPs are counted regardless.
     grad_stats: bool = True
     abandon_after_s: float | None = None  # prune if the first step takes longer than this (tune)
+    first_step_timeout_s: float | None = None  # model build + first step; None: the worker's default
     # TF32 matmuls for the fp32 parts: None = as dtypes.uses_tf32 says for the device (the worker
     # resolves it and the result records what ran); tf32 always has it on, fp32 never.
     tf32: bool | None = None
@@ -82,6 +83,8 @@ class TrialSpec:
             problems.append(f"timeout must be > 0 seconds, got {self.timeout_s}")
         if self.compare_steps is not None and self.compare_steps < 1:
             problems.append(f"compare-steps must be >= 1, got {self.compare_steps}")
+        if self.first_step_timeout_s is not None and not self.first_step_timeout_s > 0:
+            problems.append(f"first-step timeout must be > 0 seconds, got {self.first_step_timeout_s}")
         if self.abandon_after_s is not None and not self.abandon_after_s > 0:
             problems.append(f"abandon-after must be > 0 seconds, got {self.abandon_after_s}")
         if problems:

@@ -167,6 +167,18 @@ class Worker:
             return f"{workload}: importing it in the worker did not finish: {self.stderr_tail(3) or 'no output'}"
         return event.get("error")
 
+    def calibrate(self, workload: str, batch_size: int, device: str) -> float | None:
+        """Seconds to build the model and train one fp32 step at `batch_size` (the smallest of a
+        run): what bounds the first step of the trials after it. None if that step failed (the
+        trials will record why)."""
+        from ..dtypes import Dtype
+
+        spec = TrialSpec(workload=workload, dtype=Dtype.FP32, batch_size=batch_size, device=device, steps=1,
+                         warmup_steps=0, compare_fp32=False, grad_stats=False)
+        started = time.monotonic()
+        result = self.run(spec)
+        return time.monotonic() - started if result.status is Status.OK else None
+
     # --------------------------------------------------------------------------------- trials
     def run(self, spec: TrialSpec) -> TrialResult:
         """Run one trial; every way it can end is a TrialResult."""
@@ -177,7 +189,8 @@ class Worker:
         self._proc.stdin.flush()
 
         hard_deadline = started + spec.timeout_s if spec.timeout_s else None
-        progress_deadline = time.monotonic() + FIRST_STEP_TIMEOUT_S
+        first_step_s = spec.first_step_timeout_s or FIRST_STEP_TIMEOUT_S
+        progress_deadline = time.monotonic() + first_step_s
         abandon_at: float | None = None
         slowest_step = 0.0
         while True:
@@ -189,7 +202,7 @@ class Worker:
                     return failed(spec, Status.PRUNED, pruned_reason(None, spec.abandon_after_s),
                                   wall_s=time.monotonic() - started, worker_pid=pid)
                 if self.alive and time.monotonic() >= deadline:
-                    return self._timed_out(spec, started, pid, hard_deadline is not None, slowest_step)
+                    return self._timed_out(spec, started, pid, hard_deadline is not None, slowest_step, first_step_s)
                 return self._crashed(spec, started, pid)
             kind = event.get("event")
             if kind == "result":
@@ -206,7 +219,7 @@ class Worker:
                 self.on_event(event)
 
     def _timed_out(self, spec: TrialSpec, started: float, pid: int | None, explicit: bool,
-                   slowest_step: float) -> TrialResult:
+                   slowest_step: float, first_step_s: float) -> TrialResult:
         self._kill()
         elapsed = time.monotonic() - started
         if explicit:
@@ -215,7 +228,8 @@ class Worker:
             why = (f"stopped after {elapsed:.0f} s: no progress for {HANG_GRACE_S + HANG_FACTOR * slowest_step:.0f} s "
                    f"(the slowest step so far took {slowest_step:.2f} s)")
         else:
-            why = f"stopped after {elapsed:.0f} s: the first training step never finished"
+            why = (f"stopped after {elapsed:.0f} s: the model build and first training step did not finish within "
+                   f"the {first_step_s:.0f} s allowed")
         return failed(spec, Status.TIMEOUT, why, wall_s=elapsed, worker_pid=pid)
 
     def _crashed(self, spec: TrialSpec, started: float, pid: int | None) -> TrialResult:

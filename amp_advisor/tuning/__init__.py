@@ -87,11 +87,15 @@ def tune(
             problem = worker.check(str(path))
             if problem:
                 raise BadInputError(problem)
+            smallest = min(build_space(profile, batch_sizes=tune_settings.batch_sizes,
+                                       global_batch=tune_settings.global_batch)[0].batch_sizes)
+            seconds = worker.calibrate(str(path), smallest, device)  # bounds the first steps of the trials
             store.create(tune_settings.to_dict())
         except BaseException:
             store.discard(created)  # bad input leaves nothing behind
             raise
-        return _run(store, tune_settings, worker, profile, on_event)
+        return _run(store, tune_settings, worker, profile, on_event,
+                    calibration=(smallest, seconds) if seconds else None)
     finally:
         worker.close()
         store.unlock()
@@ -162,10 +166,11 @@ def _completed(store: RunStore, info: dict[str, Any]) -> TuneResult:
                       report=report, report_error=None if report else "the run has no report.html")
 
 
-def _run(store: RunStore, settings: TuneSettings, worker: Worker, profile, on_event) -> TuneResult:
+def _run(store: RunStore, settings: TuneSettings, worker: Worker, profile, on_event,
+         calibration: tuple[int, float] | None = None) -> TuneResult:
     """The run, in a locked and created directory. However it ends, run.json says how: complete,
     interrupted (Ctrl-C, SIGTERM, a full disk: --resume continues) or failed (with the reason)."""
-    tuner = Tuner(settings, store, on_event=on_event, worker=worker, device_profile=profile)
+    tuner = Tuner(settings, store, on_event=on_event, worker=worker, device_profile=profile, calibration=calibration)
     with _sigterm_as_interrupt():
         try:
             result = tuner.run()

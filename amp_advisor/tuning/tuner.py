@@ -55,6 +55,11 @@ CONFIRM_ROUNDS = 2  # interleaved re-measurements of the contenders: this machin
 # or the leader changed): one, so that a run with a close runner-up stays within 30% of the grid;
 # the decision against the best fp32 rests on the main rounds when that twin is not faster.
 TWIN_ROUNDS = 1
+# The first step of a trial (model build included) may take this many times what the calibration
+# step or a finished trial took, scaled by the samples per step, and at least the floor: a hang is
+# noticed in seconds-to-minutes, not after the worker's 10-minute default.
+FIRST_STEP_FACTOR = 10.0
+FIRST_STEP_FLOOR_S = 30.0
 RECHECK_FACTOR = 3.0  # a batch this much slower per sample than its neighbour is measured again
 SEARCH_SHARE = 0.10  # bayes: search trials as a share of the space (at least MIN_SEARCH_TRIALS)
 MIN_SEARCH_TRIALS = 5
@@ -141,7 +146,11 @@ class TuneResult:
 
 class Tuner:
     def __init__(self, settings: TuneSettings, store: RunStore, *, on_event: EventFn | None = None,
-                 worker: Worker | None = None, device_profile=None) -> None:
+                 worker: Worker | None = None, device_profile=None,
+                 calibration: tuple[int, float] | None = None) -> None:
+        """`calibration`: (samples, seconds) of building the model and one fp32 step, measured
+        before the run (tune() does it at the smallest batch size)."""
+        self.calibration = calibration
         self.settings = settings
         self.store = store
         self.emit = on_event or (lambda event: None)
@@ -198,6 +207,7 @@ class Tuner:
             abandon_after = max(PRUNE_FACTOR * samples / best.explore_score, MIN_ABANDON_S)
         tf32_fast = self.profile.dtypes[Dtype.TF32].fast
         return TrialSpec(
+            first_step_timeout_s=self.first_step_allowance(samples),
             workload=self.settings.workload, dtype=candidate.dtype, batch_size=candidate.batch_size,
             device=self.settings.device, steps=steps, warmup_steps=warmup,
             init_scale=candidate.init_scale or self.space.init_scales[len(self.space.init_scales) // 2],
@@ -206,6 +216,19 @@ class Tuner:
             compare_steps=COMPARE_STEPS, seed=self.settings.seed, timeout_s=self.settings.trial_timeout_s,
             abandon_after_s=abandon_after, tf32=uses_tf32(candidate.dtype, tf32_fast), grad_stats=not remeasure,
         )
+
+    def first_step_allowance(self, samples: int) -> float | None:
+        """How long the model build and first step of a trial at `samples` per step may take,
+        from what is known: the calibration and the trials that finished (their whole wall
+        time, a generous bound on a first step), scaled to `samples`. None: nothing known yet."""
+        known = [(r.result.spec.samples_per_step, r.result.wall_s) for r in self.records
+                 if r.result.status is Status.OK and r.result.wall_s]
+        if self.calibration is not None:
+            known.append(self.calibration)
+        if not known:
+            return None
+        bound = max(seconds * max(1.0, samples / n) for n, seconds in known)
+        return max(FIRST_STEP_FLOOR_S, FIRST_STEP_FACTOR * bound)
 
     def _run(self, candidate: Candidate, role: Role, *, round: int | None = None, **spec_kw: Any) -> TrialRecord:
         number = len(self.records) + 1
