@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import enum
 import json
+import math
 import os
 import tempfile
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from .errors import BadInputError
 
 
 def strict(value: Any) -> Any:
@@ -60,8 +68,6 @@ MAX_DOCUMENT_BYTES = 16 * 2**20  # a recommendation or run file is kilobytes; a 
 
 def loads(text: str, origin: str) -> Any:
     """JSON from a file we wrote, read defensively: bounded size and nesting."""
-    from .errors import BadInputError
-
     if len(text) > MAX_DOCUMENT_BYTES:
         raise BadInputError(f"{origin}: {len(text)} bytes, larger than any file amp-advisor writes")
     try:
@@ -74,9 +80,6 @@ def check_fields(cls: type, data: Any, where: str, *, finite: bool = False) -> N
     """Check `data` (parsed JSON) against the type hints of dataclass `cls`, recursively: bool is
     not an int, an int is not a float written as 8.5, a str is not a number, a nested dataclass is
     an object. `finite`: floats must be finite. Raises ValueError naming the field."""
-    import dataclasses
-    import typing
-
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected an object, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -88,13 +91,6 @@ def check_fields(cls: type, data: Any, where: str, *, finite: bool = False) -> N
 
 
 def _check(value: Any, hint: Any, where: str, finite: bool) -> None:
-    import dataclasses
-    import enum
-    import math
-    import types
-    import typing
-    from collections.abc import Mapping, Sequence
-
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any:
         return

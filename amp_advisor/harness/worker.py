@@ -28,6 +28,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from ..dtypes import Dtype
 from ..errors import AdvisorError
 from .trial import Status, TrialResult, TrialSpec, failed, pruned_reason
 from .worker_process import PARENT_ENV
@@ -171,8 +172,6 @@ class Worker:
         """Seconds to build the model and train one fp32 step at `batch_size` (the smallest of a
         run): what bounds the first step of the trials after it. None if that step failed (the
         trials will record why)."""
-        from ..dtypes import Dtype
-
         spec = TrialSpec(workload=workload, dtype=Dtype.FP32, batch_size=batch_size, device=device, steps=1,
                          warmup_steps=0, compare_fp32=False, grad_stats=False)
         started = time.monotonic()

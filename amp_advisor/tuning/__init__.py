@@ -65,7 +65,7 @@ def tune(
 
     With `resume=True`, `out` names an earlier run directory: its settings are reused and the
     trials it finished are not repeated. `model`/`example` and the settings given must agree
-    with the saved run, except RESUMABLE ones (time budget, max trials), which are applied. A
+    with the saved run, except RESUMABLE ones (time budget, max trials, timeout), which are applied. A
     complete run is returned as it is, without new trials.
     """
     if resume:
@@ -83,12 +83,11 @@ def tune(
             if device == "auto":
                 device = worker.wait_ready()["default_device"]
             tune_settings = TuneSettings(workload=str(path), device=device, **settings)
-            profile = _checked_profile(tune_settings)
+            profile, space = _checked(tune_settings)
             problem = worker.check(str(path))
             if problem:
                 raise BadInputError(problem)
-            smallest = min(build_space(profile, batch_sizes=tune_settings.batch_sizes,
-                                       global_batch=tune_settings.global_batch)[0].batch_sizes)
+            smallest = space.batch_sizes[0]
             seconds = worker.calibrate(str(path), smallest, device)  # bounds the first steps of the trials
             store.create(tune_settings.to_dict())
         except BaseException:
@@ -101,14 +100,14 @@ def tune(
         store.unlock()
 
 
-def _checked_profile(settings: TuneSettings):
-    """The device's profile, and the search space built once to check the batch options: bad
-    input here is refused before anything is written."""
+def _checked(settings: TuneSettings):
+    """The device's profile and the search space its batch options give: bad input here is
+    refused before anything is written."""
     from ..hardware import probe
 
     profile = probe(settings.device).devices[0]
-    build_space(profile, batch_sizes=settings.batch_sizes, global_batch=settings.global_batch)
-    return profile
+    space, _ = build_space(profile, batch_sizes=settings.batch_sizes, global_batch=settings.global_batch)
+    return profile, space
 
 
 def _resume(model, example, out, on_event, given: dict[str, Any]) -> TuneResult:
@@ -143,7 +142,7 @@ def _resume(model, example, out, on_event, given: dict[str, Any]) -> TuneResult:
         worker = Worker()
         worker.spawn()
         try:
-            profile = _checked_profile(saved)
+            profile, _ = _checked(saved)
             store.write_state("running", saved.to_dict())
             return _run(store, saved, worker, profile, on_event)
         finally:
