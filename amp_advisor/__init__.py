@@ -2,8 +2,8 @@
 
 Public API: ``probe`` (what this machine can do per device and dtype), ``bench`` (measure one
 training configuration), ``tune`` (search and recommend), ``Recommendation`` (use it in training
-code), ``MixedPrecision`` (the training-time helper a recommendation becomes). Heavy modules (torch, scikit-optimize) are imported on first use, so ``import amp_advisor``
-and ``amp-advisor --help`` stay fast.
+code), ``MixedPrecision`` (the training-time helper a recommendation becomes). Heavy modules
+(torch, scikit-optimize) are imported on first use, so ``import amp_advisor`` and ``amp-advisor --help`` stay fast.
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ _LAZY = {
 __all__ = [*_LAZY, "Dtype", "AdvisorError", "BadInputError", "__version__"]
 
 if TYPE_CHECKING:
-    from .hardware import probe
-    from .hardware.model import HardwareProfile
-    from .harness import bench
-    from .harness.trial import TrialResult
-    from .recommendation import Recommendation
-    from .runtime import MixedPrecision
-    from .tuning import tune
+    from .hardware import probe as probe
+    from .hardware.model import HardwareProfile as HardwareProfile
+    from .harness import bench as bench
+    from .harness.trial import TrialResult as TrialResult
+    from .recommendation import Recommendation as Recommendation
+    from .runtime import MixedPrecision as MixedPrecision
+    from .tuning import tune as tune
 
 
 def __getattr__(name: str) -> Any:

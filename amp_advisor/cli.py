@@ -122,7 +122,7 @@ def _trial_progress(progress: _StderrProgress, steps: int, warmup: int) -> Calla
     def on_event(event: dict[str, Any]) -> None:
         phase, index = event.get("phase"), event.get("index", 0)
         if event.get("event") == "step":
-            total = {"warmup": warmup, "measured": steps, "fp32 reference": warmup + steps}.get(phase, 0)
+            total = {"warmup": warmup, "measured": steps, "fp32 reference": warmup + steps}.get(str(phase), 0)
             progress(f"{phase} step {index + 1}/{total}", key=phase)
         elif event.get("event") == "phase":
             progress(str(phase), key=phase)
@@ -140,11 +140,15 @@ def _trial_progress(progress: _StderrProgress, steps: int, warmup: int) -> Calla
               help="Measured optimizer steps.")
 @click.option("--warmup-steps", default=3, show_default=True, type=click.IntRange(0, MAX_STEPS),
               help="Untimed steps first.")
-@click.option("--init-scale", default=DEFAULT_INIT_SCALE, show_default=True, type=float, help="GradScaler init_scale (fp16 only).")
-@click.option("--growth-interval", default=DEFAULT_GROWTH_INTERVAL, show_default=True, type=int, help="GradScaler growth_interval (fp16 only).")
-@click.option("--grad-accum", default=1, show_default=True, type=int, metavar="A", help="Micro-batches per optimizer step.")
+@click.option("--init-scale", default=DEFAULT_INIT_SCALE, show_default=True, type=float,
+              help="GradScaler init_scale (fp16 only).")
+@click.option("--growth-interval", default=DEFAULT_GROWTH_INTERVAL, show_default=True, type=int,
+              help="GradScaler growth_interval (fp16 only).")
+@click.option("--grad-accum", default=1, show_default=True, type=int, metavar="A",
+              help="Micro-batches per optimizer step.")
 @click.option("--timeout", type=click.FloatRange(0, MAX_TRIAL_TIMEOUT_S, min_open=True), metavar="SECONDS",
-              help="Kill the trial after this long. Default: when it stops making progress for 30 s + 20x its slowest step.")
+              help="Kill the trial after this long. "
+                   "Default: when it stops making progress for 30 s + 20x its slowest step.")
 @click.option("--no-fp32-check", is_flag=True, help="Skip the fp32 reference run (no loss agreement figure).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the TrialResult as JSON.")
@@ -234,7 +238,8 @@ class _TuneProgress:
 @click.option("--batch-sizes", metavar="LIST",
               help=f"Batch sizes to consider, e.g. 16,32,64 [default: {describe_default_batch_sizes()}].")
 @click.option("--global-batch", type=int, metavar="B", help="Keep micro-batch x gradient accumulation = B.")
-@click.option("--time-budget", type=float, default=TuneSettings.time_budget_s, show_default=True, metavar="SECONDS", help="Stop searching after this long.")
+@click.option("--time-budget", type=float, default=TuneSettings.time_budget_s, show_default=True, metavar="SECONDS",
+              help="Stop searching after this long.")
 @click.option("--max-trials", type=int, metavar="N",
               help=f"Search trials at most, before the confirmation rounds [default: bayes {SEARCH_SHARE:.0%} of the "
                    f"space (at least {MIN_SEARCH_TRIALS}), grid all of it].")
@@ -273,15 +278,18 @@ def tune(model: str | None, example: str | None, device: str, out: str | None, r
     except KeyboardInterrupt:
         progress.line.done()
         where = f" --out {out}" if out else ""
-        click.echo(f"interrupted: the run directory is consistent; continue with `amp-advisor tune --resume{where}`", err=True)
+        click.echo(f"interrupted: the run directory is consistent; continue with `amp-advisor tune --resume{where}`",
+                   err=True)
         sys.exit(130)
     progress.line.done()
     rec = result.recommendation
-    click.echo(f"{result.trials_run} trials in {result.wall_s:.0f} s ({result.stopped_because}); run directory: {result.out_dir}")
+    click.echo(f"{result.trials_run} trials in {result.wall_s:.0f} s ({result.stopped_because}); "
+               f"run directory: {result.out_dir}")
     if result.report is not None:
         click.echo(f"report: {result.report.html}  (and report.md)")
     else:
-        click.echo(f"report not written ({result.report_error}); retry with `amp-advisor report {result.out_dir}`", err=True)
+        click.echo(f"report not written ({result.report_error}); retry with `amp-advisor report {result.out_dir}`",
+                   err=True)
     if rec is None:
         click.echo("no configuration ran cleanly: see the report or trials.csv for why")
         sys.exit(1)
@@ -314,7 +322,8 @@ def report(run_dir: str) -> None:
     from .report import write_report
 
     files = write_report(run_dir)
-    click.echo(f"wrote {files.html} and {files.markdown} ({len(files.plots)} plots in {files.markdown.parent / 'plots'})")
+    plots_dir = files.markdown.parent / "plots"
+    click.echo(f"wrote {files.html} and {files.markdown} ({len(files.plots)} plots in {plots_dir})")
     for missing in files.missing:
         click.echo(f"  partial: {missing}", err=True)
 
@@ -351,7 +360,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if "--debug" in (argv if argv is not None else sys.argv[1:]):
             raise
-        click.echo(f"amp-advisor: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
+        click.echo(f"amp-advisor: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                   err=True)
         sys.exit(1)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -47,6 +48,39 @@ class GradScalerConfig:
 
 
 @dataclass(frozen=True)
+class EvidenceFigure:
+    """One figure of `Recommendation.evidence` as saved: what loading checks it against."""
+
+    config: str
+    dtype: str
+    batch_size: int
+    samples_per_s: float
+    trials: tuple[int, ...]  # numbers in trials.jsonl
+
+
+EVIDENCE_FIGURES = ("recommended", "fp32_best", "fp32_same_batch")  # "recommended" is always there
+
+
+def _check_evidence(evidence: Any, where: str) -> None:
+    """`evidence` (parsed JSON, already known to be an object or null) against its schema."""
+    if evidence is None:
+        return
+    unknown = set(evidence) - {"confirmed", *EVIDENCE_FIGURES}
+    if unknown:
+        raise ValueError(f"{where}: unknown fields {sorted(unknown)}")
+    if not isinstance(evidence.get("confirmed", False), bool):
+        raise ValueError(f"{where}.confirmed: expected bool, got {evidence['confirmed']!r:.40}")
+    if evidence.get("recommended") is None:
+        raise ValueError(f"{where}.recommended: missing")
+    for name in EVIDENCE_FIGURES:
+        figure = evidence.get(name)
+        if figure is not None:
+            check_fields(EvidenceFigure, figure, f"{where}.{name}", finite=True)
+            if figure["samples_per_s"] < 0 or any(n < 1 for n in figure["trials"]):
+                raise ValueError(f"{where}.{name}: samples_per_s must be >= 0 and trial numbers >= 1")
+
+
+@dataclass(frozen=True)
 class Measured:
     samples_per_s: float
     speedup_vs_fp32: float | None = None  # vs fp32 at the same batch size, in the same interleaved rounds
@@ -69,7 +103,7 @@ class Recommendation:
     created_at: str = ""
     notes: tuple[str, ...] = ()
     # The trials the figures rest on: {"confirmed": bool, "recommended" | "fp32_best" | "fp32_same_batch":
-    # {"config", "dtype", "batch_size", "samples_per_s", "trials": [numbers in trials.jsonl]} or None}
+    # an EvidenceFigure as a dict, or None}
     evidence: Mapping[str, Any] | None = None
     machine_busy: str | None = None  # set when the machine drifted or was loaded while measuring
     schema_version: int = RECOMMENDATION_SCHEMA_VERSION
@@ -89,7 +123,8 @@ class Recommendation:
 
         if self.tf32:
             tf32_mode.enable()
-        with torch.autocast(device_type or self.device_type, dtype=torch_dtype(self.dtype), enabled=self.dtype.autocasts):
+        with torch.autocast(device_type or self.device_type, dtype=torch_dtype(self.dtype),
+                            enabled=self.dtype.autocasts):
             yield
 
     def grad_scaler(self, device_type: str | None = None):
@@ -142,6 +177,7 @@ class Recommendation:
                 raise ValueError(f"unknown fields {sorted(unknown)}")
             as_fields = {("scaler" if k == "grad_scaler" else k): v for k, v in data.items()}
             check_fields(cls, as_fields, "recommendation", finite=True)
+            _check_evidence(data.get("evidence"), "recommendation.evidence")
             rec = cls(
                 **{
                     **{k: v for k, v in data.items() if k != "grad_scaler"},
@@ -221,9 +257,9 @@ class Recommendation:
 
 def _parse_toml(text: str) -> dict[str, Any]:
     """`amp-advisor show --format toml` output read back; TOML has no null, so absent = None."""
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
+    else:
         import tomli as tomllib
 
     data = tomllib.loads(text)

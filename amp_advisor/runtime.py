@@ -60,7 +60,8 @@ class MixedPrecision:
 
         self.dtype = Dtype.parse(dtype) if not isinstance(dtype, Dtype) else dtype
         if self.dtype not in TRAINING_DTYPES:
-            raise BadInputError(f"dtype {self.dtype} is not a training dtype (expected one of {', '.join(TRAINING_DTYPE_NAMES)})")
+            raise BadInputError(f"dtype {self.dtype} is not a training dtype "
+                                f"(expected one of {', '.join(TRAINING_DTYPE_NAMES)})")
         if grad_accumulation_steps < 1:
             raise BadInputError(f"grad_accumulation_steps must be >= 1, got {grad_accumulation_steps}")
         if max_grad_norm is not None and not max_grad_norm > 0:
@@ -88,7 +89,7 @@ class MixedPrecision:
         self._pending_scales: list = []
         self._pending_norms: list = []
         self._scale = float(init_scale) if self._scaling else None
-        self._scale_history: list[list[float]] = [[0, self._scale]] if self._scaling else []
+        self._scale_history: list[list[float]] = [[0, float(init_scale)]] if self._scaling else []
         self._skipped = 0
         self._clipped = 0
         self._last_norm: float | None = None

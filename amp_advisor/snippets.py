@@ -96,7 +96,8 @@ def lightning(rec: Recommendation) -> str:
     accum = f"accumulate_grad_batches={int(rec.grad_accumulation_steps)}"
     if rec.scaler.enabled:
         lines += [f"scaler = torch.amp.GradScaler({literal(device_type)}, {_scaler_args(rec)})",
-                  f'trainer = Trainer(plugins=[MixedPrecision("16-mixed", {literal(device_type)}, scaler=scaler)], {accum})']
+                  f'trainer = Trainer(plugins=[MixedPrecision("16-mixed", {literal(device_type)}, scaler=scaler)], '
+                  f'{accum})']
     else:
         precision = {Dtype.BF16: "bf16-mixed", Dtype.FP16: "16-mixed"}.get(rec.dtype, "32-true")
         lines.append(f'trainer = Trainer(precision="{precision}", {accum})')
@@ -182,7 +183,8 @@ def _toml_string(text: str) -> str:
 
 def _toml_table(data: dict[str, Any], path: tuple[str, ...]) -> list[str]:
     lines = ["", f"[{'.'.join(map(_toml_key, path))}]"] if path else []
-    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items() if v is not None and not isinstance(v, dict)]
+    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items()
+              if v is not None and not isinstance(v, dict)]
     for name, table in data.items():
         if isinstance(table, dict):
             lines += _toml_table(table, path + (name,))

@@ -78,6 +78,8 @@ def load(path: str | Path) -> Workload:
         sys.path.insert(0, str(path.parent))  # as `python model.py` would: sibling modules import
     module_name = f"amp_advisor_workload_{abs(hash(str(path)))}"
     spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise WorkloadError(f"{path}: Python cannot import this file as a module; give a .py file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:

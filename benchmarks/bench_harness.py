@@ -98,7 +98,8 @@ def stability(worker: Worker, repeats: int) -> list[float]:
     print(f"{'example':12s} {'batch':>5s} {'what':10s} {'medians ms':40s} {'spread':>7s}  verdict")
     overheads = []
     for name in ("mlp", "convnet"):
-        spec = TrialSpec(str(example_path(name)), Dtype.FP32, EXAMPLES[name], steps=20, warmup_steps=3, compare_fp32=False)
+        spec = TrialSpec(str(example_path(name)), Dtype.FP32, EXAMPLES[name], steps=20, warmup_steps=3,
+                         compare_fp32=False)
         step = training_step(spec)
         harness, bare = [], []
         for _ in range(repeats):
@@ -131,7 +132,8 @@ def faults() -> None:
         ("fp16_overflow", Dtype.FP16, 8, None, "nonfinite"),
         ("tiny", Dtype.FP32, 8, None, "ok"),
     ]
-    print(f"{'workload':22s} {'dtype':5s} {'timeout':>7s} {'status':>9s} {'expected':>9s} {'wall s':>7s} {'pid':>7s}  error")
+    print(f"{'workload':22s} {'dtype':5s} {'timeout':>7s} {'status':>9s} {'expected':>9s} {'wall s':>7s} "
+          f"{'pid':>7s}  error")
     with Worker() as worker:
         for name, dtype, batch, timeout, expected in cases:
             spec = TrialSpec(str(FAULTS / f"{name}.py"), dtype, batch, steps=6, warmup_steps=1, timeout_s=timeout)
@@ -212,7 +214,8 @@ def fresh_processes(rounds: int) -> None:
         ratios = [a / b for a, b in zip(medians, rows["bare loop"])]
         verdict = ""
         if label.startswith("amp-advisor"):
-            verdict = "  " + ("meets" if abs(statistics.median(ratios) - 1) <= 0.03 else "MISSES") + " (+-3%, median of per-round ratios)"
+            meets = abs(statistics.median(ratios) - 1) <= 0.03
+            verdict = "  " + ("meets" if meets else "MISSES") + " (+-3%, median of per-round ratios)"
         print(f"{label:30s} {m * 1e3:9.1f} {statistics.median(ratios) - 1:+8.1%}  "
               f"{' '.join(f'{x * 1e3:.1f}' for x in medians)}{verdict}")
 

@@ -159,7 +159,8 @@ def grid_size(space: dict) -> int:
 def faults(root: Path) -> None:
     from amp_advisor.tuning import tune as run_tune
 
-    print("\n5. faults: tune on workloads that fail above batch 16 (batch sizes 8,16,32,64; grid; 15 s trial timeout)\n")
+    print("\n5. faults: tune on workloads that fail above batch 16 "
+          "(batch sizes 8,16,32,64; grid; 15 s trial timeout)\n")
     print(f"{'workload':16s} {'trials':>6s} {'wall s':>6s} {'failures recorded':30s} {'recommendation':16s}  verdict")
     for name in ("oom_above_8", "hang_above_16", "abort_above_16", "fp16_overflow"):
         start = time.perf_counter()
@@ -174,8 +175,9 @@ def faults(root: Path) -> None:
         bad = {(r.candidate.dtype, r.candidate.batch_size) for r in result.records if not r.feasible}
         avoided = rec is not None and (rec.dtype, rec.batch_size) not in bad
         shown = ", ".join(f"{k} x{v}" for k, v in sorted(failures.items())) or "none"
+        chosen = f"{rec.dtype} bs={rec.batch_size}" if rec else "none"
         print(f"{name:16s} {result.trials_run:6d} {wall:6.0f} {shown:30s} "
-              f"{f'{rec.dtype} bs={rec.batch_size}' if rec else 'none':16s}  {'avoids them' if avoided else 'DOES NOT'}")
+              f"{chosen:16s}  {'avoids them' if avoided else 'DOES NOT'}")
 
 
 def main() -> None:
@@ -245,7 +247,8 @@ def main() -> None:
         ratio = measured[key] / twin if twin else float("nan")
         said = rec["measured"].get("speedup_vs_fp32")
         print(f"{name:12s} {f'{key[0]} bs={key[1]}':12s} {measured[key]:8.1f} {twin or float('nan'):12.1f} "
-              f"{ratio:6.2f} {said or float('nan'):9.2f}  {'meets' if ratio >= 0.98 else 'MISSES'} (not slower by > 2%)")
+              f"{ratio:6.2f} {said or float('nan'):9.2f}  "
+              f"{'meets' if ratio >= 0.98 else 'MISSES'} (not slower by > 2%)")
 
     print("\noracle: samples/s per configuration (median of its interleaved rounds); * the recommendation\n")
     for name, rec, run, trials, wall, space, measured in rows:

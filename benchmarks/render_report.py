@@ -122,7 +122,8 @@ def main() -> None:
         screenshot(args.chromium, page, width, result["page_height"], shot)  # the whole page
         sticking = ", ".join(sorted(set(result["sticking_out"]))[:6]) or "none"
         print(f"{width:>6} {result['page_width']:>10} {result['images']:>6} {result['broken_images']:>6} "
-              f"{result['overlaps']:>8} {result['scrolling_tables']:>16} {str(sorts_ok(result)):>10}  {sticking} / {shot}")
+              f"{result['overlaps']:>8} {result['scrolling_tables']:>16} {str(sorts_ok(result)):>10}  "
+              f"{sticking} / {shot}")
         # a table may scroll sideways on a narrow screen, never on a desktop-sized one
         failed |= bool(result["broken_images"] or result["overlaps"] or result["page_width"] > width
                        or result["sticking_out"] or (width >= 1200 and result["scrolling_tables"])

@@ -189,7 +189,8 @@ def main() -> None:
                   f"{(m['helper_s'] - m['hand_s']) * 1e6:>9.1f} us", flush=True)
     print("\n2. Real training steps, helper / hand-written (median over rounds; target <= 1.01 fp32 and bf16, "
           "<= 1.02 fp16)")
-    print(f"{'model':<38} {'dtype':<5} {'accum':>5} {'step (hand)':>12} {'ratio':>7} {'IQR':>7} {'target':>7} {'met':>4}")
+    print(f"{'model':<38} {'dtype':<5} {'accum':>5} {'step (hand)':>12} {'ratio':>7} {'IQR':>7} {'target':>7} "
+          f"{'met':>4}")
     for name, build, features, batch_size in [("control: hand-written twice (small MLP)", small_mlp, 256, 32),
                                               ("control: hand-written twice (mlp example)", example_mlp, 1024, 16)]:
         m = measure(build, features, batch_size, "fp32", 4, args.rounds, control=True)

@@ -35,9 +35,12 @@ class FakeGpu:
 GPU_TABLE = {
     "V100": FakeGpu("Tesla V100-SXM2-16GB", (7, 0), 80, 16, "0f1e7a1c-0000-0000-0000-000000000070", "00000000:1A:00.0"),
     "T4": FakeGpu("Tesla T4", (7, 5), 40, 16, "0f1e7a1c-0000-0000-0000-000000000075", "00000000:1B:00.0"),
-    "A100": FakeGpu("NVIDIA A100-SXM4-80GB", (8, 0), 108, 80, "0f1e7a1c-0000-0000-0000-000000000080", "00000000:1C:00.0"),
-    "RTX 4090": FakeGpu("NVIDIA GeForce RTX 4090", (8, 9), 128, 24, "0f1e7a1c-0000-0000-0000-000000000089", "00000000:1D:00.0"),
-    "H100": FakeGpu("NVIDIA H100 80GB HBM3", (9, 0), 132, 80, "0f1e7a1c-0000-0000-0000-000000000090", "00000000:1E:00.0"),
+    "A100": FakeGpu("NVIDIA A100-SXM4-80GB", (8, 0), 108, 80,
+                    "0f1e7a1c-0000-0000-0000-000000000080", "00000000:1C:00.0"),
+    "RTX 4090": FakeGpu("NVIDIA GeForce RTX 4090", (8, 9), 128, 24,
+                        "0f1e7a1c-0000-0000-0000-000000000089", "00000000:1D:00.0"),
+    "H100": FakeGpu("NVIDIA H100 80GB HBM3", (9, 0), 132, 80,
+                    "0f1e7a1c-0000-0000-0000-000000000090", "00000000:1E:00.0"),
     "B200": FakeGpu("NVIDIA B200", (10, 0), 148, 180, "0f1e7a1c-0000-0000-0000-000000000100", "00000000:1F:00.0"),
 }
 
@@ -311,7 +314,8 @@ class SyntheticWorker:
         if bs >= self.oom_at.get(dtype, math.inf):
             return failed(spec, "oom", "CUDA out of memory. Tried to allocate 4.00 GiB")
         samples = bs * spec.grad_accum
-        step = self.step_s(dtype, bs, spec.grad_accum) * self.slow.get(index, 1.0) * self.slow_first.pop((dtype, bs), 1.0)
+        step = (self.step_s(dtype, bs, spec.grad_accum) * self.slow.get(index, 1.0)
+                * self.slow_first.pop((dtype, bs), 1.0))
         if spec.abandon_after_s and (step > spec.abandon_after_s or (dtype, bs) in self.stall):
             return failed(spec, "pruned", f"stopped early: the first step took {step:.2f} s, over the "
                                           f"{spec.abandon_after_s:.2f} s allowed")
@@ -320,12 +324,14 @@ class SyntheticWorker:
         compared = min(spec.compare_steps or len(curve), len(curve))
         return TrialResult(
             spec=spec, status="ok", step_time_s=StepTimes(step, 0.0, step, step, (step,) * spec.steps),
-            samples_per_s=samples / step, peak_memory_bytes=int(10**9 + bs * self.memory_per_sample.get(dtype, 10**8)), memory_method="synthetic",
-            skipped_steps=skipped, wall_s=0.5 + step * (spec.steps + spec.warmup_steps), final_loss_scale=spec.init_scale if dtype is Dtype.FP16 else None,
+            samples_per_s=samples / step, peak_memory_bytes=int(10**9 + bs * self.memory_per_sample.get(dtype, 10**8)),
+            memory_method="synthetic", skipped_steps=skipped, wall_s=0.5 + step * (spec.steps + spec.warmup_steps),
+            final_loss_scale=spec.init_scale if dtype is Dtype.FP16 else None,
             flops_per_step=samples * FLOPS_PER_SAMPLE, tflops=samples * FLOPS_PER_SAMPLE / step / 1e12,
             warmup_losses=curve[: spec.warmup_steps], losses=curve[spec.warmup_steps:],
             fp32_losses=curve[:compared] if dtype is not Dtype.FP32 and spec.compare_fp32 else (),
-            loss_rel_diff_vs_fp32=(self.loss_diff.get(dtype, 0.001) if spec.compare_fp32 else None) if dtype is not Dtype.FP32 else 0.0,
+            loss_rel_diff_vs_fp32=((self.loss_diff.get(dtype, 0.001) if spec.compare_fp32 else None)
+                                   if dtype is not Dtype.FP32 else 0.0),
             grad_stats=GradStats(1.0, 100, 0.0, 0.0, 0.0, 0.01, {-7: 100}),
             tf32=bool(spec.tf32) or dtype is Dtype.TF32,
         )
@@ -336,5 +342,6 @@ def run_tuner(tmp_path, worker, profile=None, on_event=None, **settings):
     store = RunStore(tmp_path / "run")
     tuner_settings = TuneSettings(**settings)
     store.create(tuner_settings.to_dict())
-    tuner = Tuner(tuner_settings, store, worker=worker, device_profile=profile or fake_h100_profile(), on_event=on_event)
+    tuner = Tuner(tuner_settings, store, worker=worker, device_profile=profile or fake_h100_profile(),
+                  on_event=on_event)
     return tuner.run(), store

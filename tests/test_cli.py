@@ -107,9 +107,11 @@ def test_bench_table_and_a_failed_trial_exits_1(run):
     [
         (["bench", "missing.py", "--dtype", "fp32", "--batch-size", "8"], "missing.py: no such file"),
         (["bench", "--example", "nope", "--dtype", "fp32", "--batch-size", "8"], "unknown example 'nope'"),
-        (["bench", "--example", "mlp", "--dtype", "tf32", "--batch-size", "8", "--device", "cpu"], "tf32 cannot run on cpu"),
+        (["bench", "--example", "mlp", "--dtype", "tf32", "--batch-size", "8", "--device", "cpu"],
+         "tf32 cannot run on cpu"),
         (["bench", "--example", "mlp", "--dtype", "fp32", "--batch-size", "-3"], "batch-size must be >= 1"),
-        (["bench", str(WORKLOADS / "loss_not_scalar.py"), "--dtype", "fp32", "--batch-size", "8"], "loss_not_scalar.py: loss_fn returned a tensor of shape"),
+        (["bench", str(WORKLOADS / "loss_not_scalar.py"), "--dtype", "fp32", "--batch-size", "8"],
+         "loss_not_scalar.py: loss_fn returned a tensor of shape"),
     ],
 )
 def test_bench_bad_input_is_one_line_and_exit_code_2(run, args, message):

@@ -1,12 +1,9 @@
 """Hostile saved state: nothing it holds runs as code, and every way it can be wrong is one line
 and exit 2, never an internal error. The mutated documents come from Hypothesis."""
 
-import copy
 import dataclasses
-import io
 import json
 import shutil
-import tokenize
 
 import pytest
 from click.testing import CliRunner
@@ -17,10 +14,9 @@ from amp_advisor.cli import cli
 from amp_advisor.dtypes import Dtype
 from amp_advisor.recommendation import GradScalerConfig, Measured, Recommendation
 from amp_advisor.snippets import FORMATS, render
-from tests.fakes import WORKLOADS
+from tests.hostile_docs import CODE_FORMATS, PAYLOAD, code_outside_literals, invoke, mutated
+from tests.hostile_docs import finished_run as make_finished_run
 
-PAYLOAD = '"); __import__("os").system("PWNED") #\n__import__("os").system("PWNED")\n\'\'\'"""'
-CODE_FORMATS = ("torch", "lightning", "accelerate", "hf-trainer")
 
 
 def _hostile(dtype=Dtype.FP16):
@@ -35,9 +31,7 @@ def _hostile(dtype=Dtype.FP16):
 def test_no_value_in_a_snippet_becomes_code(fmt, dtype):
     code = render(_hostile(dtype), fmt)
     compile(code, fmt, "exec")  # valid Python
-    for token in tokenize.generate_tokens(io.StringIO(code).readline):
-        if "PWNED" in token.string:
-            assert token.type in (tokenize.STRING, tokenize.COMMENT), (fmt, token)
+    assert code_outside_literals(code) == []
 
 
 @pytest.mark.parametrize("fmt", ["json", "toml", "deepspeed"])
@@ -59,61 +53,22 @@ def test_a_hostile_device_in_a_file_is_refused(tmp_path):
 
 
 # ------------------------------------------------------------------------------- mutated documents
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-    max_leaves=8)
-
-
-def _paths(doc, prefix=()):
-    out = [prefix] if prefix else []
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            out += _paths(v, prefix + (k,))
-    elif isinstance(doc, list):
-        for i, v in enumerate(doc):
-            out += _paths(v, prefix + (i,))
-    return out
-
-
-@st.composite
-def mutated(draw, doc):
-    doc = copy.deepcopy(doc)
-    for _ in range(draw(st.integers(1, 3))):
-        paths = _paths(doc)
-        path = draw(st.sampled_from(paths))
-        parent = doc
-        for key in path[:-1]:
-            parent = parent[key]
-        if draw(st.booleans()) and isinstance(parent, dict):
-            del parent[path[-1]]
-        else:
-            parent[path[-1]] = draw(json_values)
-        if not isinstance(doc, dict):
-            break
-    return doc
-
-
-def _invoke(*args):
-    result = CliRunner().invoke(cli, list(args))
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code in (0, 2), result.output
-    assert "internal error" not in result.output and "Traceback" not in result.output
-    return result
+def _invoke(*args, code_format=None):
+    outcome = invoke(*args, code_format=code_format)
+    assert outcome.clean, (args, outcome)
+    return outcome
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("finished") / "run"
-    result = CliRunner().invoke(cli, ["tune", str(WORKLOADS / "tiny.py"), "--device", "cpu", "--out", str(run),
-                                      "--batch-sizes", "4,8", "--steps", "3", "--strategy", "grid"])
-    assert result.exit_code == 0, result.output
+    make_finished_run(run)
     return run
 
 
 HOSTILE_SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck),
-                            phases=[Phase.explicit, Phase.reuse, Phase.generate])  # no shrinking: the first failure is enough
+                            # no shrinking: the first failure is enough
+                            phases=[Phase.explicit, Phase.reuse, Phase.generate])
 
 
 def test_mutated_recommendations_through_load_and_show(finished_run, tmp_path_factory):
@@ -124,7 +79,7 @@ def test_mutated_recommendations_through_load_and_show(finished_run, tmp_path_fa
     @given(mutated(base), st.sampled_from(list(FORMATS)))
     def check(doc, fmt):
         where.write_text(json.dumps(doc))
-        _invoke("show", str(where), "--format", fmt)
+        _invoke("show", str(where), "--format", fmt, code_format=fmt)
 
     check()
 
@@ -173,3 +128,30 @@ def test_wrong_types_are_refused_naming_the_field(tmp_path):
     (tmp_path / "r.json").write_text(json.dumps(doc).replace("Infinity", "1e400"))
     result = _invoke("show", str(tmp_path / "r.json"), "--format", "deepspeed")
     assert result.exit_code == 2 and "not a finite number" in result.stderr
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda e: e.pop("recommended"), "recommendation.evidence.recommended: missing"),
+    (lambda e: e["recommended"].pop("trials"), "recommendation.evidence.recommended.trials: missing"),
+    (lambda e: e["recommended"].update(trials=["1"]), "recommendation.evidence.recommended.trials[0]: expected int"),
+    (lambda e: e.update(confirmed="yes"), "recommendation.evidence.confirmed: expected bool"),
+    (lambda e: e.update(extra=1), "recommendation.evidence: unknown fields ['extra']"),
+])
+def test_the_evidence_of_a_recommendation_is_checked(tmp_path, change, field):
+    figure = {"config": "bf16 bs=8", "dtype": "bf16", "batch_size": 8, "samples_per_s": 10.0, "trials": [3]}
+    rec = dataclasses.replace(_hostile(), device="cpu", hardware={"name": "x"},
+                              evidence={"confirmed": True, "recommended": figure, "fp32_best": None})
+    doc = rec.to_dict()
+    change(doc["evidence"])
+    (tmp_path / "r.json").write_text(json.dumps(doc))
+    result = _invoke("show", str(tmp_path / "r.json"))
+    assert result.exit_code == 2 and field in result.stderr, result.stderr
+
+
+def test_a_search_space_without_its_optional_fields_reports(finished_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    doc = json.loads((run / "run.json").read_text())
+    del doc["context"]["space"]["global_batch"]  # optional in the schema: loading must not need it
+    (run / "run.json").write_text(json.dumps(doc))
+    assert _invoke("report", str(run)).exit_code == 0

@@ -58,7 +58,8 @@ def test_speed_relative_to_fp32_is_taken_at_the_same_size():
 
 
 def test_median_and_iqr_describe_the_samples_and_noise_is_flagged():
-    runner = SyntheticRunner(small_size_penalty=False, jitter=[1.0] * 3 + [1.0, 1.5] * 3)  # pilot x2 and a warm-up first
+    # pilot x2 and a warm-up first
+    runner = SyntheticRunner(small_size_penalty=False, jitter=[1.0] * 3 + [1.0, 1.5] * 3)
     plan = BenchPlan(seconds_per_dtype=0.2, pilot_n=256, max_n=256, min_repeats=6, max_repeats=6)
     m = measure_matmuls(runner, [Dtype.FP32], plan)[Dtype.FP32]
     assert m.repeats == 6

@@ -121,7 +121,8 @@ def test_unknown_device_strings_are_bad_input(text):
 
 
 def test_unknown_gpu_name_has_no_peaks_and_says_so():
-    gpus = [FakeGpu("NVIDIA Mystery 9000", (12, 0), 170, 32, "0f1e7a1c-0000-0000-0000-000000000120", "00000000:20:00.0")]
+    gpus = [FakeGpu("NVIDIA Mystery 9000", (12, 0), 170, 32,
+                    "0f1e7a1c-0000-0000-0000-000000000120", "00000000:20:00.0")]
     (dev,) = gpu_probe(gpus).devices
     assert dev.peak is None and dev.peak_tflops(Dtype.BF16) is None
     assert any("no peak rates known" in n for n in dev.notes)
@@ -136,7 +137,8 @@ def test_torch_build_without_kernels_for_the_gpu():
 
 
 def test_rocm_gpu_uses_gfx_rules_and_skips_nvml():
-    mi300 = FakeGpu("AMD Instinct MI300X", (9, 4), 304, 192, "aa", "00000000:30:00.0", gcn_arch="gfx942:sramecc+:xnack-")
+    mi300 = FakeGpu("AMD Instinct MI300X", (9, 4), 304, 192, "aa", "00000000:30:00.0",
+                    gcn_arch="gfx942:sramecc+:xnack-")
     profile = probe("cuda", cuda=FakeCuda([mi300], cuda=None, hip="6.3"), nvml=nvml_reader(FakeNvmlConfig([])))
     (dev,) = profile.devices
     assert dev.kind == "rocm" and dev.identity.arch == "gfx942" and dev.identity.compute_capability is None

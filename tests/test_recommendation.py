@@ -90,7 +90,8 @@ def test_missing_file(tmp_path):
 
 
 def test_loading_on_other_hardware_warns(tmp_path):
-    path = make(hardware={"kind": "cuda", "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}).save(tmp_path / "r.json")
+    hardware = {"kind": "cuda", "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+    path = make(hardware=hardware).save(tmp_path / "r.json")
     with pytest.warns(HardwareMismatchWarning, match="tuned on other hardware"):
         Recommendation.load(path)
     with warnings.catch_warnings():

@@ -74,7 +74,8 @@ def test_rocm_verdicts(arch, fast16, tf32, fp8):
 
 
 RUNS_ALL = {Dtype.FP32: None, Dtype.FP16: None, Dtype.BF16: None, Dtype.FP8: None}
-AVX2_ONLY = {"avx2": True, "avx512f": False, "avx512_bf16": False, "avx512_fp16": False, "amx_bf16": False, "amx_fp16": False}
+AVX2_ONLY = {"avx2": True, "avx512f": False, "avx512_bf16": False, "avx512_fp16": False, "amx_bf16": False,
+             "amx_fp16": False}
 
 
 def test_avx2_cpu_runs_bf16_and_fp16_but_not_fast():

@@ -108,7 +108,8 @@ def test_the_worker_dies_with_its_parent_even_mid_trial(sig):
 
 
 def _tiny_run(tmp_path, *extra):
-    return CliRunner().invoke(cli, ["tune", str(WORKLOADS / "tiny.py"), "--device", "cpu", "--out", str(tmp_path / "run"),
+    return CliRunner().invoke(cli, ["tune", str(WORKLOADS / "tiny.py"), "--device", "cpu",
+                                    "--out", str(tmp_path / "run"),
                                     "--batch-sizes", "4,8", "--steps", "3", "--strategy", "grid", *extra])
 
 

@@ -32,7 +32,8 @@ def test_required_devices_are_known(name, profile_id):
 
 
 @pytest.mark.parametrize(
-    "name", ["NVIDIA A10G", "NVIDIA L40", "NVIDIA GeForce RTX 3090 Ti", "NVIDIA GeForce RTX 4090 D", "Tesla V100S-PCIE-32GB"]
+    "name",
+    ["NVIDIA A10G", "NVIDIA L40", "NVIDIA GeForce RTX 3090 Ti", "NVIDIA GeForce RTX 4090 D", "Tesla V100S-PCIE-32GB"],
 )
 def test_near_miss_names_do_not_borrow_another_cards_figures(name):
     assert find_gpu_spec(name) is None

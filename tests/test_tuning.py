@@ -18,8 +18,8 @@ from amp_advisor.tuning.search import BayesStrategy, GridStrategy
 from amp_advisor.tuning.space import Candidate, SearchSpace, build_space, parse_batch_sizes, seeded_init_scale
 from amp_advisor.tuning.store import RunStore
 from amp_advisor.tuning.tuner import Tuner, TuneSettings
-from tests.fakes import (CPUINFO_AVX512_BF16, CPUINFO_EPYC_AVX2, CPUINFO_SAPPHIRE_RAPIDS, GPU_RATES, WORKLOADS, SyntheticWorker,
-                         fake_cpu_profile, fake_h100_profile, run_tuner)
+from tests.fakes import (CPUINFO_AVX512_BF16, CPUINFO_EPYC_AVX2, CPUINFO_SAPPHIRE_RAPIDS, GPU_RATES, WORKLOADS,
+                         SyntheticWorker, fake_cpu_profile, fake_h100_profile, run_tuner)
 
 H100 = fake_h100_profile()
 CPU = probe("cpu").devices[0]
@@ -169,7 +169,8 @@ def test_interrupted_then_resumed_without_repeating_trials(tmp_path):
     store = RunStore(tmp_path / "run")
     store.create(TuneSettings(**settings).to_dict())
     with pytest.raises(KeyboardInterrupt):
-        Tuner(TuneSettings(**settings), store, worker=SyntheticWorker(GPU_RATES, interrupt_after=4), device_profile=H100).run()
+        Tuner(TuneSettings(**settings), store, worker=SyntheticWorker(GPU_RATES, interrupt_after=4),
+              device_profile=H100).run()
     done = list(store.records())
     assert len(done) == 4
     second = SyntheticWorker(GPU_RATES)
@@ -208,7 +209,8 @@ def test_tune_end_to_end_writes_a_loadable_recommendation(tmp_path):
     result = tune(WORKLOADS / "tiny.py", device="cpu", out=tmp_path / "run", batch_sizes=(8, 16), strategy="grid",
                   steps=3)
     run = tmp_path / "run"
-    for name in ("recommendation.json", "trials.jsonl", "trials.csv", "run.json", "device.json", "report.md", "report.html"):
+    for name in ("recommendation.json", "trials.jsonl", "trials.csv", "run.json", "device.json", "report.md",
+                 "report.html"):
         assert (run / name).exists()
     assert result.report is not None and result.report_error is None and len(result.report.plots) == 6
     info = json.loads((run / "run.json").read_text())

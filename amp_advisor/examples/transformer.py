@@ -9,6 +9,8 @@ VOCAB, SEQ_LEN, D_MODEL, HEADS, LAYERS = 2048, 128, 256, 4, 2
 
 
 class TinyLM(nn.Module):
+    causal: torch.Tensor  # a buffer: the attention mask, built once
+
     def __init__(self) -> None:
         super().__init__()
         self.tokens = nn.Embedding(VOCAB, D_MODEL)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..dtypes import Dtype
-from .model import DeviceFacts, DtypeVerdict, GpuIdentity
+from .model import DeviceFacts, DeviceKind, DtypeVerdict, GpuIdentity
 from .nvml import NvmlGpu, NvmlReport, normalize_pci_bus_id
 from .rules import cuda_verdicts, gfx_base, rocm_verdicts, torch_has_kernels_for, unusable
 from .unknowns import Unknowns, describe
@@ -220,7 +220,7 @@ def _torch_gpu(
             reason = f"this torch has no kernels for {arch} (built for {', '.join(arch_list)})"
             verdicts = _unusable_verdicts(verdicts, reason)
             notes.append(reason + ": install a torch build that supports this GPU")
-    kind = "rocm" if is_rocm else "cuda"
+    kind: DeviceKind = "rocm" if is_rocm else "cuda"
     usable = any(v.supported for v in verdicts.values())
     return DeviceFacts(kind, f"cuda:{index}", props.name, identity, verdicts, usable, u.reasons, tuple(notes))
 

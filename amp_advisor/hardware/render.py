@@ -49,7 +49,8 @@ def _identity_lines(dev: DeviceProfile) -> list[str]:
             f"(bf16 {_fmt(ident.onednn_bf16)}, fp16 {_fmt(ident.onednn_fp16)})",
         ]
     if isinstance(ident, GpuIdentity):
-        cc = f"compute capability {ident.compute_capability}" if ident.compute_capability else f"arch {_fmt(ident.arch)}"
+        cc = (f"compute capability {ident.compute_capability}" if ident.compute_capability
+              else f"arch {_fmt(ident.arch)}")
         pcie = (
             f"PCIe gen {_fmt(ident.pcie_generation)}/{_fmt(ident.pcie_generation_max)} "
             f"x{_fmt(ident.pcie_width)}/{_fmt(ident.pcie_width_max)} (current/max)"
@@ -108,7 +109,8 @@ def render_profile(profile: HardwareProfile) -> str:
         torch_line += f" (ROCm/HIP {profile.torch_hip_version})"
     else:
         torch_line += " (CPU-only build)"
-    parts = [f"amp-advisor probe · {profile.hostname or 'this machine'} · {torch_line} · Python {profile.python_version}"]
+    host = profile.hostname or "this machine"
+    parts = [f"amp-advisor probe · {host} · {torch_line} · Python {profile.python_version}"]
     parts += [f"note: {n}" for n in profile.notes]
     parts += [render_device(d) for d in profile.devices]
     return "\n\n".join(parts)

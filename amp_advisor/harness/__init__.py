@@ -20,9 +20,11 @@ __all__ = ["bench", "resolve_workload", "TrialSpec", "TrialResult", "Worker"]
 
 def resolve_workload(model: str | os.PathLike | None, example: str | None) -> Path:
     """A model.py path or a built-in example name -> the file, checked without running it."""
-    if (model is None) == (example is None):
-        raise BadInputError("give a model.py path or --example NAME (exactly one of them)")
-    return check_source(example_path(example) if example is not None else Path(model))
+    if model is not None and example is None:
+        return check_source(Path(model))
+    if example is not None and model is None:
+        return check_source(example_path(example))
+    raise BadInputError("give a model.py path or --example NAME (exactly one of them)")
 
 
 def bench(

@@ -248,7 +248,7 @@ class TrialRunner:
         peak = tracker.stop()
         self.emit({"event": "phase", "phase": "numerics"})
 
-        losses = [float(l) for l in loop.losses]
+        losses = [float(loss) for loss in loop.losses]
         after = step.amp.stats()
         final_scale = after["scale"]
         skipped = after["skipped_steps"] - before["skipped_steps"] if after["grad_scaler"] else None
@@ -263,7 +263,9 @@ class TrialRunner:
         reference: list[float] = []
         diff = None
         if spec.compare_fp32 and spec.dtype is not Dtype.FP32:
-            wanted = min(spec.compare_steps or math.inf, len(warmup_losses) + len(losses))
+            wanted = len(warmup_losses) + len(losses)
+            if spec.compare_steps:
+                wanted = min(wanted, spec.compare_steps)
             reference, note = self._fp32_reference(workload, spec, device, batches, initial_checksum, key, wanted)
             if note:
                 warnings.append(note)
@@ -322,12 +324,12 @@ class TrialRunner:
         if known is not None and not want_stats:
             return known, None  # nothing to compute
         model.zero_grad(set_to_none=True)
-        counter = FlopCounterMode(display=False) if known is None else contextlib.nullcontext()
-        with tf32.scoped(False), counter:
+        counter = FlopCounterMode(display=False) if known is None else None
+        with tf32.scoped(False), counter or contextlib.nullcontext():
             workload.loss_fn(model, batch).backward()
         stats = grad_stats((p.grad for p in model.parameters()), scale) if want_stats else None
         model.zero_grad(set_to_none=True)
-        if known is None:
+        if counter is not None:
             known = self._flops[key.per_batch] = counter.get_total_flops() or None
         return known, stats
 

@@ -25,7 +25,8 @@ def render_trial(result: TrialResult) -> str:
         lines.append(f"  step time     median {_ms(t.median)}, IQR {_ms(t.iqr)} "
                      f"(min {_ms(t.min)}, max {_ms(t.max)}, {len(t.samples)} steps after {spec.warmup_steps} warm-up)")
         lines.append(f"  throughput    {_num(result.samples_per_s, '.1f')} samples/s")
-        work = f"  compute       {_num(result.tflops, '.3g')} TFLOP/s ({_num(result.flops_per_step and result.flops_per_step / 1e9, '.3g')} GFLOP/step)"
+        gflop = _num(result.flops_per_step and result.flops_per_step / 1e9, ".3g")
+        work = f"  compute       {_num(result.tflops, '.3g')} TFLOP/s ({gflop} GFLOP/step)"
         if result.mfu is not None:
             work += f", MFU {result.mfu:.1%} of {result.peak_tflops:g} peak"
         lines.append(work)
@@ -48,3 +49,4 @@ def render_trial(result: TrialResult) -> str:
         lines.append(f"  (timed-loop overhead outside the steps: {result.loop_overhead_fraction:.3%}; "
                      f"trial wall time {_num(result.wall_s, '.1f', ' s')})")
     return "\n".join(lines)
+

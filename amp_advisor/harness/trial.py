@@ -69,7 +69,8 @@ class TrialSpec:
     def __post_init__(self) -> None:
         problems = []
         if not self.dtype.is_training:
-            problems.append(f"dtype {self.dtype} is not benchmarked (expected one of {', '.join(TRAINING_DTYPE_NAMES)})")
+            problems.append(f"dtype {self.dtype} is not benchmarked "
+                            f"(expected one of {', '.join(TRAINING_DTYPE_NAMES)})")
         if self.dtype is Dtype.FP32 and self.tf32:
             problems.append("fp32 means fp32 matmuls: use dtype tf32 for TF32")
         for name in ("batch_size", "steps", "grad_accum", "growth_interval"):

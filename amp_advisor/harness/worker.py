@@ -110,8 +110,7 @@ class Worker:
             return
         try:
             if proc.poll() is None:
-                proc.stdin.write(json.dumps({"command": "exit"}) + "\n")
-                proc.stdin.flush()
+                self._send({"command": "exit"}, proc)
                 proc.wait(timeout=10)
         except (OSError, subprocess.TimeoutExpired, ValueError):
             self._kill(proc)
@@ -128,10 +127,18 @@ class Worker:
         if proc is self._proc:
             self._proc = None
 
+    def _send(self, message: dict[str, Any], proc: subprocess.Popen | None = None) -> None:
+        """One command to the worker (the running one unless `proc` is given), as a JSON line."""
+        proc = proc or self._proc
+        if proc is None or proc.stdin is None:
+            raise WorkerError("the trial worker is not running")
+        proc.stdin.write(json.dumps(message) + "\n")
+        proc.stdin.flush()
+
     # -------------------------------------------------------------------------------- threads
     @staticmethod
     def _read_events(proc: subprocess.Popen, events: queue.Queue) -> None:
-        for line in proc.stdout:
+        for line in proc.stdout or ():
             try:
                 events.put(json.loads(line))
             except json.JSONDecodeError:
@@ -139,7 +146,7 @@ class Worker:
         events.put(None)  # end of stream: the process is gone
 
     def _read_stderr(self, proc: subprocess.Popen) -> None:
-        for line in proc.stderr:
+        for line in proc.stderr or ():
             self._stderr_tail.append(line.rstrip())
             if self.echo_stderr:
                 sys.stderr.write(line)
@@ -158,8 +165,7 @@ class Worker:
         """Whether the workload imports and provides the contract (in the worker: its top-level
         code runs there, never in this process). None, or why not, in one line."""
         self.wait_ready()
-        self._proc.stdin.write(json.dumps({"command": "check", "workload": workload}) + "\n")
-        self._proc.stdin.flush()
+        self._send({"command": "check", "workload": workload})
         event = self._next_event(time.monotonic() + FIRST_STEP_TIMEOUT_S)
         while event is not None and event.get("event") != "checked":
             event = self._next_event(time.monotonic() + FIRST_STEP_TIMEOUT_S)
@@ -184,8 +190,7 @@ class Worker:
         started = time.monotonic()
         ready = self.wait_ready()
         pid = ready.get("pid")
-        self._proc.stdin.write(json.dumps({"spec": spec.to_dict()}) + "\n")
-        self._proc.stdin.flush()
+        self._send({"spec": spec.to_dict()})
 
         hard_deadline = started + spec.timeout_s if spec.timeout_s else None
         first_step_s = spec.first_step_timeout_s or FIRST_STEP_TIMEOUT_S
@@ -196,7 +201,8 @@ class Worker:
             deadline = _earliest(hard_deadline, None if hard_deadline else progress_deadline, abandon_at)
             event = self._next_event(deadline)
             if event is None:
-                if self.alive and abandon_at is not None and time.monotonic() >= abandon_at:
+                if self.alive and abandon_at is not None and spec.abandon_after_s is not None \
+                        and time.monotonic() >= abandon_at:
                     self._kill()  # cheaper to restart the worker than to wait for a step this slow
                     return failed(spec, Status.PRUNED, pruned_reason(None, spec.abandon_after_s),
                                   wall_s=time.monotonic() - started, worker_pid=pid)

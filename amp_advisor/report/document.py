@@ -144,10 +144,11 @@ def _rests_on(rec, twin: dict | None, best_fp32: dict | None) -> str:
         return ", ".join(str(n) for n in entry["trials"])
 
     how = "interleaved confirmation rounds" if rec.evidence.get("confirmed") else "single exploration trials"
-    text = f"These figures rest on {how}: {rec.dtype} batch {rec.batch_size} in trials {trials(rec.evidence['recommended'])}"
+    text = (f"These figures rest on {how}: {rec.dtype} batch {rec.batch_size} "
+            f"in trials {trials(rec.evidence['recommended'])}")
     if best_fp32 and best_fp32["config"] != rec.evidence["recommended"]["config"]:
-        text += (f"; the best fp32 configuration, {best_fp32['config']}, at {number(best_fp32['samples_per_s'])} samples/s "
-                 f"in trials {trials(best_fp32)}")
+        text += (f"; the best fp32 configuration, {best_fp32['config']}, "
+                 f"at {number(best_fp32['samples_per_s'])} samples/s in trials {trials(best_fp32)}")
         if rec.measured.speedup_vs_best_fp32:
             text += f" ({rec.measured.speedup_vs_best_fp32:.2f}x)"
     if twin and twin["config"] not in (rec.evidence["recommended"]["config"], (best_fp32 or {}).get("config")):
@@ -169,7 +170,8 @@ def _answer(run: Run) -> Section:
         Card("batch size", str(rec.batch_size), accum),
         Card("throughput", f"{rec.measured.samples_per_s:.1f}", "samples/s"),
         Card("vs fp32", f"{speedup:.2f}x" if speedup else "–",
-             f"fp32 at batch {rec.batch_size}: {number(twin['samples_per_s'])} samples/s" if twin else "fp32 not measured at this batch"),
+             f"fp32 at batch {rec.batch_size}: {number(twin['samples_per_s'])} samples/s" if twin
+             else "fp32 not measured at this batch"),
         Card("peak memory", gib(rec.measured.peak_memory_bytes),
              (f"saves {gib(saved)} vs fp32" if saved and saved > 0 else
               f"{gib(-saved)} more than fp32" if saved and saved < 0 else "same as fp32" if saved == 0 else "")),
@@ -233,7 +235,8 @@ def _hardware(run: Run) -> Section:
         verdict_rows = []
         for dtype, v in dev.dtypes.items():
             peak = dev.peak_tflops(dtype)
-            verdict_rows.append((Cell(str(dtype)), Cell("yes" if v.supported else "no", kind="ok" if v.supported else "failed"),
+            verdict_rows.append((Cell(str(dtype)),
+                                 Cell("yes" if v.supported else "no", kind="ok" if v.supported else "failed"),
                                  Cell("yes" if v.fast else "no", kind="ok" if v.fast else "pruned"),
                                  Cell(f"{peak:g}" if peak else "–", peak, "num"), Cell(v.why)))
         blocks += [Para("What the probe found, per dtype (supported = it runs at all; fast = a native hardware path):"),
@@ -254,7 +257,8 @@ def _search(run: Run, plot: Plot) -> Section:
         rows.append(("search stopped", run.info["stopped_because"]))
     if cost.grid_trials is not None:
         estimate = seconds(cost.grid_estimate_s)
-        rows.append(("a full grid", f"{cost.grid_trials} trials, about {estimate} (estimated from the measured trials)"))
+        rows.append(("a full grid",
+                     f"{cost.grid_trials} trials, about {estimate} (estimated from the measured trials)"))
         if cost.grid_estimate_s and cost.wall_s:
             saved = cost.grid_estimate_s - cost.wall_s
             rows.append(("time saved vs the grid", f"{seconds(saved)} ({saved / cost.grid_estimate_s:.0%})"
@@ -280,7 +284,8 @@ def _trials(run: Run) -> Section:
         rows.append((
             Cell(str(r.number), r.number, "num"),
             Cell(r.role.value + (f" {r.round}" if r.round is not None else ""), r.role.value), Cell(str(c.dtype)),
-            Cell(str(c.batch_size) + (f" x{res.spec.grad_accum}" if res.spec.grad_accum > 1 else ""), c.batch_size, "num"),
+            Cell(str(c.batch_size) + (f" x{res.spec.grad_accum}" if res.spec.grad_accum > 1 else ""),
+                 c.batch_size, "num"),
             Cell(f"{scale_text(c.init_scale)} / {c.growth_interval}" if c.dtype.needs_grad_scaler else "–",
                  c.init_scale * 1e6 + c.growth_interval, "num"),
             Cell(status, status, status_kind),
@@ -300,7 +305,8 @@ def _trials(run: Run) -> Section:
         return Section("trials", "Trials", (Para("No trials yet."),))
     intro = Para(f"Every trial the run recorded, in order ({sum(1 for r in run.records if not r.feasible)} not "
                  "usable, with the reason). Step times are per optimizer step; loss vs fp32 is the relative "
-                 "difference over the first steps (warm-up included) from the same weights and batches. Also in trials.csv.")
+                 "difference over the first steps (warm-up included) from the same weights and batches. "
+                 "Also in trials.csv.")
     table = Table(columns, tuple(rows), sortable=True, highlight=frozenset(highlight), row_notes=tuple(notes),
                   note_column="why not / error")
     return Section("trials", "Trials", (intro, table))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 from ..dtypes import FP16_MAX, FP16_MIN_SUBNORMAL, Dtype
 from ..harness.trial import Status
@@ -65,7 +65,8 @@ def _failure_kind(record) -> Status:
 def _failure_legend(statuses: set[Status]) -> list:
     from matplotlib.lines import Line2D
 
-    return [Line2D([], [], marker=FAILURE_MARKERS[s], color="#444", linestyle="", label=str(s)) for s in sorted(statuses)]
+    return [Line2D([], [], marker=FAILURE_MARKERS[s], color="#444", linestyle="", label=str(s))
+            for s in sorted(statuses)]
 
 
 def _spread(x: float, dtype: Dtype) -> float:
@@ -132,14 +133,14 @@ def memory_vs_batch(run: Run) -> Plot:
     ax = fig.add_subplot()
     _line_per_dtype(ax, configs, lambda c: _gib(c.peak_memory_bytes))
     limit = run.memory_limit_bytes
-    highest = max(c.peak_memory_bytes for c in configs)
+    highest = max(c.peak_memory_bytes or 0 for c in configs)
     ooms = [r for r in run.records if r.result.status is Status.OOM]
     if limit and (limit <= 4 * highest or ooms):
         ax.axhline(_gib(limit), color="#555", linestyle="--", linewidth=1)
         ax.annotate(f"limit {_gib(limit):.1f} GiB", (0.01, _gib(limit)), xycoords=("axes fraction", "data"),
                     textcoords="offset points", xytext=(2, -11), fontsize=8, color="#555")
         for r in ooms:
-            ax.plot([_spread(r.candidate.batch_size, r.candidate.dtype)], [_gib(limit)], FAILURE_MARKERS["oom"],
+            ax.plot([_spread(r.candidate.batch_size, r.candidate.dtype)], [_gib(limit)], FAILURE_MARKERS[Status.OOM],
                     color=DTYPE_COLORS[r.candidate.dtype], markersize=9, zorder=5)
         if ooms:
             ax.plot([], [], FAILURE_MARKERS[Status.OOM], color="#444", linestyle="", label="oom")
@@ -219,7 +220,8 @@ def gradient_ranges(run: Run) -> Plot:
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[1, 3])
     for y, (label, start, end, color) in enumerate(windows):
         top.barh(y, min(end, hi) - max(start, lo), left=max(start, lo), color=color, height=0.6)
-        top.text(max(start, lo) + 0.5, y, label + (" (range continues past the axis)" if start < lo or end > hi else ""),
+        beyond = " (range continues past the axis)" if start < lo or end > hi else ""
+        top.text(max(start, lo) + 0.5, y, label + beyond,
                  va="center", fontsize=8, color="white" if color != "#e8a39b" else "#222")
     top.set_yticks([])
     top.set_ylim(-0.5, len(windows) - 0.5)
@@ -243,14 +245,15 @@ def gradient_ranges(run: Run) -> Plot:
     return Plot("gradients", title, caption, _png(fig))
 
 
-def _fraction_below(hist: dict[int, int], log2_edge: float) -> float:
+def _fraction_below(hist: Mapping[int, int], log2_edge: float) -> float:
     """Elements whose magnitude is under 2^log2_edge (bins are [2^k, 2^(k+1)); a straddling bin counts whole)."""
     total = sum(hist.values())
     return sum(n for k, n in hist.items() if k < log2_edge) / total if total else 0.0
 
 
 def _first_with_grads(run: Run):
-    return next((r for r in run.records if r.result.grad_stats is not None and r.result.grad_stats.log2_histogram), None)
+    return next((r for r in run.records if r.result.grad_stats is not None and r.result.grad_stats.log2_histogram),
+                None)
 
 
 def loss_vs_fp32(run: Run) -> Plot:
@@ -283,8 +286,8 @@ def loss_vs_fp32(run: Run) -> Plot:
     if reference:
         ax.plot(range(1, len(reference) + 1), reference, "--", color=DTYPE_COLORS[Dtype.FP32], label=ref_label)
     if trial.result.loss_rel_diff_vs_fp32 is not None and reference:
-        ax.set_title(f"relative difference over the first {len(reference)} steps: {trial.result.loss_rel_diff_vs_fp32:.3%}", fontsize=9,
-                     loc="left")
+        ax.set_title(f"relative difference over the first {len(reference)} steps: "
+                     f"{trial.result.loss_rel_diff_vs_fp32:.3%}", fontsize=9, loc="left")
     elif not reference:
         ax.set_title(f"{baseline.candidate.label}: fp32 is the reference, and no reduced-precision trial ran long "
                      "enough to compare", fontsize=9, loc="left")
@@ -321,8 +324,8 @@ def achieved_tflops(run: Run) -> Plot:
     ax.barh(range(len(keys)), values, color=[DTYPE_COLORS[d] for d, _ in keys], height=0.7)
     for i, key in enumerate(keys):
         tflops, mfu = best[key]
-        if mfu is None and peaks.get(key[0]):
-            mfu = tflops / peaks[key[0]]
+        if mfu is None and (peak := peaks.get(key[0])):
+            mfu = tflops / peak
         ax.annotate(f"{tflops:.3g}" + (f"  ({mfu:.0%} MFU)" if mfu else ""), (tflops, i), textcoords="offset points",
                     xytext=(3, 0), va="center", fontsize=8)
     from matplotlib.lines import Line2D

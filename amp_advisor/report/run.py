@@ -7,6 +7,7 @@ directory that holds no run at all is one.
 
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,12 +119,14 @@ class Run:
         chosen = self.recommended_candidate()
         if chosen is None:
             return None
-        matching = [r for r in self.records if r.candidate.canonical() == chosen.canonical() and r.result.status is Status.OK]
+        matching = [r for r in self.records
+                    if r.candidate.canonical() == chosen.canonical() and r.result.status is Status.OK]
         stability = [r for r in matching if r.role is Role.STABILITY]
         # the trial that measured the numerics (its loss vs fp32, its gradients): confirmation
         # rounds re-measure speed only
         with_numerics = [r for r in matching if r.result.fp32_losses or r.result.grad_stats]
-        return (stability or with_numerics or matching or [None])[-1]
+        chosen_records = stability or with_numerics or matching
+        return chosen_records[-1] if chosen_records else None
 
     def fp32_figure(self, which: str = "fp32_same_batch") -> dict | None:
         """What the recommendation compared itself with, as it recorded it ("fp32_same_batch" or
@@ -214,7 +217,7 @@ class Run:
         return out
 
 
-def load_run(path: str | Path) -> Run:
+def load_run(path: str | os.PathLike) -> Run:
     directory = Path(path)
     if not directory.is_dir():
         raise BadInputError(f"{directory}: not a directory; expected a run directory written by `amp-advisor tune` "
@@ -252,7 +255,7 @@ def load_run(path: str | Path) -> Run:
         no_recommendation_why = {"interrupted": "the run was interrupted before it chose",
                                  "complete": "no configuration ran cleanly",
                                  "running": "the run has not finished (or was killed)"}.get(
-            info.get("state"), "the run did not write one")
+            str(info.get("state")), "the run did not write one")
         missing.append(f"no recommendation.json: {no_recommendation_why}")
 
     device = None

@@ -198,8 +198,8 @@ def _run(store: RunStore, settings: TuneSettings, worker: Worker, profile, on_ev
 def _mark(store: RunStore, state: str, tuner: Tuner, reason: str | None = None) -> None:
     """Best effort: with the disk full even run.json may not be writable."""
     try:
-        store.write_state(state, trials=len(tuner.records), notes=tuner.notes,
-                          **({"reason": reason} if reason else {}))
+        extra: dict[str, Any] = {"reason": reason} if reason else {}
+        store.write_state(state, trials=len(tuner.records), notes=tuner.notes, **extra)
     except OSError:
         pass
 

@@ -86,7 +86,7 @@ def derive(evidence: Evidence, space: SearchSpace | None, *, memory_limit: int |
             continue  # the probe says it is fast: one stalled first step is not enough
         first = pruned[0]
         dtypes_out[dtype] = (f"{dtype} was stopped early at batch {first.candidate.batch_size} (trial {first.number}): "
-                             f"{first.result.error.removeprefix('stopped early: ')} ({PRUNE_RULE})"
+                             f"{(first.result.error or '').removeprefix('stopped early: ')} ({PRUNE_RULE})"
                              + (f"; {len(pruned)} of its trials were stopped" if len(pruned) > 1 else ""))
 
     if memory_limit:

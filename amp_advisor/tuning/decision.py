@@ -20,7 +20,7 @@ from typing import Mapping
 
 from ..dtypes import Dtype
 from .constraints import Constraints
-from .evidence import ConfigEvidence, Evidence
+from .evidence import ConfigEvidence, Evidence, Paired
 from .space import Candidate
 
 NOT_WORSE_MARGIN = 0.02  # reduced precision must beat the best fp32 by more than this
@@ -61,15 +61,20 @@ def contenders(evidence: Evidence, constraints: Constraints) -> list[Candidate]:
     second-best configuration when it explored within RUNNER_UP_WITHIN of its best (one
     exploration trial each cannot tell two batch sizes that close apart on a noisy machine);
     fastest first."""
-    best = sorted(evidence.best_per_dtype(allowed=constraints.allows).values(), key=lambda e: -e.explore_score)
+    best = sorted(evidence.best_per_dtype(allowed=constraints.allows).values(), key=_explored, reverse=True)
     pool = list(best)
     if best:
         top = best[0]
         second = evidence.best(dtype=top.candidate.dtype,
                                allowed=lambda c: c != top.candidate and constraints.allows(c))
-        if second is not None and second.explore_score >= (1 - RUNNER_UP_WITHIN) * top.explore_score:
+        if second is not None and _explored(second) >= (1 - RUNNER_UP_WITHIN) * _explored(top):
             pool.append(second)
-    return [e.candidate for e in sorted(pool, key=lambda e: -e.explore_score)]
+    return [e.candidate for e in sorted(pool, key=_explored, reverse=True)]
+
+
+def _explored(e: ConfigEvidence) -> float:
+    """The exploration score of a configuration `Evidence.best` returned (so it has one)."""
+    return e.explore_score or 0.0
 
 
 def ranked_in_main_rounds(evidence: Evidence, constraints: Constraints,
@@ -77,9 +82,9 @@ def ranked_in_main_rounds(evidence: Evidence, constraints: Constraints,
     """The best configuration (of a dtype) over the main confirmation rounds, those in which every
     contender was measured: rounds added later for the twins measure again but do not re-rank."""
     main = evidence.main_rounds()
-    scored = [(evidence.in_rounds(e.candidate, main), e) for e in evidence.configs.values()
-              if constraints.allows(e.candidate) and (dtype is None or e.candidate.dtype is dtype)]
-    scored = [(score, e) for score, e in scored if score is not None]
+    scored = [(score, e) for e in evidence.configs.values()
+              if constraints.allows(e.candidate) and (dtype is None or e.candidate.dtype is dtype)
+              and (score := evidence.in_rounds(e.candidate, main)) is not None]
     return max(scored, key=lambda se: se[0])[1] if scored else None
 
 
@@ -110,7 +115,17 @@ def needed_twins(evidence: Evidence, constraints: Constraints) -> list[Candidate
 
 def _figure(e: ConfigEvidence) -> Figure:
     """A configuration at its own score (confirmed when it was), with the trials behind it."""
+    if e.score is None:
+        raise ValueError(f"{e.candidate.label} has no clean measurement to show")
     return Figure(e.candidate, e.score, e.score_trials)
+
+
+def _versus(pair: Paired | None) -> tuple[float, Paired, Figure] | None:
+    """(a's samples/s over b's, the pair, b's figure) in the rounds the pair shared; None where
+    either has no clean figure there."""
+    if pair is None or not pair.a_score or not pair.b_score:
+        return None
+    return pair.a_score / pair.b_score, pair, Figure(pair.b.candidate, pair.b_score, pair.trials[1])
 
 
 def decide(evidence: Evidence, constraints: Constraints, margin: float = NOT_WORSE_MARGIN) -> Decision:
@@ -120,7 +135,8 @@ def decide(evidence: Evidence, constraints: Constraints, margin: float = NOT_WOR
     if lead is None:  # no confirmation ran (time budget, or a single configuration): the explored best
         lead = evidence.best(allowed=constraints.allows)
         if lead is None:
-            return Decision(None, notes=("no configuration ran cleanly: nothing to recommend (see the trials for why)",))
+            return Decision(None, notes=("no configuration ran cleanly: nothing to recommend "
+                                         "(see the trials for why)",))
         if len([e for e in evidence.configs.values() if e.explore_score is not None]) > 1:
             notes.append("no confirmation rounds ran: the figures are single exploration measurements")
 
@@ -131,22 +147,23 @@ def decide(evidence: Evidence, constraints: Constraints, margin: float = NOT_WOR
     # The best fp32 configuration, judged with the leader as the yardstick: every fp32 configuration
     # measured in rounds beside the leader (the main rounds, the twin rounds) is compared with it
     # within those rounds, and the one it beats by the least is the strongest fp32.
-    pairs = [p for e in evidence.configs.values() if e.candidate.dtype is Dtype.FP32 and constraints.allows(e.candidate)
-             for p in (evidence.paired(lead.candidate, e.candidate),) if p is not None and p.ratio is not None]
+    versus = [v for e in evidence.configs.values()
+              if e.candidate.dtype is Dtype.FP32 and constraints.allows(e.candidate)
+              if (v := _versus(evidence.paired(lead.candidate, e.candidate))) is not None]
     lead_fig = _figure(lead)  # over all its confirmation rounds; the ratios use the rounds shared
-    if pairs:
-        pair = min(pairs, key=lambda p: p.ratio)
-        fp32, ratio = pair.b, pair.ratio
-        fp32_fig = Figure(fp32.candidate, pair.b_score, pair.trials[1])
+    if versus:
+        ratio, pair, fp32_fig = min(versus, key=lambda v: v[0])
+        fp32 = pair.b
         where = f"in the same {len(pair.rounds)} interleaved rounds"
     else:
-        fp32 = best_fp32(evidence, constraints)
-        if fp32 is None:
+        explored = best_fp32(evidence, constraints)
+        if explored is None:
             notes.append(f"no fp32 configuration ran cleanly: {lead.candidate.label} is recommended without an fp32 "
                          "comparison")
             return Decision(_figure(lead), confirmed=confirmed, notes=tuple(notes))
-        ratio = lead.score / fp32.score
+        fp32 = explored
         fp32_fig = _figure(fp32)
+        ratio = lead_fig.samples_per_s / fp32_fig.samples_per_s
         where = "not measured in the same rounds"
         notes.append(f"{lead.candidate.label} and {fp32.candidate.label} were not measured in the same rounds: "
                      "their figures come from different minutes of the machine")
@@ -158,11 +175,11 @@ def decide(evidence: Evidence, constraints: Constraints, margin: float = NOT_WOR
         chosen = _figure(fp32)
         return Decision(chosen, chosen, chosen, 1.0, 1.0, confirmed, tuple(notes))
 
-    twin_pair = evidence.paired(lead.candidate, lead.candidate.fp32_twin)
-    twin_fig, speedup = None, None
-    if twin_pair is not None and twin_pair.ratio is not None:
-        twin_fig = Figure(twin_pair.b.candidate, twin_pair.b_score, twin_pair.trials[1])
-        speedup = twin_pair.ratio
+    twin_fig: Figure | None = None
+    speedup: float | None = None
+    twin_versus = _versus(evidence.paired(lead.candidate, lead.candidate.fp32_twin))
+    if twin_versus is not None:
+        speedup, _, twin_fig = twin_versus
     else:
         twin = evidence.twin(lead.candidate)
         reason = constraints.reason(lead.candidate.fp32_twin)
@@ -183,7 +200,8 @@ def explain(decision: Decision, evidence: Evidence, constraints: Constraints, dt
     parts = [f"{chosen.candidate.label} was the fastest configuration that kept fp32's numerics "
              f"({chosen.samples_per_s:.1f} samples/s {how})"]
     if decision.speedup_vs_best_fp32 and chosen.candidate.dtype is not Dtype.FP32 and decision.fp32_best:
-        parts.append(f"{decision.speedup_vs_best_fp32:.2f}x the best fp32 configuration ({decision.fp32_best.candidate.label})")
+        parts.append(f"{decision.speedup_vs_best_fp32:.2f}x the best fp32 configuration "
+                     f"({decision.fp32_best.candidate.label})")
     for dtype in dtypes:
         if dtype is chosen.candidate.dtype:
             continue
@@ -225,10 +243,10 @@ def machine_busy(evidence: Evidence, cores: int | None) -> str | None:
             parts.append(f"{candidate.label} measured between {low:.1f} and {high:.1f} samples/s in trials "
                          f"{', '.join(map(str, trials))} ({high / low - 1:.0%} apart): the machine's speed drifted "
                          "during the run")
-    busy = [r for r in evidence.records if cores and r.load is not None and r.load > cores]
+    busy = [load for r in evidence.records if cores and (load := r.load) is not None and load > cores]
     if busy:
         parts.append(f"the load average was above the {cores} cores when {len(busy)} of {len(evidence.records)} trials "
-                     f"started (up to {max(r.load for r in busy):.1f}): other work competed for the machine")
+                     f"started (up to {max(busy):.1f}): other work competed for the machine")
     if not parts:
         return None
     return "; ".join(parts) + ". Figures within a few percent may swap places on a quieter machine: re-run to check."

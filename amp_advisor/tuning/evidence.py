@@ -49,15 +49,18 @@ class ConfigEvidence:
     def confirm_records(self) -> tuple[TrialRecord, ...]:
         return tuple(r for r in self.records if r.role is Role.CONFIRM)
 
+    def _best_of(self, records: tuple[TrialRecord, ...]) -> float | None:
+        """The best score of `records`, if the configuration is clean and every one has a score."""
+        scores = [r.score for r in records if r.score is not None]
+        return max(scores) if self.clean and scores and len(scores) == len(records) else None
+
     @property
     def explore_score(self) -> float | None:
-        scores = [r.score for r in self.explore_records]
-        return max(scores) if self.clean and scores and None not in scores else None
+        return self._best_of(self.explore_records)
 
     @property
     def confirmed_score(self) -> float | None:
-        scores = [r.score for r in self.confirm_records]
-        return max(scores) if self.clean and scores and None not in scores else None
+        return self._best_of(self.confirm_records)
 
     @property
     def confirmed(self) -> bool:
@@ -105,10 +108,6 @@ class Paired:
     b_score: float | None
 
     @property
-    def ratio(self) -> float | None:
-        return self.a_score / self.b_score if self.a_score and self.b_score else None
-
-    @property
     def trials(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         return (tuple(r.number for r in self.a.confirm_records if r.round in self.rounds),
                 tuple(r.number for r in self.b.confirm_records if r.round in self.rounds))
@@ -141,12 +140,13 @@ class Evidence:
     def best(self, *, dtype: Dtype | None = None, confirmed: bool = False,
              allowed: Callable[[Candidate], bool] = lambda c: True) -> ConfigEvidence | None:
         """The highest-scoring configuration (of a dtype; among confirmed ones; allowed ones)."""
-        def key(e: ConfigEvidence) -> float | None:
+        def score(e: ConfigEvidence) -> float | None:
             return e.confirmed_score if confirmed else e.explore_score
 
-        pool = [e for e in self.configs.values()
-                if (dtype is None or e.candidate.dtype is dtype) and key(e) is not None and allowed(e.candidate)]
-        return max(pool, key=key, default=None)
+        pool = [(s, e) for e in self.configs.values()
+                if (dtype is None or e.candidate.dtype is dtype) and allowed(e.candidate)
+                and (s := score(e)) is not None]
+        return max(pool, key=lambda pair: pair[0])[1] if pool else None
 
     def best_per_dtype(self, allowed: Callable[[Candidate], bool] = lambda c: True) -> dict[Dtype, ConfigEvidence]:
         out = {}
@@ -187,8 +187,8 @@ class Evidence:
         config = self.config(candidate)
         if config is None or not config.clean or not rounds or any(k not in config.rounds for k in rounds):
             return None
-        scores = [config.rounds[k] for k in rounds]
-        return max(scores) if None not in scores else None
+        scores = [s for k in rounds if (s := config.rounds[k]) is not None]
+        return max(scores) if len(scores) == len(rounds) else None
 
     def spread(self, candidate: Candidate) -> tuple[float, float, tuple[int, ...]] | None:
         """(slowest, fastest, trials) over every clean measurement of a configuration: the same
@@ -196,8 +196,8 @@ class Evidence:
         config = self.config(candidate)
         if config is None:
             return None
-        clean = [r for r in config.records if r.score]
+        clean = [(r.score, r.number) for r in config.records if r.score]
         if len(clean) < 2:
             return None
-        scores = [r.score for r in clean]
-        return min(scores), max(scores), tuple(r.number for r in clean)
+        scores = [score for score, _ in clean]
+        return min(scores), max(scores), tuple(number for _, number in clean)

@@ -72,7 +72,8 @@ def judge(result: TrialResult, tolerance: float, max_skip_rate: float) -> tuple[
         return False, f"{result.status}: {result.error}"
     diff = result.loss_rel_diff_vs_fp32
     if diff is not None and diff > tolerance:
-        return False, f"loss differs from fp32 by {diff:.1%} over the first {len(result.fp32_losses)} steps (tolerance {tolerance:.1%})"
+        return False, (f"loss differs from fp32 by {diff:.1%} over the first {len(result.fp32_losses)} steps "
+                       f"(tolerance {tolerance:.1%})")
     steps = max(len(result.losses), 1)
     if result.skipped_steps is not None and result.skipped_steps / steps > max_skip_rate:
         return False, f"GradScaler skipped {result.skipped_steps} of {len(result.losses)} steps"

@@ -75,7 +75,8 @@ class BayesStrategy:
     def tell(self, candidate: Candidate, score: float | None) -> None:
         if score is not None and self._scale is None:
             self._scale = score
-        y = 0.0 if score is None else -score / self._scale  # infeasible: worse than any feasible
+        # infeasible: worse than any feasible (the first score seen sets the scale)
+        y = 0.0 if score is None or self._scale is None else -score / self._scale
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The objective has been evaluated", category=UserWarning)
             self._opt.tell(self._point(candidate), y)

@@ -56,7 +56,8 @@ class Candidate:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Candidate":
-        return cls(Dtype(data["dtype"]), int(data["batch_size"]), float(data["init_scale"]), int(data["growth_interval"]))
+        return cls(Dtype(data["dtype"]), int(data["batch_size"]), float(data["init_scale"]),
+                   int(data["growth_interval"]))
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,8 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: dict) -> "SearchSpace":
         return cls(tuple(Dtype(d) for d in data["dtypes"]), tuple(data["batch_sizes"]),
-                   tuple(float(s) for s in data["init_scales"]), tuple(data["growth_intervals"]), data["global_batch"])
+                   tuple(float(s) for s in data["init_scales"]), tuple(data["growth_intervals"]),
+                   data.get("global_batch"))
 
 
 def seeded_init_scale(max_abs_grad: float | None) -> float:
@@ -174,7 +176,8 @@ def build_space(device_profile, *, batch_sizes: tuple[int, ...] | None = None, g
         if not dividing:
             would = [d for d in range(1, min(global_batch, MAX_BATCH_SIZE) + 1) if global_batch % d == 0]
             raise BadInputError(f"--global-batch {global_batch}: no batch size in {','.join(map(str, sizes))} divides "
-                                f"it; sizes that would: {','.join(map(str, would[-8:]))} (pass them with --batch-sizes)")
+                                f"it; sizes that would: {','.join(map(str, would[-8:]))} "
+                                "(pass them with --batch-sizes)")
         notes.append(f"global batch {global_batch}: micro-batches {dividing} with gradient accumulation to match")
         sizes = dividing
     space = SearchSpace(dtypes, sizes, (), DEFAULT_GROWTH_INTERVALS, global_batch)

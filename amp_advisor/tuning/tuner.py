@@ -39,7 +39,7 @@ from ..harness.worker import Worker
 from ..jsonio import check_fields
 from ..recommendation import GradScalerConfig, Measured, Recommendation, fingerprint_of
 from .constraints import MIN_ABANDON_S, PRUNE_FACTOR, Constraints, derive
-from .decision import NOT_WORSE_MARGIN, Decision, contenders, decide, explain, machine_busy, needed_twins
+from .decision import NOT_WORSE_MARGIN, Decision, Figure, contenders, decide, explain, machine_busy, needed_twins
 from .evidence import Evidence
 from .record import Role, TrialRecord, judge
 from .search import make_strategy
@@ -154,11 +154,12 @@ class Tuner:
         self.settings = settings
         self.store = store
         self.emit = on_event or (lambda event: None)
-        self.worker = worker
+        self._own_worker = worker is None
+        self.worker = worker or Worker()
         self.profile = device_profile
         self.records: list[TrialRecord] = []
         self.notes: list[str] = []
-        self.space: SearchSpace | None = None  # provisional until the baseline seeds fp16's init_scale
+        self.space: SearchSpace  # built by run(); provisional until the baseline seeds fp16's init_scale
         self.memory_limit: int | None = None  # device memory less the margin, read once per run
         self._started = 0.0
 
@@ -203,8 +204,8 @@ class Tuner:
             steps = max(steps, COMPARE_STEPS - warmup)  # long enough to be its batch size's fp32 reference
         abandon_after = None
         best = evidence.best(allowed=self.constraints.allows)
-        if abandon and best is not None:
-            abandon_after = max(PRUNE_FACTOR * samples / best.explore_score, MIN_ABANDON_S)
+        if abandon and best is not None and (best_score := best.explore_score):
+            abandon_after = max(PRUNE_FACTOR * samples / best_score, MIN_ABANDON_S)
         tf32_fast = self.profile.dtypes[Dtype.TF32].fast
         return TrialSpec(
             first_step_timeout_s=self.first_step_allowance(samples),
@@ -255,8 +256,6 @@ class Tuner:
         from ..hardware import probe
 
         self._started = time.monotonic()
-        own_worker = self.worker is None
-        self.worker = self.worker or Worker()
         self.worker.spawn()  # boots (imports torch) while the probe runs here
         try:
             if self.profile is None:
@@ -277,7 +276,7 @@ class Tuner:
             decision = decide(self.evidence, self.constraints, self.settings.margin)
             recommendation = self._choose(decision)
         finally:
-            if own_worker:
+            if self._own_worker:
                 self.worker.close()
         return TuneResult(self.store.dir, recommendation, self.records, self.space, self.notes, stopped,
                           self._elapsed(), decision)
@@ -297,7 +296,8 @@ class Tuner:
     def _baseline(self) -> TrialRecord | None:
         """fp32 at the middle batch size (smaller ones if that fails)."""
         for record in self.records:
-            if record.role is Role.SEARCH and record.candidate.dtype is Dtype.FP32 and record.result.status is Status.OK:
+            if (record.role is Role.SEARCH and record.candidate.dtype is Dtype.FP32
+                    and record.result.status is Status.OK):
                 return record
         self._phase("baseline", 1)
         for bs in [b for b in reversed(self.space.batch_sizes) if b <= self.space.baseline_batch]:
@@ -468,8 +468,9 @@ class Tuner:
             if middle is None or self._out_of_time():
                 return
             edge = Candidate(dtype, middle, best.candidate.init_scale, best.candidate.growth_interval)
-            if evidence.measured(edge):
-                status = evidence.config(edge).records[0].result.status
+            measured = evidence.config(edge)
+            if measured is not None:
+                status = measured.records[0].result.status
             else:
                 self._phase("edge", 1)
                 status = self._run(edge, Role.BISECT).result.status
@@ -532,7 +533,7 @@ class Tuner:
         busy = machine_busy(self.evidence, os.cpu_count() if self.profile.kind == "cpu" else None)
         if busy:
             self.notes.append(busy)
-        return self._recommendation(decision, scaler, why, busy)
+        return self._recommendation(decision, decision.chosen, scaler, why, busy)
 
     def _stability(self, candidate: Candidate) -> tuple[GradScalerConfig, str]:
         """A longer fp16 run at the chosen scaler settings; lower the scale once if it skips too often."""
@@ -554,10 +555,9 @@ class Tuner:
         return (GradScalerConfig(True, scale, growth_interval=candidate.growth_interval),
                 "fp16 stability run still skipped many steps: watch the scaler's skipped-step count")
 
-    def _recommendation(self, decision: Decision, scaler: GradScalerConfig, why: str,
+    def _recommendation(self, decision: Decision, chosen: Figure, scaler: GradScalerConfig, why: str,
                         busy: str | None) -> Recommendation:
-        chosen = decision.chosen
-        config = self.evidence.config(chosen.candidate)
+        config = self.evidence.configs[chosen.candidate.canonical()]
         tf32 = any(r.result.tf32 for r in config.records)  # what was measured is what is recommended
         figures = {"recommended": chosen, "fp32_best": decision.fp32_best, "fp32_same_batch": decision.fp32_same_batch}
         return Recommendation(
