@@ -21,6 +21,9 @@ _LAZY = {
     "probe": ".hardware",
     "HardwareProfile": ".hardware.model",
     "bench": ".harness",
+    "diagnose": ".harness",
+    "Diagnosis": ".diagnosis",
+    "keep_in_fp32": ".islands",
     "TrialResult": ".harness.trial",
     "tune": ".tuning",
     "Recommendation": ".recommendation",
@@ -32,7 +35,10 @@ __all__ = [*_LAZY, "Dtype", "AdvisorError", "BadInputError", "__version__"]
 if TYPE_CHECKING:
     from .hardware import probe as probe
     from .hardware.model import HardwareProfile as HardwareProfile
+    from .diagnosis import Diagnosis as Diagnosis
     from .harness import bench as bench
+    from .harness import diagnose as diagnose
+    from .islands import keep_in_fp32 as keep_in_fp32
     from .harness.trial import TrialResult as TrialResult
     from .recommendation import Recommendation as Recommendation
     from .runtime import MixedPrecision as MixedPrecision

@@ -19,7 +19,8 @@ from .errors import AdvisorError
 from .jsonio import dumps
 from .snippets import FORMATS as SNIPPET_FORMATS  # text only: cheap to import
 from .tuning.space import describe_default_batch_sizes  # the tuning modules import no torch: cheap
-from .limits import MAX_BENCH_SECONDS, MAX_STEPS, MAX_TRIAL_TIMEOUT_S
+from .diagnosis import DEFAULT_STEPS as DEFAULT_DIAGNOSE_STEPS
+from .limits import MAX_BATCH_SIZE, MAX_BENCH_SECONDS, MAX_STEPS, MAX_TRIAL_TIMEOUT_S
 from .tuning.tuner import COMPARE_STEPS, MIN_SEARCH_TRIALS, SEARCH_SHARE, TuneSettings
 
 _DEBUG_KEY = "amp_advisor.debug"
@@ -182,6 +183,61 @@ def bench(model: str | None, example: str | None, dtype: str, batch_size: int, d
         click.echo(render_trial(result))
     if result.status is not Status.OK:
         sys.exit(1)  # the measurement happened and is printed; scripts still see that it failed
+
+
+@cli.command()
+@click.argument("model", required=False, type=click.Path(dir_okay=False, path_type=str))
+@click.option("--example", metavar="NAME", help="A built-in workload instead of MODEL: mlp, convnet or transformer.")
+@click.option("--dtype", required=True, type=click.Choice([d.value for d in (Dtype.FP16, Dtype.BF16)]),
+              help="The reduced precision to X-ray.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, MAX_BATCH_SIZE), metavar="N",
+              help="Samples per step.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps; auto = cuda:0 if present.")
+@click.option("--steps", default=DEFAULT_DIAGNOSE_STEPS, show_default=True, type=click.IntRange(1, MAX_STEPS),
+              help="Training steps to watch.")
+@click.option("--init-scale", default=DEFAULT_INIT_SCALE, show_default=True, type=click.FloatRange(0, 2.0**64,
+              min_open=True), help="GradScaler init_scale (fp16 only).")
+@click.option("--fp32-modules", default="", metavar="NAMES",
+              help="Comma-separated modules to keep in fp32 (names as in named_modules(), or class names): "
+                   "check that the advice fixes it.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the diagnosis as JSON: `culprits` (most likely first) and every module's statistics.")
+@debug_option
+def diagnose(model: str | None, example: str | None, dtype: str, batch_size: int, device: str, steps: int,
+             init_scale: float, fp32_modules: str, seed: int, as_json: bool) -> None:
+    """Find the module that breaks fp16/bf16 training of MODEL, and what to keep in fp32.
+
+    Trains --steps real steps at --dtype with hooks on every module, forward and backward, beside
+    an fp32 run of the same weights and batches; records per module and step the largest values
+    and gradients (at the loss scale for fp16), the share beyond fp16's range, inf/NaN, and the
+    drift from fp32. Then ranks the culprits: where the forward pass first turns inf/NaN, where the
+    backward pass does (when it outlasts GradScaler's backoff), and the modules that drift from
+    fp32 far more than their inputs do.
+
+    Exit code: 0 with the diagnosis printed (culprits or none), 1 when the model raised, ran out
+    of memory or hung, 2 for bad input.
+    """
+    from .harness import diagnose as run_diagnose
+    from .harness.render import render_diagnosis
+    from .harness.worker import DiagnoseError
+
+    islands = tuple(name.strip() for name in fp32_modules.split(",") if name.strip())
+    progress = _StderrProgress(prefix=f"{example or model} {dtype} batch {batch_size}: ")
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event.get("event") == "step":
+            progress(f"diagnose step {event.get('index', 0) + 1}/{steps}", key="diagnose")
+
+    try:
+        result = run_diagnose(model, example=example, dtype=dtype, batch_size=batch_size, device=device, steps=steps,
+                              init_scale=init_scale, fp32_modules=islands, seed=seed, on_event=on_event)
+    except DiagnoseError as exc:
+        progress.done()
+        click.echo(f"amp-advisor: {exc}", err=True)
+        sys.exit(1)
+    progress.done()
+    click.echo(dumps(result.to_dict()) if as_json else render_diagnosis(result))
 
 
 class _TuneProgress:

@@ -25,8 +25,10 @@ from .errors import BadInputError
 from .jsonio import check_fields, loads, write_atomic
 from .limits import MAX_BATCH_SIZE
 
-RECOMMENDATION_SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)  # 1: before `evidence` and `machine_busy`; read with those absent
+RECOMMENDATION_SCHEMA_VERSION = 3
+# 1: before `evidence` and `machine_busy`; 2: before `fp32_modules`. Read with those absent.
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
+MODULE_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")  # a named_modules() name or a class
 
 
 DEVICE_PATTERN = re.compile(r"cpu|mps|cuda(:[0-9]{1,3})?")
@@ -106,6 +108,8 @@ class Recommendation:
     # an EvidenceFigure as a dict, or None}
     evidence: Mapping[str, Any] | None = None
     machine_busy: str | None = None  # set when the machine drifted or was loaded while measuring
+    # modules kept in fp32 inside autocast (names as in named_modules()): MixedPrecision.prepare
+    fp32_modules: tuple[str, ...] = ()
     schema_version: int = RECOMMENDATION_SCHEMA_VERSION
 
     @property
@@ -151,6 +155,7 @@ class Recommendation:
         out["dtype"] = self.dtype.value
         out["hardware"] = dict(self.hardware)
         out["notes"] = list(self.notes)
+        out["fp32_modules"] = list(self.fp32_modules)
         out["evidence"] = dict(self.evidence) if self.evidence is not None else None
         return out
 
@@ -186,6 +191,7 @@ class Recommendation:
                     "measured": Measured(**data["measured"]),
                     "hardware": dict(data["hardware"]),
                     "notes": tuple(data.get("notes", ())),
+                    "fp32_modules": tuple(data.get("fp32_modules", ())),
                     "evidence": dict(data["evidence"]) if data.get("evidence") is not None else None,
                 }
             )
@@ -213,6 +219,8 @@ class Recommendation:
         if any(not isinstance(k, str) or not (v is None or isinstance(v, (str, int, float, bool)))
                for k, v in self.hardware.items()):
             problems.append("hardware must map names to plain values")
+        if any(not MODULE_NAME_PATTERN.fullmatch(name) for name in self.fp32_modules):
+            problems.append("fp32_modules must be module names as in named_modules() (dotted identifiers)")
         if self.measured.samples_per_s < 0:
             problems.append("measured.samples_per_s must be >= 0")
         if problems:

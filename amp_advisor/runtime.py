@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from . import tf32 as tf32_mode
 from .dtypes import (DEFAULT_BACKOFF_FACTOR, DEFAULT_GROWTH_FACTOR, DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE,
@@ -30,10 +31,17 @@ from .jsonio import write_atomic
 
 FLUSH_EVERY = 256  # optimizer steps between reads of the recorded scales: one sync per 256 steps
 STATE_VERSION = 1
+INSTABILITY_STEPS = 25  # skipped steps (fp16) or non-finite losses (bf16) in a row that mean trouble
+MIN_SCALE = 1.0  # a GradScaler scale below this has collapsed: the gradients overflow even unscaled
+ON_INSTABILITY = ("raise", "fallback")
 
 
 class FP16ParametersError(AdvisorError, TypeError):
     """The optimizer holds fp16 parameters, which GradScaler cannot unscale."""
+
+
+class TrainingInstabilityError(AdvisorError, FloatingPointError):
+    """Reduced-precision training went persistently non-finite (on_instability="raise")."""
 
 
 class MixedPrecision:
@@ -51,11 +59,23 @@ class MixedPrecision:
         enabled: bool = True,
         tf32: bool = False,
         zero_grad: bool = True,
+        fp32_modules: Sequence[Any] = (),
+        on_instability: str = "raise",
+        fallback_dtype: str | Dtype | None = None,
+        instability_steps: int = INSTABILITY_STEPS,
     ) -> None:
         """`dtype`: fp32, tf32, bf16 or fp16; `enabled=False` trains in plain fp32 whatever the dtype.
         `tf32=True` (or dtype tf32) allows TF32 matmuls process-wide (tf32.enable), for the backward
         pass too, as the trials measured it.
-        `zero_grad=False` leaves zeroing the gradients to you."""
+        `zero_grad=False` leaves zeroing the gradients to you.
+        `fp32_modules`: modules to keep in fp32 inside autocast (qualified names as in
+        model.named_modules(), module classes or class names); `prepare(model)` installs them.
+        `on_instability`: what to do when fp16/bf16 training goes persistently wrong (the GradScaler
+        skipping `instability_steps` steps in a row or its scale collapsing below 1, or as many
+        non-finite bf16 losses in a row): "raise" (TrainingInstabilityError, pointing at
+        `amp-advisor diagnose`) or "fallback" (switch to `fallback_dtype` from the next step, with a
+        warning; default bf16 where this device computes it natively, else fp32). Checked when the
+        helper reads its statistics anyway (every FLUSH_EVERY steps): no extra device sync."""
         import torch
 
         self.dtype = Dtype.parse(dtype) if not isinstance(dtype, Dtype) else dtype
@@ -81,6 +101,22 @@ class MixedPrecision:
         if self.tf32:
             tf32_mode.enable()
         self._clip = torch.nn.utils.clip_grad_norm_
+        self.fp32_modules = tuple(fp32_modules)
+        self.islands: list[str] = []  # the qualified names prepare() made fp32 islands
+        if on_instability not in ON_INSTABILITY:
+            raise BadInputError(f"on_instability must be one of {', '.join(ON_INSTABILITY)}, got {on_instability!r}")
+        if instability_steps < 1:
+            raise BadInputError(f"instability_steps must be >= 1, got {instability_steps}")
+        self.on_instability = on_instability
+        self.instability_steps = instability_steps
+        self._fallback_dtype = None if fallback_dtype is None else Dtype.parse(str(fallback_dtype))
+        self.configured_dtype = self.dtype
+        self._fallback: dict[str, Any] | None = None  # set when the helper fell back
+        self._watch_losses = self._autocast_dtype is not None and not self._scaling  # bf16: no scaler to watch
+        self._pending_losses: list = []
+        self._skip_streak = 0
+        self._nonfinite_streak = 0
+        self._nonfinite = 0
         self._micro_steps = 0  # backward() calls
         self._stepped_at = 0  # the micro step at which the last optimizer step ran
         self._steps = 0  # optimizer steps (including those GradScaler skipped)
@@ -101,11 +137,20 @@ class MixedPrecision:
         s = rec.scaler
         kwargs = dict(grad_accumulation_steps=rec.grad_accumulation_steps, init_scale=s.init_scale,
                       growth_factor=s.growth_factor, backoff_factor=s.backoff_factor,
-                      growth_interval=s.growth_interval, tf32=rec.tf32)
+                      growth_interval=s.growth_interval, tf32=rec.tf32, fp32_modules=rec.fp32_modules)
         kwargs.update(overrides)
         return cls(rec.dtype, device_type or rec.device, **kwargs)
 
     # ------------------------------------------------------------------------- the step API
+    def prepare(self, model):
+        """Install the fp32 islands (`fp32_modules`) on `model` and return it. A name that matches
+        no module is a BadInputError naming the closest ones."""
+        if self.fp32_modules:
+            from .islands import keep_in_fp32
+
+            self.islands = keep_in_fp32(model, self.fp32_modules)
+        return model
+
     def autocast(self):
         """The forward pass's context: autocast to bf16/fp16, nothing for fp32."""
         if self._autocast_dtype is None:
@@ -127,6 +172,8 @@ class MixedPrecision:
             loss = loss / self.grad_accumulation_steps
         if self._scaling:
             loss = self.scaler.scale(loss)
+        elif self._watch_losses:
+            self._pending_losses.append(loss.detach())  # judged at the next flush: no kernel, no sync
         loss.backward(**kwargs)
 
     def step(self, *optimizers) -> bool:
@@ -157,9 +204,55 @@ class MixedPrecision:
             for optimizer in optimizers:
                 optimizer.zero_grad(set_to_none=True)
         self._steps += 1
-        if len(self._pending_scales) >= FLUSH_EVERY or len(self._pending_norms) >= FLUSH_EVERY:
+        if (len(self._pending_scales) >= FLUSH_EVERY or len(self._pending_norms) >= FLUSH_EVERY
+                or len(self._pending_losses) >= FLUSH_EVERY):
             self._flush()
+            trouble = self._trouble()
+            if trouble:
+                self._unstable(trouble)
         return True
+
+    # ------------------------------------------------------------------------- the safety net
+    def _trouble(self) -> str | None:
+        """Why training is persistently broken, from the statistics already read; None if it is not."""
+        if self._scaling and self._scale is not None and self._scale < MIN_SCALE:
+            return f"the GradScaler's scale collapsed to {self._scale:g} (below {MIN_SCALE:g}) by step {self._steps}"
+        if self._skip_streak >= self.instability_steps:
+            return f"the GradScaler skipped {self._skip_streak} optimizer steps in a row (to step {self._steps})"
+        if self._nonfinite_streak >= self.instability_steps:
+            return f"{self._nonfinite_streak} non-finite losses in a row (to step {self._steps})"
+        return None
+
+    def _unstable(self, why: str) -> None:
+        if self.on_instability == "raise":
+            raise TrainingInstabilityError(
+                f"{self.dtype} training is unstable: {why}. Find the module that breaks it with "
+                f"`amp-advisor diagnose MODEL.py --dtype {self.dtype}` and keep it in fp32 (fp32_modules=...), or "
+                'pass on_instability="fallback" to switch precision automatically.')
+        to = self._fallback_dtype or default_fallback(self.dtype, self.device_type)
+        if to is self.dtype:
+            to = Dtype.FP32
+        warnings.warn(f"amp-advisor: {self.dtype} training is unstable ({why}); falling back to {to} from step "
+                      f"{self._steps + 1}", RuntimeWarning, stacklevel=3)
+        self._switch(to, {"from": self.dtype.value, "to": to.value, "at_step": self._steps + 1, "why": why})
+
+    def _switch(self, to: Dtype, record: dict[str, Any]) -> None:
+        """From the next step on: train in `to` (no GradScaler unless fp16, which is never a fallback)."""
+        import torch
+
+        self._flush()
+        self._fallback = record
+        self.dtype = to
+        self._autocast_dtype = torch_dtype(to) if to.autocasts else None
+        self.scaler = torch.amp.GradScaler(self.device_type, enabled=False)
+        self._scaling = False
+        self._scale = None
+        self._watch_losses = self._autocast_dtype is not None
+        self._skip_streak = self._nonfinite_streak = 0
+
+    @property
+    def fell_back(self) -> bool:
+        return self._fallback is not None
 
     def _scale_on_device(self):
         # GradScaler keeps its scale in a device tensor that update() changes in place; a copy
@@ -195,9 +288,22 @@ class MixedPrecision:
             for offset, scale in enumerate(values):
                 if scale < self._scale:  # backoff_factor < 1: the scale drops only on an overflow (a skipped step)
                     self._skipped += 1
+                    self._skip_streak += 1
+                else:
+                    self._skip_streak = 0
                 if scale != self._scale:
                     self._scale_history.append([first + offset, scale])
                 self._scale = scale
+        if self._pending_losses:
+            pending = self._pending_losses
+            if all(x.shape == pending[0].shape and x.dtype == pending[0].dtype for x in pending):
+                flags = torch.isfinite(torch.stack(pending).reshape(len(pending), -1)).all(1).tolist()
+            else:  # losses of different shapes or dtypes (backward(gradient=...) on a tensor)
+                flags = torch.stack([torch.isfinite(x).all() for x in pending]).tolist()
+            self._pending_losses.clear()
+            for ok in flags:
+                self._nonfinite_streak = 0 if ok else self._nonfinite_streak + 1
+                self._nonfinite += not ok
         if self._pending_norms:
             norms = torch.stack([n.reshape(()) for n in self._pending_norms]).float().tolist()
             self._pending_norms.clear()
@@ -222,6 +328,9 @@ class MixedPrecision:
             "overflow_ratio": self._skipped / self._steps if self._steps else 0.0,
             "scale": self._scale,
             "scale_history": [list(entry) for entry in self._scale_history],
+            "fp32_islands": list(self.islands),
+            "nonfinite_losses": self._nonfinite,
+            "fallback": dict(self._fallback) if self._fallback else None,
         }
         if self.max_grad_norm is not None:
             out["grad_clipping"] = {"max_norm": self.max_grad_norm, "clipped_steps": self._clipped,
@@ -237,7 +346,11 @@ class MixedPrecision:
         self._flush()
         return {
             "schema_version": STATE_VERSION,
-            "dtype": self.dtype.value,
+            "dtype": self.configured_dtype.value,  # as built; a fallback is recorded below
+            "fallback": dict(self._fallback) if self._fallback else None,
+            "skip_streak": self._skip_streak,
+            "nonfinite_streak": self._nonfinite_streak,
+            "nonfinite_losses": self._nonfinite,
             "grad_accumulation_steps": self.grad_accumulation_steps,
             "micro_steps": self._micro_steps,
             "stepped_at": self._stepped_at,
@@ -257,7 +370,15 @@ class MixedPrecision:
             version = state.get("schema_version") if isinstance(state, Mapping) else None
             raise BadInputError(f"MixedPrecision state has schema_version {version!r}, expected {STATE_VERSION}")
         problems = []
-        if state.get("dtype") != self.dtype.value:
+        fallback = state.get("fallback")
+        if state.get("dtype") == self.configured_dtype.value and isinstance(fallback, Mapping) \
+                and self._fallback is None:
+            to = Dtype.parse(str(fallback.get("to")))
+            warnings.warn(f"amp-advisor: this run fell back from {self.dtype} to {to} at step "
+                          f"{fallback.get('at_step')} ({fallback.get('why')}); resuming in {to}", RuntimeWarning,
+                          stacklevel=2)
+            self._switch(to, dict(fallback))
+        if state.get("dtype") != self.configured_dtype.value:
             problems.append(f"it was saved by a {state.get('dtype')} helper, this one is {self.dtype}")
         if state.get("grad_accumulation_steps") != self.grad_accumulation_steps:
             problems.append(f"grad_accumulation_steps was {state.get('grad_accumulation_steps')}, "
@@ -280,6 +401,34 @@ class MixedPrecision:
         self._clipped = int(state.get("clipped_steps", 0))
         self._last_norm = state.get("last_norm")
         self._max_norm_seen = state.get("largest_finite_norm")
+        self._skip_streak = int(state.get("skip_streak", 0))
+        self._nonfinite_streak = int(state.get("nonfinite_streak", 0))
+        self._nonfinite = int(state.get("nonfinite_losses", 0))
+
+
+def default_fallback(dtype: Dtype, device_type: str) -> Dtype:
+    """The safe precision to fall back to from `dtype`: bf16 (from fp16) where this device
+    computes bf16 natively (a GPU of compute capability 8+, a CPU with AMX or AVX512-BF16), else
+    fp32. Read when a fallback happens, never before."""
+    if dtype is Dtype.FP16 and _native_bf16(device_type):
+        return Dtype.BF16
+    return Dtype.FP32
+
+
+def _native_bf16(device_type: str) -> bool:
+    import torch
+
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+    if device_type == "cpu":
+        from .hardware.cpu import CPUINFO_PATH, parse_cpuinfo
+
+        try:
+            flags = parse_cpuinfo(CPUINFO_PATH.read_text(errors="replace")).flags
+        except OSError:
+            return False
+        return bool(flags & {"amx_bf16", "avx512_bf16"})
+    return False
 
 
 def _parameters(optimizers: Iterable) -> list:

@@ -47,6 +47,7 @@ def torch_loop(rec: Recommendation) -> str:
         lines.append(f"ACCUM_STEPS = {int(accum)}  # optimizer step every ACCUM_STEPS batches")
     if rec.scaler.enabled:
         lines.append(f"scaler = torch.amp.GradScaler({literal(device_type)}, {_scaler_args(rec)})")
+    lines += _islands(rec)
     lines += ["", "for step, batch in enumerate(loader):"]
     loss = "loss_fn(model, batch)" + (" / ACCUM_STEPS" if accum > 1 else "")
     if lower:
@@ -63,6 +64,21 @@ def torch_loop(rec: Recommendation) -> str:
     else:
         lines += ["    " + line for line in update]
     return "\n".join(lines) + "\n"
+
+
+def _islands(rec: Recommendation, framework: str | None = None, model: str = "model") -> list[str]:
+    """The fp32 islands, applied to the user's `model` before training. No framework has a
+    setting for keeping single modules in fp32 inside autocast: amp_advisor's keep_in_fp32 wraps
+    their forward, so it holds whatever then trains the model."""
+    if not rec.fp32_modules:
+        return []
+    names = ", ".join(literal(name) for name in rec.fp32_modules)
+    lines = ["from amp_advisor import keep_in_fp32",
+             "# keep these modules in fp32 inside autocast (names as in the tuned model's named_modules())"]
+    if framework:
+        lines.append(f"# {framework} has no setting for this: the helper wraps the modules' forward, "
+                     "so it holds inside its training loop too")
+    return lines + [f"keep_in_fp32({model}, [{names}])"]
 
 
 def _tf32_line(rec: Recommendation) -> list[str]:
@@ -93,6 +109,9 @@ def lightning(rec: Recommendation) -> str:
         lines.append("from lightning.pytorch.plugins.precision import MixedPrecision")
     lines += ["", _header(rec), *_tf32_line(rec),
               f"# DataLoader(..., batch_size={int(rec.batch_size)})"]
+    if rec.fp32_modules:
+        lines.append("# a LightningModule holding the tuned model as self.model: prefix each name with \"model.\"")
+    lines += _islands(rec, "Lightning", "lightning_module")
     accum = f"accumulate_grad_batches={int(rec.grad_accumulation_steps)}"
     if rec.scaler.enabled:
         lines += [f"scaler = torch.amp.GradScaler({literal(device_type)}, {_scaler_args(rec)})",
@@ -120,6 +139,7 @@ def accelerate(rec: Recommendation) -> str:
                          "Use amp_advisor's MixedPrecision or the torch loop (`--format torch`) for fp16 here.")
     if rec.scaler.enabled:
         args.append(f"kwargs_handlers=[GradScalerKwargs({_scaler_args(rec)})]")
+    lines += _islands(rec, "Accelerate")  # before accelerator.prepare(model)
     lines.append(f"accelerator = Accelerator({', '.join(args)})")
     return "\n".join(lines) + "\n"
 
@@ -142,6 +162,7 @@ def hf_trainer(rec: Recommendation) -> str:
         lines.append("# The Trainer runs through Accelerate, which turns fp16 off on a CPU: this trains in fp32.")
     if rec.scaler.enabled:
         lines.append(f"# TrainingArguments cannot set GradScaler; the tuned values were {_scaler_args(rec)}")
+    lines += _islands(rec, "The HF Trainer")  # before Trainer(model=model, ...)
     lines.append("args = TrainingArguments(" + ", ".join(args) + ")")
     return "\n".join(lines) + "\n"
 

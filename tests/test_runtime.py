@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from amp_advisor.dtypes import Dtype
 from amp_advisor.errors import BadInputError
 from amp_advisor.recommendation import GradScalerConfig, Measured, Recommendation
-from amp_advisor.runtime import FP16ParametersError, MixedPrecision
+from amp_advisor.runtime import FP16ParametersError, MixedPrecision, TrainingInstabilityError
 
 LOWER = {Dtype.FP16: torch.float16, Dtype.BF16: torch.bfloat16}
 
@@ -216,3 +216,86 @@ def test_a_recommendation_builds_its_helper():
     assert amp.grad_accumulation_steps == 4 and amp.max_grad_norm == 1.0
     assert amp.scaler.get_scale() == 2.0**12 and amp.scaler.get_growth_interval() == 100
     assert [amp.sync_gradients for _ in range(1)] == [False]
+
+
+# --------------------------------------------------------------------------- the safety net
+def _unstable_training(amp, steps, monkeypatch, flush_every=16):
+    """Train the workload that breaks fp16 after a few steps; returns the helper's stats."""
+    import amp_advisor.runtime as runtime
+    from amp_advisor.workload import load
+    from tests.fakes import WORKLOADS
+
+    monkeypatch.setattr(runtime, "FLUSH_EVERY", flush_every)
+    workload = load(WORKLOADS / "unstable_midrun.py")
+    torch.manual_seed(0)
+    model = workload.build_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    for _ in range(steps):
+        with amp.autocast():
+            loss = workload.loss_fn(model, workload.make_batch(8, "cpu"))
+        amp.backward(loss)
+        amp.step(optimizer)
+    return amp.stats()
+
+
+def test_persistent_fp16_overflow_raises_pointing_at_diagnose(monkeypatch):
+    amp = MixedPrecision("fp16", "cpu", instability_steps=10)
+    with pytest.raises(TrainingInstabilityError, match="amp-advisor diagnose MODEL.py --dtype fp16"):
+        _unstable_training(amp, 80, monkeypatch)
+
+
+def test_fallback_switches_precision_and_a_resumed_run_keeps_it(monkeypatch):
+    amp = MixedPrecision("fp16", "cpu", on_instability="fallback", fallback_dtype="fp32", instability_steps=10)
+    with pytest.warns(RuntimeWarning, match="falling back to fp32"):
+        stats = _unstable_training(amp, 80, monkeypatch)
+    fallback = stats["fallback"]
+    assert fallback["from"] == "fp16" and fallback["to"] == "fp32" and fallback["at_step"] <= 33
+    assert stats["dtype"] == "fp32" and not stats["grad_scaler"]
+    assert amp.fell_back and amp.autocast().__class__.__name__ == "nullcontext"
+    state = json.loads(json.dumps(amp.state_dict()))  # JSON-safe, fallback included
+    resumed = MixedPrecision("fp16", "cpu", on_instability="fallback", fallback_dtype="fp32")
+    with pytest.warns(RuntimeWarning, match="resuming in fp32"):
+        resumed.load_state_dict(state)
+    assert resumed.dtype is Dtype.FP32 and resumed.stats()["fallback"] == fallback
+
+
+def test_bf16_non_finite_losses_in_a_row_are_trouble(monkeypatch):
+    import amp_advisor.runtime as runtime
+
+    monkeypatch.setattr(runtime, "FLUSH_EVERY", 8)
+    amp = MixedPrecision("bf16", "cpu", instability_steps=5)
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    with pytest.raises(TrainingInstabilityError, match="non-finite losses in a row"):
+        for _ in range(16):
+            with amp.autocast():
+                loss = model(torch.randn(2, 4)).float().sum() * float("nan")
+            amp.backward(loss)
+            amp.step(optimizer)
+
+
+def test_healthy_training_never_trips_the_net(monkeypatch):
+    amp = MixedPrecision("fp16", "cpu", instability_steps=3)
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    import amp_advisor.runtime as runtime
+
+    monkeypatch.setattr(runtime, "FLUSH_EVERY", 4)
+    for _ in range(20):
+        with amp.autocast():
+            loss = model(torch.randn(2, 4)).float().pow(2).mean()
+        amp.backward(loss)
+        amp.step(optimizer)
+    assert amp.stats()["fallback"] is None and not amp.fell_back
+
+
+def test_the_default_fallback_is_bf16_only_where_it_is_native(monkeypatch):
+    import amp_advisor.runtime as runtime
+
+    monkeypatch.setattr(runtime, "_native_bf16", lambda device_type: True)
+    assert runtime.default_fallback(Dtype.FP16, "cuda") is Dtype.BF16
+    assert runtime.default_fallback(Dtype.BF16, "cuda") is Dtype.FP32
+    monkeypatch.setattr(runtime, "_native_bf16", lambda device_type: False)
+    assert runtime.default_fallback(Dtype.FP16, "cpu") is Dtype.FP32
+    with pytest.raises(BadInputError, match="on_instability must be one of raise, fallback"):
+        MixedPrecision("fp16", "cpu", on_instability="ignore")

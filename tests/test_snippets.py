@@ -145,3 +145,40 @@ def test_snippets_say_where_the_framework_cannot_take_the_tuned_scaler():
     text = snippets.hf_trainer(rec_for(Dtype.FP16))
     assert "cannot set GradScaler" in text and "init_scale=4096" in text
     assert math.log2(4096) == 12
+
+
+@pytest.mark.parametrize("fmt, model_name", [("torch", "model"), ("accelerate", "model"),
+                                             ("hf-trainer", "model"), ("lightning", "lightning_module")])
+def test_islands_in_every_code_format_are_installed_on_the_model(fmt, model_name, tmp_path, monkeypatch,
+                                                                 fresh_accelerate_state):
+    import dataclasses
+
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    rec = dataclasses.replace(rec_for(Dtype.BF16), fp32_modules=("1",))
+    code = snippets.render(rec, fmt)
+    if fmt == "torch":
+        code = code[: code.index("for step, batch")]  # the loop needs the user's loader
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    namespace = {model_name: model}
+    exec(compile(code, "<snippet>", "exec"), namespace)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(torch.randn(2, 4)).dtype == torch.float32  # the last Linear is an island
+    assert "has no setting for this" in code or fmt == "torch"
+
+
+def test_fp32_modules_round_trip_and_refuse_code(tmp_path):
+    import dataclasses
+
+    rec = dataclasses.replace(rec_for(Dtype.FP16), fp32_modules=("encoder.layers.2.attn", "head"))
+    assert Recommendation.load(rec.save(tmp_path / "r.json")).fp32_modules == rec.fp32_modules
+    doc = rec.to_dict()
+    doc["fp32_modules"] = ['head"]); import os; os.system("id") #']
+    (tmp_path / "r.json").write_text(json.dumps(doc))
+    result = CliRunner().invoke(cli, ["show", str(tmp_path / "r.json")])
+    assert result.exit_code == 2 and "fp32_modules must be module names" in result.stderr
+    doc = {**rec.to_dict(), "schema_version": 2}
+    del doc["fp32_modules"]  # written before islands existed: still read
+    (tmp_path / "r.json").write_text(json.dumps(doc))
+    assert Recommendation.load(tmp_path / "r.json").fp32_modules == ()

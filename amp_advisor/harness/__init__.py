@@ -9,13 +9,14 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from ..diagnosis import DEFAULT_STEPS, Diagnosis, DiagnoseSpec
 from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_NAMES, Dtype
 from ..errors import BadInputError
 from ..workload import check_source, example_path
 from .trial import TrialResult, TrialSpec
 from .worker import Worker
 
-__all__ = ["bench", "resolve_workload", "TrialSpec", "TrialResult", "Worker"]
+__all__ = ["bench", "diagnose", "resolve_workload", "TrialSpec", "TrialResult", "Worker"]
 
 
 def resolve_workload(model: str | os.PathLike | None, example: str | None) -> Path:
@@ -25,6 +26,51 @@ def resolve_workload(model: str | os.PathLike | None, example: str | None) -> Pa
     if example is not None and model is None:
         return check_source(example_path(example))
     raise BadInputError("give a model.py path or --example NAME (exactly one of them)")
+
+
+def _training_dtype(dtype: str | Dtype) -> Dtype:
+    dtype = Dtype.parse(dtype) if isinstance(dtype, str) else dtype
+    if not dtype.is_training:
+        raise BadInputError(f"dtype {dtype} cannot be trained: expected one of {', '.join(TRAINING_DTYPE_NAMES)}")
+    return dtype
+
+
+def diagnose(
+    model: str | os.PathLike | None = None,
+    *,
+    example: str | None = None,
+    dtype: str | Dtype = "fp16",
+    batch_size: int = 8,
+    device: str = "auto",
+    steps: int = DEFAULT_STEPS,
+    init_scale: float = DEFAULT_INIT_SCALE,
+    growth_interval: int = DEFAULT_GROWTH_INTERVAL,
+    fp32_modules: tuple[str, ...] | list[str] = (),
+    seed: int = 0,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    worker: Worker | None = None,
+) -> Diagnosis:
+    """The numerics X-ray: train `steps` steps of `model` at `dtype` with hooks on every module,
+    beside an fp32 run of the same weights and batches, and rank the modules that break it
+    (`Diagnosis.culprits()`, each with its advice). `fp32_modules`: islands to run with, to check
+    that the advice fixes it. A workload that breaks the contract, or an island naming no module,
+    raises BadInputError; a model that raises or hangs, DiagnoseError."""
+    path = resolve_workload(model, example)
+    dtype = _training_dtype(dtype)
+    if not dtype.autocasts:
+        raise BadInputError(f"diagnose compares a reduced precision with fp32: --dtype fp16 or bf16, not {dtype}")
+    own = worker is None
+    worker = worker or Worker(on_event=on_event)
+    try:
+        worker.spawn()
+        if device == "auto":
+            device = worker.wait_ready()["default_device"]
+        spec = DiagnoseSpec(str(path), dtype, batch_size, device, steps, init_scale, growth_interval, seed,
+                            tuple(fp32_modules))
+        return worker.diagnose(spec)
+    finally:
+        if own:
+            worker.close()
 
 
 def bench(
@@ -52,9 +98,7 @@ def bench(
     BadInputError. Pass a `worker` to reuse one process across calls.
     """
     path = resolve_workload(model, example)
-    dtype = Dtype.parse(dtype) if isinstance(dtype, str) else dtype
-    if not dtype.is_training:
-        raise BadInputError(f"dtype {dtype} cannot be benchmarked: expected one of {', '.join(TRAINING_DTYPE_NAMES)}")
+    dtype = _training_dtype(dtype)
     own = worker is None
     worker = worker or Worker(on_event=on_event)
     try:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
+from ..diagnosis import Diagnosis
+from ..dtypes import FP16_MAX
 from .trial import TrialResult
 
 
@@ -50,3 +54,43 @@ def render_trial(result: TrialResult) -> str:
                      f"trial wall time {_num(result.wall_s, '.1f', ' s')})")
     return "\n".join(lines)
 
+
+def render_diagnosis(d: Diagnosis, *, top: int = 8) -> str:
+    """The culprits and their advice first, then the modules nearest fp16's limits."""
+    name = d.workload.rsplit("/", 1)[-1]
+    lines = [f"{name}: {d.dtype} on {d.device}, batch {d.batch_size}, {len(d.losses)} steps beside fp32"
+             + (f" (fp32 islands: {', '.join(d.fp32_modules)})" if d.fp32_modules else "")]
+    bad = [i + 1 for i, x in enumerate(d.losses) if not math.isfinite(x)]
+    if bad:
+        lines.append(f"  loss          non-finite at {len(bad)} of {len(d.losses)} steps (first: step {bad[0]})")
+    elif d.losses and d.ref_losses:
+        diff = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(d.losses, d.ref_losses))
+        lines.append(f"  loss          finite; within {diff:.3%} of the fp32 run of the same weights and batch")
+    if d.scales:
+        lines.append(f"  loss scale    {d.scales[0]:g} at step 1, {d.scales[-1]:g} at step {len(d.scales)}")
+    culprits = d.culprits()
+    if not culprits:
+        lines.append(f"  culprits      none: every module kept to fp32's numerics within {d.dtype}'s "
+                     "rounding and range")
+    else:
+        lines.append("culprits, most likely first:")
+        for k, c in enumerate(culprits, 1):
+            lines.append(f"  {k}. {c.module} ({c.module_type}): {c.kind}")
+            lines.append(f"     {c.advice}")
+        names = list(d.advised_islands())
+        listed = ",".join(names)
+        lines.append(f"check the fix: amp-advisor diagnose {name} --dtype {d.dtype} --batch-size {d.batch_size} "
+                     f"--fp32-modules {listed}")
+        lines.append(f"in training: MixedPrecision(\"{d.dtype}\", ..., fp32_modules={names!r}).prepare(model)")
+    ranked = sorted(range(len(d.modules)), key=lambda m: -max(_finite(d.series(m, "ref_out_max")), default=0.0))
+    lines.append(f"largest fp32 outputs (fp16's max is {FP16_MAX:g}):")
+    for m in ranked[:top]:
+        peak = max(_finite(d.series(m, "ref_out_max")), default=float("nan"))
+        err = max(_finite(d.series(m, "rel_err")), default=float("nan"))
+        drift = f"{err:8.2%}" if math.isfinite(err) else f"{'-':>8}"
+        lines.append(f"  {d.modules[m][:48]:48s} {d.module_types[m][:18]:18s} |out| {peak:10.3g}   vs fp32 {drift}")
+    return "\n".join(lines)
+
+
+def _finite(values: list[float]) -> list[float]:
+    return [v for v in values if math.isfinite(v)]

@@ -28,8 +28,9 @@ import threading
 import time
 from typing import Any, Callable
 
+from ..diagnosis import Diagnosis, DiagnoseSpec
 from ..dtypes import Dtype
-from ..errors import AdvisorError
+from ..errors import AdvisorError, BadInputError
 from .trial import Status, TrialResult, TrialSpec, failed, pruned_reason
 from .worker_process import PARENT_ENV
 
@@ -43,6 +44,10 @@ EventFn = Callable[[dict[str, Any]], None]
 
 def _earliest(*deadlines: float | None) -> float:
     return min(d for d in deadlines if d is not None)
+
+
+class DiagnoseError(AdvisorError):
+    """A diagnosis that could not finish: the model raised, ran out of memory, or hung."""
 
 
 class WorkerError(AdvisorError):
@@ -183,6 +188,35 @@ class Worker:
         started = time.monotonic()
         result = self.run(spec)
         return time.monotonic() - started if result.status is Status.OK else None
+
+    def diagnose(self, spec: DiagnoseSpec) -> Diagnosis:
+        """The numerics X-ray of one configuration (harness/xray.py), in the worker. A workload
+        or island list that is wrong raises BadInputError; the model failing, the worker dying or
+        hanging (no step for HANG_GRACE_S + HANG_FACTOR x the slowest so far) raise DiagnoseError."""
+        self.wait_ready()
+        self._send({"command": "diagnose", "spec": spec.to_dict()})
+        last = time.monotonic()
+        deadline, slowest = last + FIRST_STEP_TIMEOUT_S, 0.0
+        while True:
+            event = self._next_event(deadline)
+            if event is None:
+                hung = self.alive
+                self._kill()
+                what = (f"made no progress for {deadline - last:.0f} s" if hung
+                        else "ended: the worker died")
+                raise DiagnoseError(f"the diagnosis {what}; last output: {self.stderr_tail(3) or 'none'}")
+            if event.get("event") == "diagnosed":
+                if event.get("bad_input"):
+                    raise BadInputError(event["error"])
+                if event.get("error"):
+                    raise DiagnoseError(f"the diagnosis stopped: {event['error']}")
+                return Diagnosis.from_dict(event["diagnosis"])
+            if event.get("event") == "step":
+                now = time.monotonic()
+                slowest, last = max(slowest, now - last), now
+                deadline = now + HANG_GRACE_S + HANG_FACTOR * slowest
+            if self.on_event is not None:
+                self.on_event(event)
 
     # --------------------------------------------------------------------------------- trials
     def run(self, spec: TrialSpec) -> TrialResult:

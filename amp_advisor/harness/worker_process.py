@@ -66,6 +66,23 @@ def check_workload(path: str) -> str | None:
     return None
 
 
+def diagnose(spec: dict[str, Any], emit: Any) -> dict[str, Any]:
+    """The numerics X-ray of one configuration (xray.py): the "diagnosed" event, with the
+    diagnosis or why there is none (`bad_input` when the workload or the islands are wrong)."""
+    from ..diagnosis import DiagnoseSpec
+    from ..errors import BadInputError
+    from .oom import is_oom
+    from .xray import run_diagnosis
+
+    try:
+        return {"event": "diagnosed", "diagnosis": run_diagnosis(DiagnoseSpec.from_dict(spec), emit).to_dict()}
+    except BadInputError as exc:
+        return {"event": "diagnosed", "error": str(exc), "bad_input": True}
+    except Exception as exc:  # the user's code raised: the caller reports it
+        why = "out of memory: try a smaller --batch-size" if is_oom(exc) else f"{type(exc).__name__}: {exc}"
+        return {"event": "diagnosed", "error": why, "bad_input": False}
+
+
 def main() -> None:
     die_with_parent()
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
@@ -88,6 +105,9 @@ def main() -> None:
             break
         if request.get("command") == "check":
             emit({"event": "checked", "error": check_workload(request["workload"])})
+            continue
+        if request.get("command") == "diagnose":
+            emit(diagnose(request["spec"], emit))
             continue
         result = runner.run(TrialSpec.from_dict(request["spec"]))
         emit({"event": "result", "result": result.to_dict()})
