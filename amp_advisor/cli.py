@@ -261,6 +261,11 @@ class _TuneProgress:
             if not sys.stderr.isatty() and self.planned:
                 click.echo(f"{self.phase}: {self.planned} trial{'s' if self.planned != 1 else ''}", err=True)
             return
+        if kind == "diagnose_start":
+            self.current = f"X-ray of {event['dtype']} (trial {event['trial']} failed on numerics)"
+            if not sys.stderr.isatty():
+                click.echo(f"diagnose: {self.current}", err=True)
+                return
         if kind == "trial_start":
             self.current = event["label"]
         elif kind == "trial_end":

@@ -11,6 +11,7 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from amp_advisor.diagnosis import INDEX, METRICS, Diagnosis
 from amp_advisor.dtypes import Dtype
 from amp_advisor.hardware.cuda import GpuProps
 from amp_advisor.harness.trial import GradStats, StepTimes, TrialResult, failed
@@ -282,7 +283,7 @@ class SyntheticWorker:
     first measurement of a configuration is (`slow_first={(dtype, batch): factor}`)."""
 
     def __init__(self, rates, *, oom_at=None, loss_diff=None, skip_rate=None, interrupt_after=None, stall=(),
-                 memory_per_sample=None, slow=None, rate_at=None, slow_first=None):
+                 memory_per_sample=None, slow=None, rate_at=None, slow_first=None, culprit=None, island_cost=0.05):
         self.rates, self.oom_at = rates, oom_at or {}
         self.rate_at = rate_at or {}  # (dtype, batch) -> samples/s, overriding the model below
         self.memory_per_sample = memory_per_sample or {}  # bytes per sample by dtype; default 1e8
@@ -291,7 +292,26 @@ class SyntheticWorker:
         self.interrupt_after = interrupt_after
         self.slow = slow or {}
         self.slow_first = dict(slow_first or {})
+        # dtype -> the module that breaks its numerics (what diagnose() names); with that module an
+        # fp32 island, the dtype keeps fp32's numerics and runs island_cost slower
+        self.culprit, self.island_cost = culprit or {}, island_cost
         self.specs = []
+        self.diagnosed = []
+
+    def diagnose(self, spec):
+        """A synthetic X-ray: the dtype's culprit, found where the forward pass first overflows."""
+        self.diagnosed.append(spec)
+        name = self.culprit.get(spec.dtype)
+        modules = (name, "(model)") if name else ("layer", "(model)")
+        nan = math.nan
+        row = {m: [nan] * len(METRICS) for m in modules}
+        if name:
+            row[name][INDEX["out_nonfinite"]], row[name][INDEX["in_nonfinite"]] = 1.0, 0.0
+            row[name][INDEX["ref_out_max"]] = 2.6e5
+        values = tuple(tuple(tuple(row[m]) for m in modules) for _ in range(spec.steps))
+        return Diagnosis(spec.workload, spec.dtype, spec.batch_size, spec.device, spec.steps, modules,
+                         ("Linear", "Model"), values, losses=(math.nan,) * spec.steps,
+                         ref_losses=(1.0,) * spec.steps, scales=(spec.init_scale,) * spec.steps)
 
     def spawn(self):
         pass
@@ -319,7 +339,12 @@ class SyntheticWorker:
         if spec.abandon_after_s and (step > spec.abandon_after_s or (dtype, bs) in self.stall):
             return failed(spec, "pruned", f"stopped early: the first step took {step:.2f} s, over the "
                                           f"{spec.abandon_after_s:.2f} s allowed")
-        skipped = int(self.skip_rate.get(dtype, 0.0) * spec.steps) if dtype is Dtype.FP16 else None
+        repaired = self.culprit.get(dtype) is not None and self.culprit.get(dtype) in spec.fp32_modules
+        if repaired:
+            step *= 1 + self.island_cost
+        skip_rate = 0.0 if repaired else self.skip_rate.get(dtype, 0.0)
+        skipped = int(skip_rate * spec.steps) if dtype is Dtype.FP16 else None
+        loss_diff = 0.001 if repaired else self.loss_diff.get(dtype, 0.001)
         curve = tuple(1.0 - 0.01 * i for i in range(spec.warmup_steps + spec.steps))
         compared = min(spec.compare_steps or len(curve), len(curve))
         return TrialResult(
@@ -330,7 +355,7 @@ class SyntheticWorker:
             flops_per_step=samples * FLOPS_PER_SAMPLE, tflops=samples * FLOPS_PER_SAMPLE / step / 1e12,
             warmup_losses=curve[: spec.warmup_steps], losses=curve[spec.warmup_steps:],
             fp32_losses=curve[:compared] if dtype is not Dtype.FP32 and spec.compare_fp32 else (),
-            loss_rel_diff_vs_fp32=((self.loss_diff.get(dtype, 0.001) if spec.compare_fp32 else None)
+            loss_rel_diff_vs_fp32=((loss_diff if spec.compare_fp32 else None)
                                    if dtype is not Dtype.FP32 else 0.0),
             grad_stats=GradStats(1.0, 100, 0.0, 0.0, 0.0, 0.01, {-7: 100}),
             tf32=bool(spec.tf32) or dtype is Dtype.TF32,

@@ -14,6 +14,7 @@ from amp_advisor.errors import BadInputError
 from amp_advisor.hardware import probe
 from amp_advisor.recommendation import Recommendation
 from amp_advisor.tuning import tune
+from amp_advisor.tuning.record import Role
 from amp_advisor.tuning.search import BayesStrategy, GridStrategy
 from amp_advisor.tuning.space import Candidate, SearchSpace, build_space, parse_batch_sizes, seeded_init_scale
 from amp_advisor.tuning.store import RunStore
@@ -364,3 +365,46 @@ def test_the_progress_never_counts_past_its_total(tmp_path, monkeypatch):
     counts = [line.split("] ")[1].split(" ")[0] for line in seen]
     assert counts and all(int(done) <= int(total) for done, total in (c.split("/") for c in counts))
     assert any(line.startswith("confirm") for line in seen)
+
+
+# ------------------------------------------------------------------- numerics repaired by islands
+def test_a_dtype_that_fails_on_numerics_is_diagnosed_and_measured_with_islands(tmp_path):
+    worker = SyntheticWorker(GPU_RATES, loss_diff={Dtype.FP16: 0.5, Dtype.BF16: 0.5},
+                             culprit={Dtype.FP16: "encoder.attn"})
+    result, store = run_tuner(tmp_path, worker, strategy="grid", batch_sizes=(32, 64))
+    assert [s.dtype for s in worker.diagnosed] == [Dtype.BF16, Dtype.FP16]  # once per failing dtype
+    repairs = [r for r in result.records if r.role is Role.REPAIR]
+    assert [r.candidate.fp32_modules for r in repairs] == [("encoder.attn",)] and repairs[0].feasible
+    rec = result.recommendation
+    assert rec.dtype is Dtype.FP16 and rec.fp32_modules == ("encoder.attn",)
+    assert "encoder.attn kept in fp32" in rec.why and "the islands cost" in rec.why
+    assert any("found no module to keep in fp32" in n for n in result.notes)  # bf16's X-ray named none
+    assert [d.dtype for d in store.diagnoses()] == [Dtype.FP16, Dtype.BF16]
+    from amp_advisor.report import write_report
+
+    files = write_report(store.dir)  # the report's X-ray section: the culprits, the advice, the chart
+    text = files.markdown.read_text()
+    assert "## Numerics X-ray" in text and "keep `encoder.attn` in fp32" in text
+    assert (store.dir / "plots" / "xray.png").stat().st_size > 1000
+    # a resumed run repairs nothing twice
+    again = SyntheticWorker(GPU_RATES, loss_diff={Dtype.FP16: 0.5, Dtype.BF16: 0.5},
+                            culprit={Dtype.FP16: "encoder.attn"})
+    tuner = Tuner(TuneSettings(**{**store.settings(), "batch_sizes": (32, 64)}), store, worker=again,
+                  device_profile=H100)
+    tuner.run()
+    assert again.diagnosed == []  # fp16 was repaired already; bf16's saved diagnosis is read back
+
+
+def test_tune_repairs_a_real_fp16_overflow_with_the_islands_the_xray_advises(tmp_path):
+    result = tune(WORKLOADS / "fp16_overflow.py", device="cpu", out=tmp_path / "run", batch_sizes=(8,),
+                  strategy="grid", steps=3)
+    repairs = [r for r in result.records if r.role is Role.REPAIR]
+    assert [(r.candidate.dtype, r.candidate.fp32_modules) for r in repairs] == [(Dtype.FP16, ("first",))]
+    assert repairs[0].feasible  # fp16 with `first` in fp32 keeps fp32's numerics
+    assert (tmp_path / "run" / "diagnosis-fp16.json").exists()
+    assert any("advises keeping first in fp32" in note for note in result.notes)
+    rec = result.recommendation
+    if rec.dtype is Dtype.FP16:  # where fp16 is fast (AMX-FP16, a GPU): it may win with its island
+        assert rec.fp32_modules == ("first",) and "kept in fp32" in rec.why
+    else:  # elsewhere the why says how fast the repaired fp16 was
+        assert "+fp32[first]" in rec.why

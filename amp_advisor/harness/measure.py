@@ -27,6 +27,7 @@ from typing import Any, Callable
 import torch
 
 from ..dtypes import Dtype
+from ..errors import BadInputError
 from ..numerics import grad_stats, loss_rel_diff
 from ..runtime import MixedPrecision
 from .. import tf32
@@ -55,8 +56,9 @@ class TrainingStep:
         self.amp = MixedPrecision(
             dtype if dtype.autocasts else Dtype.FP32, device.type,
             grad_accumulation_steps=spec.grad_accum, init_scale=spec.init_scale,
-            growth_interval=spec.growth_interval,
+            growth_interval=spec.growth_interval, fp32_modules=spec.fp32_modules,
         )
+        self.amp.prepare(model)  # the islands, if any (a BadInputError names a module that is not there)
         self._next_batch = 0
         self._checked = False
 
@@ -192,7 +194,7 @@ class TrialRunner:
         workload_path = Path(spec.workload)
         try:
             result = self._run(spec)
-        except WorkloadError as exc:
+        except BadInputError as exc:  # the workload broke the contract, or an island names no module
             result = failed(spec, Status.ERROR, str(exc), bad_input=True)
         except Exception as exc:  # anything the user's code raises is a recorded result
             where = _where_in_workload(exc, workload_path)
@@ -205,8 +207,6 @@ class TrialRunner:
         return result.with_updates(wall_s=time.perf_counter() - start)
 
     def _check_device(self, spec: TrialSpec):
-        from ..errors import BadInputError
-
         try:
             profile = self._device_profile(spec.device)
         except BadInputError as exc:

@@ -65,6 +65,7 @@ class TrialSpec:
     # TF32 matmuls for the fp32 parts: None = as dtypes.uses_tf32 says for the device (the worker
     # resolves it and the result records what ran); tf32 always has it on, fp32 never.
     tf32: bool | None = None
+    fp32_modules: tuple[str, ...] = ()  # fp32 islands (MixedPrecision.prepare) the trial runs with
 
     def __post_init__(self) -> None:
         problems = []
@@ -107,7 +108,7 @@ class TrialSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrialSpec":
-        return cls(**{**data, "dtype": Dtype(data["dtype"])})
+        return cls(**{**data, "dtype": Dtype(data["dtype"]), "fp32_modules": tuple(data.get("fp32_modules", ()))})
 
 
 @dataclass(frozen=True)

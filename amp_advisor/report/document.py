@@ -130,6 +130,7 @@ def build(run: Run, plots: list[Plot]) -> Document:
         Section("measurements", "Speed and memory", tuple(
             Figure(by_name[n]) for n in ("throughput", "memory", "tflops"))),
         Section("numerics", "Numerics", (Figure(by_name["gradients"]), Figure(by_name["loss"]))),
+        *_xray(run, by_name["xray"]),
         _search(run, by_name["search"]),
         _trials(run),
         _caveats(run),
@@ -244,6 +245,30 @@ def _hardware(run: Run) -> Section:
         if dev.peak is not None:
             blocks.append(Para(f"Peak figures: {dev.peak.name}, {dev.peak.source}."))
     return Section("hardware", "Hardware", tuple(blocks))
+
+
+def _xray(run: Run, plot: Plot) -> tuple[Section, ...]:
+    """The numerics X-ray of each dtype that failed on numerics: the chart, the culprits, the advice."""
+    if not run.diagnoses:
+        return ()
+    blocks: list[Block] = []
+    for d in run.diagnoses:
+        culprits = d.culprits()
+        islands = d.advised_islands()
+        blocks.append(Para(f"{d.dtype} failed on numerics, so the tuner X-rayed it: {d.steps} training steps at "
+                           f"batch {d.batch_size} with hooks on all {len(d.modules)} modules, beside an fp32 run of "
+                           "the same weights and batches. "
+                           + (f"It advises keeping {', '.join(islands)} in fp32; the trials show what that does."
+                              if islands else "It found no single module to blame: every module kept to fp32's "
+                              "numerics within the dtype's rounding and range.")))
+        if culprits:
+            rows = tuple((Cell(str(k)), Cell(c.module), Cell(c.module_type), Cell(c.kind), Cell(c.passes),
+                          Cell(str(c.step), c.step, "num")) for k, c in enumerate(culprits, 1))
+            blocks.append(Table(("#", "module", "type", "what", "pass", "step"), rows,
+                                row_notes=tuple(c.advice for c in culprits), note_column="advice"))
+    if plot.png is not None:
+        blocks.append(Figure(plot))
+    return (Section("xray", "Numerics X-ray", tuple(blocks)),)
 
 
 def _search(run: Run, plot: Plot) -> Section:

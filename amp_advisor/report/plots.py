@@ -346,8 +346,54 @@ def achieved_tflops(run: Run) -> Plot:
     return Plot("tflops", title, caption, _png(fig))
 
 
+XRAY_ROWS = 30  # modules shown: the culprits, then those nearest fp16's limit
+
+
+def numerics_xray(run: Run) -> Plot:
+    """Modules x steps of the first diagnosis: how large each module's fp32 output is against
+    fp16's range (log10 |value|, the colour's middle at fp16's max), X where the reduced run
+    turned it inf/NaN."""
+    title = "Numerics X-ray: module outputs against fp16's range"
+    if not run.diagnoses:
+        return Plot("xray", title, "", None, "no dtype failed on numerics: nothing was diagnosed")
+    d = run.diagnoses[0]
+    from matplotlib.colors import TwoSlopeNorm
+
+    peaks = [max((v for v in d.series(m, "ref_out_max") if math.isfinite(v)), default=0.0)
+             for m in range(len(d.modules))]
+    culprits = [d.modules.index(c.module) for c in d.culprits() if c.module in d.modules]
+    ranked = sorted(range(len(d.modules)), key=lambda m: (m not in culprits, -peaks[m]))
+    rows = sorted(ranked[:XRAY_ROWS])  # forward order, as the model runs
+    steps = len(d.values)
+    grid = [[math.log10(max(v, 1e-30)) if math.isfinite(v := d.value(s, m, "ref_out_max")) else math.nan
+             for s in range(steps)] for m in rows]
+    fig = _figure()
+    fig.set_size_inches(FIG_SIZE[0], max(FIG_SIZE[1], 1.0 + 0.22 * len(rows)))
+    ax = fig.add_subplot()
+    limit = math.log10(FP16_MAX)
+    finite = [v for row in grid for v in row if math.isfinite(v)] or [limit]
+    norm = TwoSlopeNorm(vcenter=limit, vmin=min(min(finite), limit - 1), vmax=max(max(finite), limit + 1))
+    image = ax.imshow(grid, aspect="auto", cmap="RdBu_r", norm=norm, interpolation="nearest")
+    for y, m in enumerate(rows):
+        for s in range(steps):
+            if d.value(s, m, "out_nonfinite") == 1:
+                ax.plot([s], [y], "x", color="black", markersize=6)
+    ax.set_yticks(range(len(rows)), [f"{d.modules[m][:40]}{' *' if m in culprits else ''}" for m in rows],
+                  fontsize=7)
+    ax.set_xticks(range(steps), [str(s + 1) for s in range(steps)], fontsize=7)
+    ax.set_xlabel("training step")
+    bar = fig.colorbar(image, ax=ax)
+    bar.set_label("log10 largest |fp32 output|", fontsize=8)
+    bar.ax.axhline(limit, color="black", linewidth=1)
+    caption = (f"{d.dtype} at batch {d.batch_size}, {steps} steps: each module's largest fp32 output per step "
+               "(red beyond fp16's max of 65504, at the black line of the scale); x: the reduced run produced "
+               f"inf/NaN there; * a culprit. {len(rows)} of {len(d.modules)} modules shown (the culprits and "
+               "the largest), in the order the forward pass finishes them.")
+    return Plot("xray", title, caption, _png(fig))
+
+
 PLOTS: tuple[Callable[[Run], Plot], ...] = (throughput_vs_batch, memory_vs_batch, search_progress, gradient_ranges,
-                                            loss_vs_fp32, achieved_tflops)
+                                            loss_vs_fp32, achieved_tflops, numerics_xray)
 
 
 def draw_all(run: Run) -> list[Plot]:

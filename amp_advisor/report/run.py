@@ -19,6 +19,7 @@ from ..hardware.model import DeviceProfile
 from ..harness.memory import LinuxRssPeak
 from ..recommendation import Recommendation
 from ..harness.trial import Status
+from ..diagnosis import Diagnosis
 from ..tuning.evidence import ConfigEvidence, Evidence
 from ..tuning.record import Role, TrialRecord
 from ..tuning.space import Candidate, SearchSpace
@@ -42,6 +43,7 @@ class Run:
     device: DeviceProfile | None
     missing: list[str] = field(default_factory=list)
     no_recommendation_why: str | None = None  # when recommendation is None: why
+    diagnoses: list[Diagnosis] = field(default_factory=list)  # X-rays of dtypes that failed on numerics
     _evidence: Evidence | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------------------ run.json
@@ -266,5 +268,5 @@ def load_run(path: str | os.PathLike) -> Run:
             missing.append(str(exc))
     else:
         missing.append("device.json is missing: the probe's verdicts per dtype are not shown")
-    return Run(directory, info, records, recommendation, device, missing, no_recommendation_why)
+    return Run(directory, info, records, recommendation, device, missing, no_recommendation_why, store.diagnoses())
 

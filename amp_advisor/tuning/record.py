@@ -21,6 +21,7 @@ class Role(str, Enum):
     BISECT = "bisect"  # between the largest batch that ran and the smallest that failed
     CONFIRM = "confirm"  # an interleaved confirmation round: the figures the decision rests on
     STABILITY = "stability"  # the chosen fp16 configuration, run longer, judged on numerics only
+    REPAIR = "repair"  # a dtype that failed on numerics, again with the fp32 islands its diagnosis advised
 
     def __str__(self) -> str:
         return self.value
@@ -28,7 +29,7 @@ class Role(str, Enum):
     @property
     def explores(self) -> bool:
         """Measurements that rank configurations before confirmation."""
-        return self in (Role.SEARCH, Role.REFINE, Role.RECHECK, Role.BISECT)
+        return self in (Role.SEARCH, Role.REFINE, Role.RECHECK, Role.BISECT, Role.REPAIR)
 
     @property
     def measures_speed(self) -> bool:

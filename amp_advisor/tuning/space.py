@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, FP16_MAX, Dtype
 from ..errors import BadInputError
@@ -32,11 +33,12 @@ class Candidate:
     batch_size: int
     init_scale: float = 0.0  # fp16 only; 0 elsewhere, so equal configurations compare equal
     growth_interval: int = 0
+    fp32_modules: tuple[str, ...] = ()  # fp32 islands the X-ray advised (a repair of a numerics failure)
 
     def canonical(self) -> "Candidate":
         if self.dtype.needs_grad_scaler:
             return self
-        return Candidate(self.dtype, self.batch_size)
+        return Candidate(self.dtype, self.batch_size, fp32_modules=self.fp32_modules)
 
     @property
     def fp32_twin(self) -> "Candidate":
@@ -48,16 +50,21 @@ class Candidate:
         text = f"{self.dtype} bs={self.batch_size}"
         if self.dtype.needs_grad_scaler:
             text += f" scale=2^{math.log2(self.init_scale):g} growth={self.growth_interval}"
+        if self.fp32_modules:
+            text += f" +fp32[{','.join(self.fp32_modules)}]"
         return text
 
     def to_dict(self) -> dict:
-        return {"dtype": self.dtype.value, "batch_size": self.batch_size,
-                "init_scale": self.init_scale, "growth_interval": self.growth_interval}
+        out: dict[str, Any] = {"dtype": self.dtype.value, "batch_size": self.batch_size,
+                               "init_scale": self.init_scale, "growth_interval": self.growth_interval}
+        if self.fp32_modules:
+            out["fp32_modules"] = list(self.fp32_modules)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "Candidate":
         return cls(Dtype(data["dtype"]), int(data["batch_size"]), float(data["init_scale"]),
-                   int(data["growth_interval"]))
+                   int(data["growth_interval"]), tuple(data.get("fp32_modules", ())))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import BadInputError
+from ..diagnosis import Diagnosis
+from ..dtypes import Dtype
+from ..errors import AdvisorError, BadInputError
 from ..jsonio import check_fields, dumps, loads, write_atomic
 from .record import Role, TrialRecord
 from .space import SearchSpace
@@ -149,6 +151,24 @@ class RunStore:
         data = self.run_info()
         data["context"] = {**data.get("context", {}), **values}
         write_atomic(self.run_file, data)
+
+    def diagnosis_file(self, dtype: Dtype) -> Path:
+        return self.dir / f"diagnosis-{dtype.value}.json"
+
+    def write_diagnosis(self, diagnosis: Diagnosis) -> Path:
+        """The X-ray of a dtype that failed on numerics: the report draws it."""
+        return write_atomic(self.diagnosis_file(diagnosis.dtype), diagnosis.to_dict())
+
+    def diagnoses(self) -> list[Diagnosis]:
+        """The diagnoses the run saved, fp16's first; one that does not load is left out."""
+        out = []
+        for dtype in (Dtype.FP16, Dtype.BF16):
+            path = self.diagnosis_file(dtype)
+            try:
+                out.append(Diagnosis.from_dict(loads(path.read_text(encoding="utf-8"), str(path))))
+            except (OSError, ValueError, TypeError, KeyError, RecursionError, AdvisorError):
+                continue
+        return out
 
     def write_device(self, device_profile) -> None:
         write_atomic(self.device_file, device_profile.to_dict())

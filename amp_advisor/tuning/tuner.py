@@ -23,6 +23,7 @@ Phases, and why:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import os
@@ -31,11 +32,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..diagnosis import DEFAULT_STEPS as DIAGNOSE_STEPS
+from ..diagnosis import DiagnoseSpec
 from ..dtypes import Dtype, uses_tf32
 from ..errors import BadInputError
 from ..limits import MAX_STEPS, MAX_TIME_BUDGET_S, MAX_TRIAL_TIMEOUT_S, MAX_TRIALS
 from ..harness.trial import Status, TrialSpec
-from ..harness.worker import Worker
+from ..harness.worker import DiagnoseError, Worker
 from ..jsonio import check_fields
 from ..recommendation import GradScalerConfig, Measured, Recommendation, fingerprint_of
 from .constraints import MIN_ABANDON_S, PRUNE_FACTOR, Constraints, derive
@@ -216,6 +219,7 @@ class Tuner:
             grad_accum=accum, compare_fp32=not remeasure and candidate.dtype is not Dtype.FP32,
             compare_steps=COMPARE_STEPS, seed=self.settings.seed, timeout_s=self.settings.trial_timeout_s,
             abandon_after_s=abandon_after, tf32=uses_tf32(candidate.dtype, tf32_fast), grad_stats=not remeasure,
+            fp32_modules=candidate.fp32_modules,
         )
 
     def first_step_allowance(self, samples: int) -> float | None:
@@ -272,6 +276,7 @@ class Tuner:
             self._refine()
             self._recheck()
             self._edge()
+            self._repair()
             self._confirm()
             decision = decide(self.evidence, self.constraints, self.settings.margin)
             recommendation = self._choose(decision)
@@ -519,6 +524,64 @@ class Tuner:
         if missing:
             self._rounds([wanted[0], *missing], CONFIRM_ROUNDS + 1, TWIN_ROUNDS)
 
+    # -------------------------------------------------------------------------------- repair
+    def _repair(self) -> None:
+        """A reduced precision none of whose trials kept fp32's numerics (inf/NaN, too many skipped
+        steps, a loss outside the tolerance): X-ray its first failed configuration once
+        (diagnosis.py), save the diagnosis for the report, and measure that configuration again
+        with the fp32 islands the X-ray advises, like any other configuration. (When some of its
+        configurations ran cleanly, the failures are the scaler settings' or the batch's, not a
+        module's.)"""
+        for dtype in self.space.dtypes:
+            records = self.evidence.of_dtype(dtype)
+            failed = [r for r in records if r.role.explores and not r.feasible
+                      and r.result.status in (Status.OK, Status.NONFINITE) and not r.candidate.fp32_modules]
+            if not dtype.autocasts or not failed or any(r.feasible or r.candidate.fp32_modules for r in records):
+                continue  # nothing to repair, a clean configuration, or repaired already (a resumed run)
+            if self._out_of_time():
+                self.notes.append("the time budget left no time to diagnose the numerics failures")
+                return
+            first = failed[0]
+            self._phase("repair", 1)
+            spec = DiagnoseSpec(self.settings.workload, dtype, first.candidate.batch_size, self.settings.device,
+                                steps=DIAGNOSE_STEPS, seed=self.settings.seed,
+                                init_scale=first.result.spec.init_scale,
+                                growth_interval=first.result.spec.growth_interval)
+            saved = {d.dtype: d for d in self.store.diagnoses()}  # a resumed run diagnosed it already
+            diagnosis = saved.get(dtype)
+            if diagnosis is None:
+                self.emit({"event": "diagnose_start", "dtype": dtype.value, "trial": first.number})
+                try:
+                    diagnosis = self.worker.diagnose(spec)
+                except (DiagnoseError, BadInputError) as exc:
+                    self.notes.append(f"{dtype} failed on numerics (trial {first.number}); its diagnosis did not "
+                                      f"finish: {exc}")
+                    continue
+                self.store.write_diagnosis(diagnosis)
+            islands = diagnosis.advised_islands()
+            if not islands:
+                self.notes.append(f"{dtype} failed on numerics (trial {first.number}: {first.why_not}); the "
+                                  "X-ray found no module to keep in fp32")
+                continue
+            repaired = dataclasses.replace(first.candidate, fp32_modules=islands)
+            self.notes.append(f"{dtype} failed on numerics (trial {first.number}: {first.why_not}); the X-ray "
+                              f"advises keeping {', '.join(islands)} in fp32 ({diagnosis.culprits()[0].evidence}); "
+                              f"measured as {repaired.label}")
+            self._run(repaired, Role.REPAIR)
+
+    def _islands_cost(self, chosen: Candidate) -> str:
+        """What the chosen configuration's fp32 islands cost: against the same configuration
+        without them, when that one ran long enough to be timed."""
+        plain = dataclasses.replace(chosen, fp32_modules=())
+        without = [r.result.samples_per_s for r in self.evidence.of_dtype(chosen.dtype)
+                   if r.candidate.canonical() == plain.canonical() and r.result.samples_per_s]
+        with_ = self.evidence.configs[chosen.canonical()].score
+        text = f"{', '.join(chosen.fp32_modules)} kept in fp32 (the X-ray's advice: without them {chosen.dtype} " \
+               "failed on numerics)"
+        if without and with_:
+            text += f"; the islands cost {1 - with_ / max(without):.1%} of the speed measured without them"
+        return text
+
     # -------------------------------------------------------------------------------- choose
     def _choose(self, decision: Decision) -> Recommendation | None:
         self.notes += list(decision.notes)
@@ -530,6 +593,8 @@ class Tuner:
         if chosen.dtype.needs_grad_scaler:
             scaler, stability_note = self._stability(chosen)
             why += "; " + stability_note
+        if chosen.fp32_modules:
+            why += "; " + self._islands_cost(chosen)
         busy = machine_busy(self.evidence, os.cpu_count() if self.profile.kind == "cpu" else None)
         if busy:
             self.notes.append(busy)
@@ -578,6 +643,7 @@ class Tuner:
             evidence={"confirmed": decision.confirmed,
                       **{k: (f.to_dict() if f is not None else None) for k, f in figures.items()}},
             machine_busy=busy,
+            fp32_modules=chosen.candidate.fp32_modules,
         )
 
 
