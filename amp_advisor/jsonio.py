@@ -18,6 +18,16 @@ from typing import Any
 from .errors import BadInputError
 
 
+# A marker for typing.Annotated[float, NULL_IS_NAN]: a value that may legitimately be inf/nan (a
+# diverged loss). strict() writes it as null; check_fields accepts that null, and the reader
+# turns it back into nan (nan_for_null).
+NULL_IS_NAN = "null-is-nan"
+
+
+def nan_for_null(values: Any) -> tuple[float, ...]:
+    return tuple(math.nan if v is None else float(v) for v in values)
+
+
 def strict(value: Any) -> Any:
     """inf/nan (a diverged loss) become null, so the output is JSON any parser accepts."""
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
@@ -82,7 +92,7 @@ def check_fields(cls: type, data: Any, where: str, *, finite: bool = False) -> N
     an object. `finite`: floats must be finite. Raises ValueError naming the field."""
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected an object, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     for f in dataclasses.fields(cls):
         if f.name in data:
             _check(data[f.name], hints[f.name], f"{where}.{f.name}", finite)
@@ -94,6 +104,10 @@ def _check(value: Any, hint: Any, where: str, finite: bool) -> None:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any:
         return
+    if origin is typing.Annotated:
+        if value is None and NULL_IS_NAN in args[1:]:
+            return  # a non-finite value, as strict() wrote it
+        return _check(value, args[0], where, finite)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return

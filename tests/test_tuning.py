@@ -408,3 +408,26 @@ def test_tune_repairs_a_real_fp16_overflow_with_the_islands_the_xray_advises(tmp
         assert rec.fp32_modules == ("first",) and "kept in fp32" in rec.why
     else:  # elsewhere the why says how fast the repaired fp16 was
         assert "+fp32[first]" in rec.why
+
+
+def test_a_diverged_trial_is_saved_and_read_back_not_left_out(tmp_path):
+    """Non-finite losses are written as null (JSON has no nan); reading them back must give the
+    trial, with nan, not drop it as corrupt (a resumed run would repeat it, the report hide it)."""
+    import math
+
+    from amp_advisor.harness.trial import GradStats, Status, TrialSpec, failed
+    from amp_advisor.tuning.record import TrialRecord
+
+    spec = TrialSpec(workload=str(WORKLOADS / "tiny.py"), dtype=Dtype.FP16, batch_size=8)
+    result = failed(spec, Status.NONFINITE, "loss is nan at measured step 1").with_updates(
+        losses=(1.0, math.nan, math.inf), fp32_losses=(1.0, 0.9), warmup_losses=(math.nan,),
+        grad_stats=GradStats(1.0, 10, 0.0, 0.0, 0.0, math.inf, {0: 10}))
+    store = RunStore(tmp_path / "run")
+    store.create({"workload": spec.workload})
+    store.append(TrialRecord(1, Role.SEARCH, Candidate(Dtype.FP16, 8, 1024.0, 100), result, False, "nonfinite"))
+    records, problems = store.read_records()
+    assert problems == [] and len(records) == 1
+    back = records[0].result
+    assert back.status is Status.NONFINITE and back.losses[0] == 1.0
+    assert math.isnan(back.losses[1]) and math.isnan(back.losses[2]) and math.isnan(back.warmup_losses[0])
+    assert math.isnan(back.grad_stats.max_abs)

@@ -8,13 +8,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
 from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_NAMES, Dtype, uses_tf32
 from ..errors import BadInputError
-from ..jsonio import check_fields
+from ..jsonio import NULL_IS_NAN, check_fields, nan_for_null
 
 TRIAL_SCHEMA_VERSION = 1
+MaybeFinite = Annotated[float, NULL_IS_NAN]  # saved as null when inf/nan (jsonio.strict)
 
 
 class Status(str, Enum):
@@ -129,7 +130,7 @@ class GradStats:
     zero_fraction: float
     underflow_fraction: float  # 0 < |g * scale| < 2^-24: flushes to zero in fp16
     overflow_fraction: float  # |g * scale| > 65504: inf in fp16
-    max_abs: float
+    max_abs: MaybeFinite  # inf/nan when the fp32 gradients themselves diverged
     log2_histogram: Mapping[int, int]  # floor(log2|g|) -> count, unscaled, non-zero elements only
 
 
@@ -150,9 +151,9 @@ class TrialResult:
     peak_tflops: float | None = None
     skipped_steps: int | None = None  # fp16: optimizer steps GradScaler skipped (inf/nan grads)
     final_loss_scale: float | None = None
-    losses: tuple[float, ...] = ()  # per measured step
-    warmup_losses: tuple[float, ...] = ()  # per warm-up step (the loss agreement starts at step 0)
-    fp32_losses: tuple[float, ...] = ()  # the fp32 reference from step 0, over the steps compared
+    losses: tuple[MaybeFinite, ...] = ()  # per measured step (inf/nan when it diverged)
+    warmup_losses: tuple[MaybeFinite, ...] = ()  # per warm-up step (the loss agreement starts at step 0)
+    fp32_losses: tuple[MaybeFinite, ...] = ()  # the fp32 reference from step 0, over the steps compared
     loss_rel_diff_vs_fp32: float | None = None
     grad_stats: GradStats | None = None
     warnings: tuple[str, ...] = ()
@@ -192,9 +193,11 @@ class TrialResult:
         if data.get("grad_stats") is not None:
             gs = dict(data["grad_stats"])
             gs["log2_histogram"] = {int(k): v for k, v in gs["log2_histogram"].items()}
+            gs["max_abs"] = nan_for_null([gs["max_abs"]])[0]
             fields["grad_stats"] = GradStats(**gs)
-        for name in ("losses", "warmup_losses", "fp32_losses", "warnings"):
-            fields[name] = tuple(data.get(name, ()))
+        for name in ("losses", "warmup_losses", "fp32_losses"):
+            fields[name] = nan_for_null(data.get(name, ()))
+        fields["warnings"] = tuple(data.get("warnings", ()))
         return cls(**fields)
 
     def with_updates(self, **changes: Any) -> "TrialResult":
