@@ -172,3 +172,16 @@ def test_a_parent_drifting_because_of_its_child_is_not_named():
     parent = {"rel_err": 0.5, "in_rel_err": 0.0}
     d = _diagnosis([[child, parent]], modules=("a.b", "a"), dtype=Dtype.BF16)
     assert [c.module for c in d.culprits()] == ["a.b"]
+
+
+@pytest.mark.parametrize("device, message", [("banana", "not a torch device"), ("cuda:7", "--device cuda:7: ")])
+def test_a_device_that_is_not_here_is_one_line_exit_2(device, message):
+    result = CliRunner().invoke(cli, ["diagnose", str(WORKLOADS / "tiny.py"), "--dtype", "bf16", "--device", device,
+                                      "--steps", "1"])
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+
+
+def test_a_model_that_raises_is_one_line_exit_1():
+    result = CliRunner().invoke(cli, ["diagnose", str(WORKLOADS / "raises_in_step.py"), "--dtype", "bf16",
+                                      "--device", "cpu", "--steps", "1"])
+    assert result.exit_code == 1 and "the diagnosis stopped: NameError" in result.stderr

@@ -19,6 +19,7 @@ import torch
 from .. import tf32
 from ..diagnosis import METRICS, ROOT, Diagnosis, DiagnoseSpec
 from ..dtypes import FP16_MAX, FP16_MIN_SUBNORMAL
+from ..errors import BadInputError
 from ..islands import keep_in_fp32
 from ..runtime import MixedPrecision
 from ..workload import check_batch, check_loss, load
@@ -187,11 +188,27 @@ class XRay:
         return [tuple(table.get(i, {}).get(name, math.nan) for name in METRICS) for i in self.order]
 
 
+def _device(text: str) -> torch.device:
+    """The torch device, or a BadInputError saying why it is not one here."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise BadInputError(f"--device {text!r}: not a torch device; expected cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            have = f"this machine has {count} CUDA device(s)" if count else "no CUDA device is usable here"
+            raise BadInputError(f"--device {text}: {have}; use --device cpu or an existing cuda:N")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise BadInputError(f"--device {text}: MPS is not available here; use --device cpu")
+    return device
+
+
 def run_diagnosis(spec: DiagnoseSpec, emit: Emit) -> Diagnosis:
     """Train `spec.steps` steps of the workload under the X-ray. Raises WorkloadError/BadInputError
     for a workload that breaks the contract or islands that name no module."""
     workload = load(spec.workload)
-    device = torch.device(spec.device)
+    device = _device(spec.device)
     torch.manual_seed(spec.seed)
     model = workload.build_model().to(device)
     model.train()
