@@ -17,8 +17,9 @@ For every module (named as in `model.named_modules()`, the root as "(model)") an
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from .dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, FP16_MAX, Dtype
@@ -106,7 +107,6 @@ class Diagnosis:
     fp32_modules: tuple[str, ...] = ()  # islands the run already had
     notes: tuple[str, ...] = ()
     schema_version: int = DIAGNOSIS_SCHEMA_VERSION
-    _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     # ------------------------------------------------------------------------------ reading
     def value(self, step: int, module: int, metric: str) -> float:
@@ -131,10 +131,11 @@ class Diagnosis:
         """Most likely first: where the forward pass first produced inf/NaN, then where the
         backward pass did (persisting past the GradScaler's backoff), then the modules that
         drift from fp32 by far more than their inputs do."""
-        if "culprits" not in self._cache:
-            found = self._forward() + self._backward() + self._drift()
-            self._cache["culprits"] = found[:MAX_CULPRITS]
-        return list(self._cache["culprits"])
+        return list(self._ranked)
+
+    @functools.cached_property
+    def _ranked(self) -> tuple[Culprit, ...]:
+        return tuple((self._forward() + self._backward() + self._drift())[:MAX_CULPRITS])
 
     def advised_islands(self) -> tuple[str, ...]:
         """The modules to keep in fp32: every culprit where inf/NaN starts (forward or backward);

@@ -112,7 +112,6 @@ class MixedPrecision:
         self._fallback_dtype = None if fallback_dtype is None else Dtype.parse(str(fallback_dtype))
         self.configured_dtype = self.dtype
         self._fallback: dict[str, Any] | None = None  # set when the helper fell back
-        self._watch_losses = self._autocast_dtype is not None and not self._scaling  # bf16: no scaler to watch
         self._pending_losses: list = []
         self._skip_streak = 0
         self._nonfinite_streak = 0
@@ -172,7 +171,7 @@ class MixedPrecision:
             loss = loss / self.grad_accumulation_steps
         if self._scaling:
             loss = self.scaler.scale(loss)
-        elif self._watch_losses:
+        elif self._autocast_dtype is not None:  # bf16: no scaler to watch, so the losses are
             self._pending_losses.append(loss.detach())  # judged at the next flush: no kernel, no sync
         loss.backward(**kwargs)
 
@@ -247,7 +246,6 @@ class MixedPrecision:
         self.scaler = torch.amp.GradScaler(self.device_type, enabled=False)
         self._scaling = False
         self._scale = None
-        self._watch_losses = self._autocast_dtype is not None
         self._skip_streak = self._nonfinite_streak = 0
 
     @property

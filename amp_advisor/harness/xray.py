@@ -20,7 +20,6 @@ from .. import tf32
 from ..diagnosis import METRICS, ROOT, Diagnosis, DiagnoseSpec
 from ..dtypes import FP16_MAX, FP16_MIN_SUBNORMAL
 from ..errors import BadInputError
-from ..islands import keep_in_fp32
 from ..runtime import MixedPrecision
 from ..workload import check_batch, check_loss, load
 
@@ -212,13 +211,15 @@ def run_diagnosis(spec: DiagnoseSpec, emit: Emit) -> Diagnosis:
     torch.manual_seed(spec.seed)
     model = workload.build_model().to(device)
     model.train()
-    islands = keep_in_fp32(model, spec.fp32_modules) if spec.fp32_modules else []
     batches = []
     for _ in range(min(spec.steps, MAX_DISTINCT_BATCHES)):
         batch = workload.make_batch(spec.batch_size, device)
         check_batch(workload.path, batch, device)
         batches.append(batch)
-    amp = MixedPrecision(spec.dtype, device.type, init_scale=spec.init_scale, growth_interval=spec.growth_interval)
+    amp = MixedPrecision(spec.dtype, device.type, init_scale=spec.init_scale, growth_interval=spec.growth_interval,
+                         fp32_modules=spec.fp32_modules)
+    amp.prepare(model)
+    islands = amp.islands
     optimizer = workload.build_optimizer(model.parameters())
     xray = XRay(model)
     rows, losses, ref_losses, scales = [], [], [], []

@@ -532,6 +532,7 @@ class Tuner:
         with the fp32 islands the X-ray advises, like any other configuration. (When some of its
         configurations ran cleanly, the failures are the scaler settings' or the batch's, not a
         module's.)"""
+        saved = {d.dtype: d for d in self.store.diagnoses()}  # a resumed run diagnosed some already
         for dtype in self.space.dtypes:
             records = self.evidence.of_dtype(dtype)
             failed = [r for r in records if r.role.explores and not r.feasible
@@ -547,7 +548,6 @@ class Tuner:
                                 steps=DIAGNOSE_STEPS, seed=self.settings.seed,
                                 init_scale=first.result.spec.init_scale,
                                 growth_interval=first.result.spec.growth_interval)
-            saved = {d.dtype: d for d in self.store.diagnoses()}  # a resumed run diagnosed it already
             diagnosis = saved.get(dtype)
             if diagnosis is None:
                 self.emit({"event": "diagnose_start", "dtype": dtype.value, "trial": first.number})
