@@ -15,7 +15,8 @@ import click
 from . import __version__
 from .dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_NAMES, Dtype
 from .harness.trial import Status  # plain data: no torch
-from .errors import AdvisorError
+from .distributed.policy import COMMS, DEFAULT_COLLECTIVE_TIMEOUT_S, Parallel  # facts only: no torch
+from .errors import AdvisorError, BadInputError
 from .jsonio import dumps
 from .snippets import FORMATS as SNIPPET_FORMATS  # text only: cheap to import
 from .tuning.space import describe_default_batch_sizes  # the tuning modules import no torch: cheap
@@ -117,6 +118,58 @@ class _StderrProgress:
             click.echo("\r\033[K", err=True, nl=False)
 
 
+def _parallel_options(command: Callable) -> Callable:
+    """--parallel, --nproc-per-node, --collective-timeout (tune and bench)."""
+    for option in reversed([
+        click.option("--parallel", type=click.Choice([p.value for p in Parallel]),
+                     help="Measure under torch.distributed, every rank training the trial: ddp (DDP, gradient "
+                          "all-reduce in fp32 or compressed) or fsdp2 (fully_shard with a MixedPrecisionPolicy). "
+                          "Run under `torchrun ... -m amp_advisor`, or give --nproc-per-node. Batch sizes are per "
+                          "rank."),
+        click.option("--nproc-per-node", type=click.IntRange(1, 1024), metavar="N",
+                     help="With --parallel: start N ranks on this node through torch's launcher (as torchrun "
+                          "--standalone --nproc_per_node N) [default: 1]."),
+        click.option("--collective-timeout", type=click.FloatRange(0, MAX_TRIAL_TIMEOUT_S, min_open=True),
+                     default=DEFAULT_COLLECTIVE_TIMEOUT_S, show_default=True, metavar="SECONDS",
+                     help="With --parallel: how long a rank waits in a collective for a rank that stopped before "
+                          "the trial is failed, naming that rank."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _launch_if_needed(command: str, parallel: str | None, nproc_per_node: int | None) -> None:
+    """Outside torchrun, --parallel (or --nproc-per-node) starts the ranks here and exits with
+    the run's code; under torchrun (or on one process) it returns and the command runs."""
+    from .distributed.env import RankEnv, launch
+
+    under_launcher = RankEnv.from_environ() is not None
+    if nproc_per_node is not None and parallel is None:
+        raise BadInputError("--nproc-per-node starts ranks for --parallel ddp or fsdp2: pass one of them too")
+    if parallel is None or under_launcher:
+        if nproc_per_node is not None:
+            raise BadInputError("--nproc-per-node: this process is already a rank under torchrun; give the number "
+                                "of processes to torchrun (--nproc_per_node) instead")
+        return
+    ctx = click.get_current_context()
+    argv = [command]
+    for param in ctx.command.params:
+        name = param.name or ""
+        if name in ("nproc_per_node", "debug") or name not in ctx.params \
+                or ctx.get_parameter_source(name) is not click.core.ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params[name]
+        if isinstance(param, click.Argument):
+            argv.append(str(value))
+        elif isinstance(param, click.Option) and param.is_flag:
+            argv += [max(param.opts, key=len)] if value else []
+        elif isinstance(param, click.Option):
+            argv += [max(param.opts, key=len), str(value)]
+    if ctx.meta.get(_DEBUG_KEY):
+        argv.append("--debug")
+    sys.exit(launch(nproc_per_node or 1, argv))
+
+
 def _trial_progress(progress: _StderrProgress, steps: int, warmup: int) -> Callable[[dict[str, Any]], None]:
     """Turn the worker's events into the status line."""
 
@@ -153,10 +206,15 @@ def _trial_progress(progress: _StderrProgress, steps: int, warmup: int) -> Calla
 @click.option("--no-fp32-check", is_flag=True, help="Skip the fp32 reference run (no loss agreement figure).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the TrialResult as JSON.")
+@_parallel_options
+@click.option("--comm", type=click.Choice(sorted({c for cs in COMMS.values() for c in cs})), default="fp32",
+              show_default=True, help="With --parallel: what gradients are reduced in (ddp: fp32, fp16, bf16 on "
+                                      "NCCL; fsdp2: fp32, bf16).")
 @debug_option
 def bench(model: str | None, example: str | None, dtype: str, batch_size: int, device: str, steps: int,
           warmup_steps: int, init_scale: float, growth_interval: int, grad_accum: int, timeout: float | None,
-          no_fp32_check: bool, seed: int, as_json: bool) -> None:
+          no_fp32_check: bool, seed: int, as_json: bool, parallel: str | None, nproc_per_node: int | None,
+          collective_timeout: float, comm: str) -> None:
     """Measure one configuration of MODEL (a model.py) with real training steps.
 
     MODEL defines build_model() and make_batch(batch_size, device), optionally loss_fn(model,
@@ -169,14 +227,18 @@ def bench(model: str | None, example: str | None, dtype: str, batch_size: int, d
     from .harness import bench as run_bench
     from .harness.render import render_trial
 
+    _launch_if_needed("bench", parallel, nproc_per_node)
     progress = _StderrProgress(prefix=f"{example or model} {dtype} batch {batch_size}: ")
     result = run_bench(
         model, example=example, dtype=dtype, batch_size=batch_size, device=device, steps=steps,
         warmup_steps=warmup_steps, init_scale=init_scale, growth_interval=growth_interval,
         grad_accum=grad_accum, timeout=timeout, compare_fp32=not no_fp32_check, seed=seed,
-        on_event=_trial_progress(progress, steps, warmup_steps),
+        on_event=_trial_progress(progress, steps, warmup_steps), parallel=parallel,
+        comm=comm if parallel else "", collective_timeout_s=collective_timeout,
     )
     progress.done()
+    if result is None:
+        return  # a rank other than 0: rank 0 prints the trial
     if as_json:
         click.echo(dumps(result.to_dict()))
     else:
@@ -310,28 +372,39 @@ class _TuneProgress:
 @click.option("--steps", type=int, default=TuneSettings.steps, show_default=True,
               help="Measured steps per trial at most (fewer when steps are long).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Makes the sequence of trials reproducible.")
+@_parallel_options
 @debug_option
 def tune(model: str | None, example: str | None, device: str, out: str | None, resume: bool, strategy: str,
          batch_sizes: str | None, global_batch: int | None, time_budget: float, max_trials: int | None,
-         timeout: float | None, tolerance: float, steps: int, seed: int) -> None:
+         timeout: float | None, tolerance: float, steps: int, seed: int, parallel: str | None,
+         nproc_per_node: int | None, collective_timeout: float) -> None:
     """Find the dtype, batch size and GradScaler settings that train MODEL fastest here without
     hurting its numerics; write recommendation.json, trials.jsonl and trials.csv.
 
     Every trial is appended to trials.jsonl when it ends. Ctrl-C or SIGTERM leaves the run
     directory consistent; --resume --out DIR continues it.
+
+    With --parallel every rank trains each trial (under torchrun, or the ranks --nproc-per-node
+    starts): rank 0 searches and alone writes the run directory; batch sizes are per rank, and
+    what gradients are reduced in (ddp: fp32/fp16/bf16 all-reduce; fsdp2: fp32/bf16 reduce-scatter)
+    is searched beside the dtype. A rank that runs out of memory, crashes or hangs fails that trial
+    (the rank is named) and the run goes on with fresh workers on every rank.
     """
     from .tuning import tune as run_tune
     from .tuning.space import parse_batch_sizes
 
+    _launch_if_needed("tune", parallel, nproc_per_node)
     progress = _TuneProgress()
     settings = dict(strategy=strategy, seed=seed, max_trials=max_trials, time_budget_s=time_budget,
                     trial_timeout_s=timeout, tolerance=tolerance, steps=steps, global_batch=global_batch,
-                    batch_sizes=parse_batch_sizes(batch_sizes) if batch_sizes is not None else None)
+                    batch_sizes=parse_batch_sizes(batch_sizes) if batch_sizes is not None else None,
+                    parallel=parallel, collective_timeout_s=collective_timeout)
     if resume:  # only what was typed: the saved run's settings hold unless an option says otherwise
         ctx = click.get_current_context()
         typed = {name for name in ctx.params
                  if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
-        option_of = {"time_budget_s": "time_budget", "trial_timeout_s": "timeout"}
+        option_of = {"time_budget_s": "time_budget", "trial_timeout_s": "timeout",
+                     "collective_timeout_s": "collective_timeout"}
         settings = {k: v for k, v in settings.items() if option_of.get(k, k) in typed}
     try:
         result = run_tune(model, example=example, device=device, out=out, resume=resume, on_event=progress,
@@ -343,6 +416,8 @@ def tune(model: str | None, example: str | None, device: str, out: str | None, r
                    err=True)
         sys.exit(130)
     progress.line.done()
+    if result is None:
+        return  # a rank other than 0: rank 0 reports the run
     rec = result.recommendation
     click.echo(f"{result.trials_run} trials in {result.wall_s:.0f} s ({result.stopped_because}); "
                f"run directory: {result.out_dir}")

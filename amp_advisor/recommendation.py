@@ -25,9 +25,10 @@ from .errors import BadInputError
 from .jsonio import check_fields, loads, write_atomic
 from .limits import MAX_BATCH_SIZE
 
-RECOMMENDATION_SCHEMA_VERSION = 3
-# 1: before `evidence` and `machine_busy`; 2: before `fp32_modules`. Read with those absent.
-READABLE_SCHEMA_VERSIONS = (1, 2, 3)
+RECOMMENDATION_SCHEMA_VERSION = 4
+# 1: before `evidence` and `machine_busy`; 2: before `fp32_modules`; 3: before `distributed`.
+# Read with those absent.
+READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4)
 MODULE_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")  # a named_modules() name or a class
 
 
@@ -91,6 +92,55 @@ class Measured:
 
 
 @dataclass(frozen=True)
+class Distributed:
+    """How the recommendation was measured across ranks (tune --parallel): the strategy, the
+    ranks, and what the gradients are reduced in. The micro-batch and accumulation are the
+    recommendation's own batch_size and grad_accumulation_steps (per rank)."""
+
+    parallel: str  # ddp | fsdp2
+    world_size: int
+    backend: str  # gloo | nccl
+    comm: str  # gradients reduced in: fp32 | fp16 | bf16
+    global_batch: int  # world_size x batch_size x grad_accumulation_steps
+    comm_hook: str | None = None  # ddp: the hook in torch.distributed.algorithms.ddp_comm_hooks.default_hooks
+    param_dtype: str | None = None  # fsdp2: MixedPrecisionPolicy(param_dtype=...)
+    reduce_dtype: str | None = None  # fsdp2: MixedPrecisionPolicy(reduce_dtype=...)
+
+    @classmethod
+    def of(cls, parallel: str, world_size: int, backend: str, comm: str, dtype: Dtype, batch_size: int,
+           grad_accumulation_steps: int) -> "Distributed":
+        from .distributed.policy import DDP_HOOKS, Parallel, param_dtype
+
+        strategy = Parallel(parallel)
+        fsdp = strategy is Parallel.FSDP2
+        return cls(strategy.value, world_size, backend, comm, world_size * batch_size * grad_accumulation_steps,
+                   comm_hook=DDP_HOOKS.get(comm) if not fsdp else None,
+                   param_dtype=param_dtype(dtype).value if fsdp else None, reduce_dtype=comm if fsdp else None)
+
+    def problems(self, rec: "Recommendation") -> list[str]:
+        """What does not fit: the facts in distributed/policy.py, and the batch arithmetic."""
+        from .distributed.policy import COMMS, DDP_HOOKS, Parallel
+
+        try:
+            strategy = Parallel(self.parallel)
+        except ValueError:
+            return [f"distributed.parallel {self.parallel[:20]!r}: expected ddp or fsdp2"]
+        expected = Distributed.of(self.parallel, self.world_size, self.backend, self.comm, rec.dtype, rec.batch_size,
+                                  rec.grad_accumulation_steps) if self.comm in COMMS[strategy] else None
+        out = []
+        if self.backend not in ("gloo", "nccl"):
+            out.append("distributed.backend must be gloo or nccl")
+        if not 1 <= self.world_size <= 1 << 20:
+            out.append("distributed.world_size must be between 1 and 2^20")
+        if expected is None:
+            out.append(f"distributed.comm must be one of {', '.join(COMMS[strategy])} under {strategy}")
+        elif self != expected:
+            out.append(f"distributed: global_batch, comm_hook, param_dtype and reduce_dtype must follow from the rest "
+                       f"(world x batch x accumulation = {expected.global_batch}; hooks {DDP_HOOKS})")
+        return out
+
+
+@dataclass(frozen=True)
 class Recommendation:
     dtype: Dtype  # fp32 | tf32 | fp16 | bf16
     batch_size: int  # micro-batch
@@ -110,6 +160,7 @@ class Recommendation:
     machine_busy: str | None = None  # set when the machine drifted or was loaded while measuring
     # modules kept in fp32 inside autocast (names as in named_modules()): MixedPrecision.prepare
     fp32_modules: tuple[str, ...] = ()
+    distributed: Distributed | None = None  # tuned under torchrun (tune --parallel); None: one process
     schema_version: int = RECOMMENDATION_SCHEMA_VERSION
 
     @property
@@ -193,6 +244,7 @@ class Recommendation:
                     "notes": tuple(data.get("notes", ())),
                     "fp32_modules": tuple(data.get("fp32_modules", ())),
                     "evidence": dict(data["evidence"]) if data.get("evidence") is not None else None,
+                    "distributed": Distributed(**data["distributed"]) if data.get("distributed") else None,
                 }
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -223,6 +275,8 @@ class Recommendation:
             problems.append("fp32_modules must be module names as in named_modules() (dotted identifiers)")
         if self.measured.samples_per_s < 0:
             problems.append("measured.samples_per_s must be >= 0")
+        if self.distributed is not None:
+            problems += self.distributed.problems(self)
         if problems:
             raise BadInputError(f"{origin}: " + "; ".join(problems))
 

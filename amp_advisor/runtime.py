@@ -103,6 +103,7 @@ class MixedPrecision:
         self._clip = torch.nn.utils.clip_grad_norm_
         self.fp32_modules = tuple(fp32_modules)
         self.islands: list[str] = []  # the qualified names prepare() made fp32 islands
+        self._synced_model: Any = None  # a DDP/FSDP2 model prepare() saw: its reduction follows accumulation
         if on_instability not in ON_INSTABILITY:
             raise BadInputError(f"on_instability must be one of {', '.join(ON_INSTABILITY)}, got {on_instability!r}")
         if instability_steps < 1:
@@ -143,20 +144,40 @@ class MixedPrecision:
     # ------------------------------------------------------------------------- the step API
     def prepare(self, model):
         """Install the fp32 islands (`fp32_modules`) on `model` and return it. A name that matches
-        no module is a BadInputError naming the closest ones."""
+        no module is a BadInputError naming the closest ones (names as in the module a DDP wrapper
+        holds). A DDP or FSDP2 model is remembered: on the accumulation micro-steps that do not
+        step the optimizer, autocast() turns its gradient reduction off (DDP's no_sync, FSDP2's
+        set_requires_gradient_sync), so only the last micro-batch communicates."""
         if self.fp32_modules:
             from .islands import keep_in_fp32
 
-            self.islands = keep_in_fp32(model, self.fp32_modules)
+            self.islands = keep_in_fp32(getattr(model, "module", model) if _is_ddp(model) else model,
+                                        self.fp32_modules)
+        if _is_ddp(model) or hasattr(model, "set_requires_gradient_sync"):
+            self._synced_model = model
         return model
 
     def autocast(self):
-        """The forward pass's context: autocast to bf16/fp16, nothing for fp32."""
+        """The forward pass's context: autocast to bf16/fp16, nothing for fp32; on a prepared
+        DDP/FSDP2 model, without gradient reduction unless this micro-batch ends an accumulation."""
+        no_sync = None
+        model = self._synced_model
+        if model is not None and self.grad_accumulation_steps > 1:
+            if not _is_ddp(model):
+                model.set_requires_gradient_sync(self.sync_gradients)
+            elif not self.sync_gradients:  # DDP decides in the forward whether the backward reduces
+                no_sync = model.no_sync()
         if self._autocast_dtype is None:
-            return contextlib.nullcontext()
+            return no_sync or contextlib.nullcontext()
         import torch
 
-        return torch.autocast(self.device_type, dtype=self._autocast_dtype)
+        cast = torch.autocast(self.device_type, dtype=self._autocast_dtype)
+        if no_sync is None:
+            return cast
+        stack = contextlib.ExitStack()
+        stack.enter_context(no_sync)
+        stack.enter_context(cast)
+        return stack
 
     @property
     def sync_gradients(self) -> bool:
@@ -311,9 +332,18 @@ class MixedPrecision:
                 self._last_norm = finite[-1]
                 self._max_norm_seen = max(finite if self._max_norm_seen is None else [self._max_norm_seen, *finite])
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, reduce: bool = False) -> dict[str, Any]:
         """Counters, skipped steps (overflow), current scale and its history ([step, scale] at each
-        change), overflow ratio; gradient norms when clipping. Reads the device once."""
+        change), overflow ratio; gradient norms when clipping. Reads the device once. The figures
+        are this rank's; with `reduce=True` under torch.distributed (a collective: call it on every
+        rank) a "ranks" entry adds the world's: the most skipped steps and the lowest scale on any
+        rank, non-finite losses and clipped steps summed."""
+        out = self._stats()
+        if reduce:
+            out["ranks"] = _reduced(out)
+        return out
+
+    def _stats(self) -> dict[str, Any]:
         self._flush()
         out: dict[str, Any] = {
             "dtype": self.dtype.value,
@@ -402,6 +432,37 @@ class MixedPrecision:
         self._skip_streak = int(state.get("skip_streak", 0))
         self._nonfinite_streak = int(state.get("nonfinite_streak", 0))
         self._nonfinite = int(state.get("nonfinite_losses", 0))
+
+
+def _is_ddp(model: Any) -> bool:
+    try:
+        from torch.nn.parallel import DistributedDataParallel
+    except ImportError:  # a torch built without distributed
+        return False
+    return isinstance(model, DistributedDataParallel)
+
+
+def _reduced(stats: dict[str, Any]) -> dict[str, Any]:
+    """The world's figures from every rank's stats (one all-reduce per operation)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return {"world_size": 1, "skipped_steps_max": stats["skipped_steps"], "scale_min": stats["scale"],
+                "nonfinite_losses_sum": stats["nonfinite_losses"],
+                "clipped_steps_sum": stats.get("grad_clipping", {}).get("clipped_steps", 0)}
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    scale = stats["scale"] if stats["scale"] is not None else math.inf
+    high = torch.tensor([float(stats["skipped_steps"]), -scale], dtype=torch.float64, device=device)
+    total = torch.tensor([float(stats["nonfinite_losses"]),
+                          float(stats.get("grad_clipping", {}).get("clipped_steps", 0))],
+                         dtype=torch.float64, device=device)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    lowest = -float(high[1])
+    return {"world_size": dist.get_world_size(), "skipped_steps_max": int(high[0]),
+            "scale_min": None if math.isinf(lowest) else lowest,
+            "nonfinite_losses_sum": int(total[0]), "clipped_steps_sum": int(total[1])}
 
 
 def default_fallback(dtype: Dtype, device_type: str) -> Dtype:

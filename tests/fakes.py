@@ -362,11 +362,11 @@ class SyntheticWorker:
         )
 
 
-def run_tuner(tmp_path, worker, profile=None, on_event=None, **settings):
+def run_tuner(tmp_path, worker, profile=None, on_event=None, world_size=1, **settings):
     settings = {"workload": str(WORKLOADS / "tiny.py"), "device": "cuda:0", **settings}
     store = RunStore(tmp_path / "run")
     tuner_settings = TuneSettings(**settings)
     store.create(tuner_settings.to_dict())
     tuner = Tuner(tuner_settings, store, worker=worker, device_profile=profile or fake_h100_profile(),
-                  on_event=on_event)
+                  on_event=on_event, world_size=world_size)
     return tuner.run(), store

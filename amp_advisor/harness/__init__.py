@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..diagnosis import DEFAULT_STEPS, Diagnosis, DiagnoseSpec
+from ..distributed.policy import DEFAULT_COLLECTIVE_TIMEOUT_S, FULL_COMM
 from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_NAMES, Dtype
 from ..errors import BadInputError
 from ..workload import check_source, example_path
@@ -90,30 +91,49 @@ def bench(
     seed: int = 0,
     on_event: Callable[[dict[str, Any]], None] | None = None,
     worker: Worker | None = None,
-) -> TrialResult:
+    parallel: str | None = None,
+    comm: str = "",
+    collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S,
+) -> TrialResult | None:
     """Train `model` (a model.py path, or `example=`) for `steps` measured steps and report.
 
     Failures of the model (oom, timeout, crash, nonfinite, error) come back as the result's
     `status`; a workload that breaks the contract, or a dtype the device cannot run, raises
     BadInputError. Pass a `worker` to reuse one process across calls.
+
+    Under torchrun with `parallel=` ("ddp"/"fsdp2", gradients reduced in `comm`): every rank
+    trains the trial; rank 0 returns the merged result, the other ranks None.
     """
+    from ..distributed.env import rank_env, resolve_device
+
+    rank = rank_env(parallel, "bench")
     path = resolve_workload(model, example)
     dtype = _training_dtype(dtype)
     own = worker is None
-    worker = worker or Worker(on_event=on_event)
+    runner: Any = worker  # a Worker, or every rank's (RankWorkers) under torchrun
+    if rank is not None:
+        from ..distributed.ranks import RankWorkers, follow
+
+        if not rank.is_coordinator:
+            follow(rank, resolve_device(device), collective_timeout_s)
+            return None
+        runner = runner or RankWorkers(rank, resolve_device(device), str(parallel), collective_timeout_s,
+                                       on_event=on_event)
+    runner = runner or Worker(on_event=on_event)
     try:
-        worker.spawn()  # the worker imports torch while the spec is checked
+        runner.spawn()  # the worker imports torch while the spec is checked
         if device == "auto":
-            device = worker.wait_ready()["default_device"]
+            device = runner.wait_ready()["default_device"]
         spec = TrialSpec(
             workload=str(path), dtype=dtype, batch_size=batch_size, device=device, steps=steps,
             warmup_steps=warmup_steps, init_scale=init_scale, growth_interval=growth_interval,
             grad_accum=grad_accum, compare_fp32=compare_fp32, seed=seed, timeout_s=timeout,
+            parallel=parallel, comm=comm or (FULL_COMM if parallel else ""),
         )
-        result = worker.run(spec)
+        result = runner.run(spec)
     finally:
         if own:
-            worker.close()
+            runner.close()
     if result.bad_input:
         raise BadInputError(result.error or "the workload broke the contract")
     return result

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..distributed.policy import FULL_COMM
 from ..dtypes import Dtype
 from ..errors import BadInputError
 from ..numerics import grad_stats, loss_rel_diff
@@ -39,6 +40,7 @@ from .trial import Status, StepTimes, TrialResult, TrialSpec, failed, pruned_rea
 
 HEARTBEAT_S = 1.0
 MAX_DISTINCT_BATCHES = 4  # enough to vary the data; few enough to keep memory flat
+RANK_SEED_STRIDE = 7919  # rank r's batches come from seed + r x this
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -50,15 +52,25 @@ class TrainingStep:
     switching TF32 on process-wide."""
 
     def __init__(self, workload: Workload, model: torch.nn.Module, spec: TrialSpec, dtype: Dtype,
-                 device: torch.device, batches: list[Any]) -> None:
-        self.workload, self.model, self.spec, self.device, self.batches = workload, model, spec, device, batches
-        self.optimizer = workload.build_optimizer(model.parameters())
+                 device: torch.device, batches: list[Any], comm: str | None = None) -> None:
+        """Under spec.parallel the model is wrapped (DDP/FSDP2) with its gradients reduced in
+        `comm` (default: the spec's; the fp32 reference passes fp32)."""
+        self.workload, self.spec, self.device, self.batches = workload, spec, device, batches
         self.amp = MixedPrecision(
             dtype if dtype.autocasts else Dtype.FP32, device.type,
             grad_accumulation_steps=spec.grad_accum, init_scale=spec.init_scale,
             growth_interval=spec.growth_interval, fp32_modules=spec.fp32_modules,
         )
-        self.amp.prepare(model)  # the islands, if any (a BadInputError names a module that is not there)
+        if spec.parallel:
+            from ..distributed.group import wrap
+            from ..distributed.policy import Parallel
+
+            model = wrap(model, Parallel(spec.parallel), dtype, comm or spec.comm, device)
+        # the islands, if any (a BadInputError names a module that is not there); a DDP/FSDP2 model
+        # reduces its gradients on the last micro-batch of an accumulation only
+        self.amp.prepare(model)
+        self.model = model
+        self.optimizer = workload.build_optimizer(model.parameters())
         self._next_batch = 0
         self._checked = False
 
@@ -132,9 +144,10 @@ def _run_steps(step: TrainingStep, steps: int, after_step: Callable[[int], None]
     return times, losses
 
 
-def make_batches(workload: Workload, spec: TrialSpec, device: torch.device) -> list[Any]:
-    """The trial's data, made once under the trial's seed and reused by every run of it."""
-    torch.manual_seed(spec.seed)
+def make_batches(workload: Workload, spec: TrialSpec, device: torch.device, rank: int = 0) -> list[Any]:
+    """The trial's data, made once under the trial's seed and reused by every run of it; each
+    rank of a distributed trial gets its own (as a sampler would give it)."""
+    torch.manual_seed(spec.seed + RANK_SEED_STRIDE * rank)
     n_batches = min(MAX_DISTINCT_BATCHES, spec.grad_accum * (spec.warmup_steps + spec.steps))
     batches = [workload.make_batch(spec.batch_size, device) for _ in range(n_batches)]
     check_batch(workload.path, batches[0], device)
@@ -155,6 +168,12 @@ def _step_times(samples: list[float]) -> StepTimes:
 def _checksum(model: torch.nn.Module) -> float:
     with torch.no_grad():
         return float(sum(p.double().sum() for p in model.parameters()))
+
+
+def _is_comm_failure(exc: BaseException) -> bool:
+    from ..distributed.group import is_comm_failure
+
+    return is_comm_failure(exc)
 
 
 def _where_in_workload(exc: BaseException, path: Path) -> str:
@@ -199,7 +218,8 @@ class TrialRunner:
         except Exception as exc:  # anything the user's code raises is a recorded result
             where = _where_in_workload(exc, workload_path)
             kind = Status.OOM if is_oom(exc) else Status.ERROR
-            result = failed(spec, kind, f"{type(exc).__name__}: {exc}{where}".strip())
+            comm = bool(spec.parallel) and _is_comm_failure(exc)  # another rank stopped: not this one's fault
+            result = failed(spec, kind, f"{type(exc).__name__}: {exc}{where}".strip(), comm_failure=comm)
         finally:
             gc.collect()
             if torch.cuda.is_available():
@@ -218,14 +238,20 @@ class TrialRunner:
 
     def _run(self, spec: TrialSpec) -> TrialResult:
         profile = self._check_device(spec)
+        rank = 0
         device = torch.device(spec.device)
+        if spec.parallel:
+            from ..distributed.group import ensure_group, rank_device
+
+            group = ensure_group()
+            rank, device = group.rank, torch.device(rank_device(spec.device, group))
         workload = load(spec.workload)
         warnings = []
         if not profile.dtypes[spec.dtype].fast:
             warnings.append(f"{spec.dtype} has no fast path on {spec.device}: {profile.dtypes[spec.dtype].why}")
         tf32_on = spec.tf32_on(profile.dtypes[Dtype.TF32].fast)
 
-        batches = make_batches(workload, spec, device)
+        batches = make_batches(workload, spec, device, rank)
         tracker = tracker_for(device)
         tracker.start()
         model = seeded_model(workload, spec, device)
@@ -253,16 +279,17 @@ class TrialRunner:
         final_scale = after["scale"]
         skipped = after["skipped_steps"] - before["skipped_steps"] if after["grad_scaler"] else None
         key = _ReferenceKey.of(spec, len(batches))
-        if spec.dtype is Dtype.FP32:  # this run is the fp32 reference of its batch size
+        if spec.is_reference:  # this run is the fp32 reference of its batch size
             self._remember_reference(key, initial_checksum, warmup_losses + losses)
 
+        # (a DDP model's own module: no all-reduce; an FSDP2 model gathers its shards on every rank)
         flops, stats = self._fp32_pass(workload, model, batches[0], final_scale or 1.0, key, spec.grad_stats)
         del step, model
         gc.collect()
 
         reference: list[float] = []
         diff = None
-        if spec.compare_fp32 and spec.dtype is not Dtype.FP32:
+        if spec.compare_fp32 and not spec.is_reference:
             wanted = len(warmup_losses) + len(losses)
             if spec.compare_steps:
                 wanted = min(wanted, spec.compare_steps)
@@ -270,7 +297,7 @@ class TrialRunner:
             if note:
                 warnings.append(note)
             diff = loss_rel_diff((warmup_losses + losses)[: len(reference)], reference)
-        elif spec.dtype is Dtype.FP32:
+        elif spec.is_reference:
             diff = 0.0
 
         times = _step_times(loop.times)
@@ -327,7 +354,10 @@ class TrialRunner:
         counter = FlopCounterMode(display=False) if known is None else None
         with tf32.scoped(False), counter or contextlib.nullcontext():
             workload.loss_fn(model, batch).backward()
-        stats = grad_stats((p.grad for p in model.parameters()), scale) if want_stats else None
+        # FSDP2's gradients are sharded (DTensor): the statistics are this rank's shard's
+        grads = (getattr(p.grad, "to_local", lambda g=p.grad: g)() if p.grad is not None else None
+                 for p in model.parameters())
+        stats = grad_stats(grads, scale) if want_stats else None
         model.zero_grad(set_to_none=True)
         if counter is not None:
             known = self._flops[key.per_batch] = counter.get_total_flops() or None
@@ -339,13 +369,18 @@ class TrialRunner:
         earlier fp32 trial or reference of this batch size in this worker when one covers them
         (fp32 on the same seed and batches repeats itself), else trained here and remembered."""
         known = self._references.get(key)
-        if known is not None and known[0] == initial_checksum and len(known[1]) >= wanted:
+        usable = known is not None and known[0] == initial_checksum and len(known[1]) >= wanted
+        if spec.parallel:  # training a reference is collective: every rank trains it, or none
+            from ..distributed.group import agree
+
+            usable = agree(usable)
+        if usable and known is not None:
             return known[1][:wanted], None
         model = seeded_model(workload, spec, device)
         if _checksum(model) != initial_checksum:
             return [], "fp32 agreement not computed: build_model() gives different weights under the same torch seed"
         with tf32.scoped(False):
-            step = TrainingStep(workload, model, spec, Dtype.FP32, device, batches)
+            step = TrainingStep(workload, model, spec, Dtype.FP32, device, batches, comm=FULL_COMM)
             losses = []
             for i in range(wanted):
                 t0 = time.perf_counter()

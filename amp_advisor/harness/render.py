@@ -6,7 +6,7 @@ import math
 
 from ..diagnosis import Diagnosis
 from ..dtypes import FP16_MAX
-from .trial import TrialResult
+from .trial import RankReport, TrialResult
 
 
 def _ms(seconds: float | None) -> str:
@@ -21,6 +21,11 @@ def render_trial(result: TrialResult) -> str:
     spec = result.spec
     head = (f"{result.status.upper()}  {spec.workload.rsplit('/', 1)[-1]}  {spec.dtype} on {spec.device}, "
             f"batch {spec.batch_size}" + (f" x {spec.grad_accum} accumulated" if spec.grad_accum > 1 else ""))
+    if spec.parallel:
+        from ..distributed.policy import Parallel, describe
+
+        policy = describe(Parallel(spec.parallel), spec.comm, spec.dtype)
+        head += f" per rank x {len(result.ranks) or '?'} ranks; {policy}"
     lines = [head]
     if result.error:
         lines.append(f"  {result.error}")
@@ -47,12 +52,24 @@ def render_trial(result: TrialResult) -> str:
     if g is not None:
         lines.append(f"  gradients     at scale {g.scale:g}: {g.underflow_fraction:.2%} would underflow in fp16, "
                      f"{g.overflow_fraction:.2%} overflow; max |g| {g.max_abs:.3g}")
+    if result.ranks:
+        lines.append("  ranks         " + "; ".join(_rank_line(r) for r in result.ranks))
     for warning in result.warnings:
         lines.append(f"  warning: {warning}")
     if result.loop_overhead_fraction is not None:
         lines.append(f"  (timed-loop overhead outside the steps: {result.loop_overhead_fraction:.3%}; "
                      f"trial wall time {_num(result.wall_s, '.1f', ' s')})")
     return "\n".join(lines)
+
+
+def _rank_line(r: RankReport) -> str:
+    """One rank's side of a distributed trial, e.g. "1: ok, step 12.3 ms, 310 MiB"."""
+    parts = [f"{r.rank}: {r.status}" + (" (waiting in a collective)" if r.comm_failure else "")]
+    if r.step_median_s is not None:
+        parts.append(f"step {_ms(r.step_median_s)}")
+    if r.peak_memory_bytes is not None:
+        parts.append(f"{r.peak_memory_bytes / 2**20:.0f} MiB")
+    return ", ".join(parts)
 
 
 def render_diagnosis(d: Diagnosis, *, top: int = 8) -> str:

@@ -67,9 +67,29 @@ class TrialSpec:
     # resolves it and the result records what ran); tf32 always has it on, fp32 never.
     tf32: bool | None = None
     fp32_modules: tuple[str, ...] = ()  # fp32 islands (MixedPrecision.prepare) the trial runs with
+    # Under torchrun (distributed/): the model wrapped in DDP or FSDP2 on every rank, its gradients
+    # reduced in `comm` (distributed/policy.py); batch_size is per rank. None: one process.
+    parallel: str | None = None
+    comm: str = ""
 
     def __post_init__(self) -> None:
         problems = []
+        if self.parallel is not None:
+            from ..distributed.policy import COMMS, Parallel, dtype_rule
+
+            try:
+                parallel = Parallel(self.parallel)
+            except ValueError:
+                problems.append(f"parallel {self.parallel!r}: expected one of {', '.join(p.value for p in Parallel)}")
+            else:
+                allowed = ", ".join(COMMS[parallel])
+                if self.comm not in COMMS[parallel]:
+                    problems.append(f"comm {self.comm!r}: expected one of {allowed} under {parallel}")
+                ruled_out = dtype_rule(parallel, self.dtype)
+                if ruled_out:
+                    problems.append(ruled_out)
+        elif self.comm:
+            problems.append(f"comm {self.comm!r} needs a parallel strategy (ddp or fsdp2)")
         if not self.dtype.is_training:
             problems.append(f"dtype {self.dtype} is not benchmarked "
                             f"(expected one of {', '.join(TRAINING_DTYPE_NAMES)})")
@@ -99,6 +119,13 @@ class TrialSpec:
         if self.dtype is Dtype.TF32:
             return True
         return self.tf32 if self.tf32 is not None else uses_tf32(self.dtype, tf32_fast)
+
+    @property
+    def is_reference(self) -> bool:
+        """fp32 everywhere (gradients reduced in fp32 too, under --parallel): its own fp32 reference."""
+        from ..distributed.policy import FULL_COMM
+
+        return self.dtype is Dtype.FP32 and self.comm in ("", FULL_COMM)
 
     @property
     def samples_per_step(self) -> int:
@@ -135,6 +162,23 @@ class GradStats:
 
 
 @dataclass(frozen=True)
+class RankReport:
+    """One rank's side of a distributed trial (distributed/merge.py combines them)."""
+
+    rank: int
+    status: Status
+    error: str | None = None
+    comm_failure: bool = False  # it failed in a collective, waiting for a rank that had stopped
+    step_median_s: float | None = None
+    step_iqr_s: float | None = None
+    peak_memory_bytes: int | None = None
+    wall_s: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status(self.status))
+
+
+@dataclass(frozen=True)
 class TrialResult:
     spec: TrialSpec
     status: Status
@@ -160,6 +204,11 @@ class TrialResult:
     wall_s: float | None = None  # the whole trial as seen by the caller
     tf32: bool | None = None  # whether TF32 matmuls were on for the fp32 parts
     worker_pid: int | None = None
+    # distributed trials (TrialSpec.parallel): this worker's failure came from the process group
+    # (another rank stopped); in the merged result, every rank's side and the rank that failed
+    comm_failure: bool = False
+    ranks: tuple[RankReport, ...] = ()
+    failed_rank: int | None = None
     schema_version: int = TRIAL_SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -198,6 +247,7 @@ class TrialResult:
         for name in ("losses", "warmup_losses", "fp32_losses"):
             fields[name] = nan_for_null(data.get(name, ()))
         fields["warnings"] = tuple(data.get("warnings", ()))
+        fields["ranks"] = tuple(RankReport(**r) for r in data.get("ranks", ()))  # checked above
         return cls(**fields)
 
     def with_updates(self, **changes: Any) -> "TrialResult":

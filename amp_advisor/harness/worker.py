@@ -32,12 +32,15 @@ from ..diagnosis import Diagnosis, DiagnoseSpec
 from ..dtypes import Dtype
 from ..errors import AdvisorError, BadInputError
 from .trial import Status, TrialResult, TrialSpec, failed, pruned_reason
-from .worker_process import PARENT_ENV
 
+PARENT_ENV = "AMP_ADVISOR_PARENT_PID"  # set on the worker: the process it serves (worker_process.py)
 STARTUP_TIMEOUT_S = 180.0  # importing torch on a cold, busy machine
 FIRST_STEP_TIMEOUT_S = 600.0  # before any step time is known: model build + first step
 HANG_GRACE_S = 30.0
 HANG_FACTOR = 20.0  # an fp32 reference step can be ~15x slower than a bf16 step on an H100
+
+ABORT_POLL_S = 0.25  # how often a trial with should_abort asks it
+ABORTED_WHY = "stopped: another rank of the trial failed"
 
 EventFn = Callable[[dict[str, Any]], None]
 
@@ -58,10 +61,17 @@ class Worker:
     """A reusable trial subprocess. Use as a context manager, or call close()."""
 
     def __init__(self, *, on_event: EventFn | None = None, echo_stderr: bool = False,
-                 startup_timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+                 startup_timeout_s: float = STARTUP_TIMEOUT_S, env: dict[str, str] | None = None,
+                 patience_s: float = 0.0) -> None:
+        """`env`: added to the worker's environment (a distributed worker's process group).
+        `patience_s`: added to the no-progress allowance (a distributed worker can wait that long
+        in a collective for another rank before its own group gives up: it must not be called
+        hung first)."""
         self.on_event = on_event
         self.echo_stderr = echo_stderr
         self.startup_timeout_s = startup_timeout_s
+        self.env = dict(env or {})
+        self.patience_s = patience_s
         self._proc: subprocess.Popen | None = None
         self._events: queue.Queue = queue.Queue()
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
@@ -92,7 +102,7 @@ class Worker:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, bufsize=1,
             start_new_session=True,  # its own process group: a kill takes its children too
-            env={**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())},
+            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())},
         )
         self.started += 1
         threading.Thread(target=self._read_events, args=(self._proc, self._events), daemon=True).start()
@@ -219,21 +229,33 @@ class Worker:
                 self.on_event(event)
 
     # --------------------------------------------------------------------------------- trials
-    def run(self, spec: TrialSpec) -> TrialResult:
-        """Run one trial; every way it can end is a TrialResult."""
+    def run(self, spec: TrialSpec, should_abort: Callable[[], bool] | None = None) -> TrialResult:
+        """Run one trial; every way it can end is a TrialResult. `should_abort` is asked every
+        ABORT_POLL_S: when it says True the worker is killed and the trial ends as ABORTED_WHY
+        (another rank of a distributed trial failed)."""
         started = time.monotonic()
         ready = self.wait_ready()
         pid = ready.get("pid")
         self._send({"spec": spec.to_dict()})
 
         hard_deadline = started + spec.timeout_s if spec.timeout_s else None
-        first_step_s = spec.first_step_timeout_s or FIRST_STEP_TIMEOUT_S
+        first_step_s = (spec.first_step_timeout_s or FIRST_STEP_TIMEOUT_S) + self.patience_s
         progress_deadline = time.monotonic() + first_step_s
         abandon_at: float | None = None
         slowest_step = 0.0
         while True:
             deadline = _earliest(hard_deadline, None if hard_deadline else progress_deadline, abandon_at)
-            event = self._next_event(deadline)
+            if should_abort is not None:
+                event = self._next_event(min(deadline, time.monotonic() + ABORT_POLL_S))
+                # a worker that died or answered reports that, not the abort
+                running = self.alive if event is None else event.get("event") != "result"
+                if running and should_abort():
+                    self._kill()
+                    return failed(spec, Status.ERROR, ABORTED_WHY, wall_s=time.monotonic() - started, worker_pid=pid)
+                if event is None and self.alive and time.monotonic() < deadline:
+                    continue
+            else:
+                event = self._next_event(deadline)
             if event is None:
                 if self.alive and abandon_at is not None and spec.abandon_after_s is not None \
                         and time.monotonic() >= abandon_at:
@@ -251,7 +273,7 @@ class Worker:
                 slowest_step = max(slowest_step, float(event.get("seconds") or 0.0))
                 abandon_at = None  # the first step finished; the worker judges its time itself
             if slowest_step:  # any event is progress
-                progress_deadline = time.monotonic() + HANG_GRACE_S + HANG_FACTOR * slowest_step
+                progress_deadline = time.monotonic() + HANG_GRACE_S + HANG_FACTOR * slowest_step + self.patience_s
             if kind == "phase" and event.get("phase") == "built" and spec.abandon_after_s:
                 abandon_at = time.monotonic() + spec.abandon_after_s
             if self.on_event is not None:
@@ -264,7 +286,8 @@ class Worker:
         if explicit:
             why = f"stopped after {elapsed:.0f} s: the trial exceeded its timeout of {spec.timeout_s:g} s"
         elif slowest_step:
-            why = (f"stopped after {elapsed:.0f} s: no progress for {HANG_GRACE_S + HANG_FACTOR * slowest_step:.0f} s "
+            allowed = HANG_GRACE_S + HANG_FACTOR * slowest_step + self.patience_s
+            why = (f"stopped after {elapsed:.0f} s: no progress for {allowed:.0f} s "
                    f"(the slowest step so far took {slowest_step:.2f} s)")
         else:
             why = (f"stopped after {elapsed:.0f} s: the model build and first training step did not finish within "

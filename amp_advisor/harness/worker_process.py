@@ -1,7 +1,8 @@
 """The worker process's side of the protocol in worker.py: `python -m amp_advisor.harness.worker_process`.
 
-Kept apart from worker.py so that running it with -m does not execute a module the package
-has already imported (runpy warns about that on every start).
+Kept apart from worker.py, and imported by nothing in the package, so that running it with -m
+does not execute a module the package has already imported (runpy warns about that on every
+start, and the warning would end up in every crashed trial's last output).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import time
 from typing import Any
 
 from .trial import TrialSpec
+from .worker import PARENT_ENV  # the process this worker serves
 
-PARENT_ENV = "AMP_ADVISOR_PARENT_PID"  # set by worker.py: the process this worker serves
 PARENT_POLL_S = 0.25
 
 

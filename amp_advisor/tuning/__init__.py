@@ -20,7 +20,9 @@ from ..harness import resolve_workload
 from ..harness.worker import Worker
 from .space import build_space
 from .store import RunStore
-from .tuner import FLAGS, RESUMABLE, TuneResult, Tuner, TuneSettings
+from ..distributed.env import rank_env
+from ..distributed.policy import DEFAULT_COLLECTIVE_TIMEOUT_S
+from .tuner import FLAGS, RESUMABLE, TuneResult, Tuner, TuneSettings, space_options
 
 __all__ = ["tune", "TuneSettings", "TuneResult", "default_out_dir"]
 
@@ -56,8 +58,11 @@ def tune(
     resume: bool = False,
     on_event: Callable[[dict[str, Any]], None] | None = None,
     **settings: Any,
-) -> TuneResult:
+) -> TuneResult | None:
     """Tune `model` (a model.py path, or `example=`) on `device`; see TuneSettings for the options.
+
+    Under torchrun with `parallel=` ("ddp" or "fsdp2"): rank 0 runs the search and returns the
+    result; every other rank measures the trials rank 0 sends and returns None.
 
     Everything that can be checked without a trial (the settings, the device, the batch sizes,
     the workload's contract) is checked before the run directory is created; the directory is
@@ -68,6 +73,10 @@ def tune(
     with the saved run, except RESUMABLE ones (time budget, max trials, timeout), which are applied. A
     complete run is returned as it is, without new trials.
     """
+    rank = rank_env(settings.get("parallel"), "tune")
+    if rank is not None and not rank.is_coordinator:
+        _follow(rank, device, settings)  # rank 0 searches, records and writes; this rank measures
+        return None
     if resume:
         return _resume(model, example, out, on_event, {**settings, **({"device": device} if device != "auto" else {})})
     path = resolve_workload(model, example)
@@ -76,14 +85,14 @@ def tune(
         raise BadInputError(f"{store.dir} already holds a run: pass --resume to continue it, or another --out")
     created = not store.dir.exists()
     store.lock()  # first, so that a second start on this directory is refused at once
-    worker = Worker()
+    worker = _worker(rank, device, settings, on_event)
     worker.spawn()  # imports torch while the rest is checked
     try:
         try:
             if device == "auto":
                 device = worker.wait_ready()["default_device"]
             tune_settings = TuneSettings(workload=str(path), device=device, **settings)
-            profile, space = _checked(tune_settings)
+            profile, space = _checked(tune_settings, rank.world_size if rank else 1)
             problem = worker.check(str(path))
             if problem:
                 raise BadInputError(problem)
@@ -94,20 +103,41 @@ def tune(
             store.discard(created)  # bad input leaves nothing behind
             raise
         return _run(store, tune_settings, worker, profile, on_event,
-                    calibration=(smallest, seconds) if seconds else None)
+                    calibration=(smallest, seconds) if seconds else None, world_size=rank.world_size if rank else 1)
     finally:
         worker.close()
         store.unlock()
 
 
-def _checked(settings: TuneSettings):
+def _checked(settings: TuneSettings, world_size: int = 1):
     """The device's profile and the search space its batch options give: bad input here is
     refused before anything is written."""
     from ..hardware import probe
 
     profile = probe(settings.device).devices[0]
-    space, _ = build_space(profile, batch_sizes=settings.batch_sizes, global_batch=settings.global_batch)
+    space, notes = build_space(profile, **space_options(settings, world_size))
+    if not space.dtypes:
+        raise BadInputError(f"nothing to tune on {settings.device}: no training dtype is left ({'; '.join(notes)})")
     return profile, space
+
+
+def _worker(rank, device: str, settings: dict[str, Any], on_event):
+    """The trial worker: one process, or every rank's (distributed.ranks.RankWorkers) under --parallel."""
+    if rank is None:
+        return Worker()
+    from ..distributed.env import resolve_device
+    from ..distributed.ranks import RankWorkers
+
+    timeout = settings.get("collective_timeout_s") or DEFAULT_COLLECTIVE_TIMEOUT_S
+    return RankWorkers(rank, resolve_device(device), settings["parallel"], timeout, on_event=on_event)
+
+
+def _follow(rank, device: str, settings: dict[str, Any]) -> None:
+    from ..distributed.env import resolve_device
+    from ..distributed.ranks import follow
+
+    with _sigterm_as_interrupt():
+        follow(rank, resolve_device(device), settings.get("collective_timeout_s") or DEFAULT_COLLECTIVE_TIMEOUT_S)
 
 
 def _resume(model, example, out, on_event, given: dict[str, Any]) -> TuneResult:
@@ -139,12 +169,18 @@ def _resume(model, example, out, on_event, given: dict[str, Any]) -> TuneResult:
         if info.get("state") == "complete":
             return _completed(store, info)
         resolve_workload(Path(saved.workload), None)
-        worker = Worker()
+        rank = rank_env(saved.parallel, "tune")
+        if rank is not None:
+            world = (info.get("space") or {}).get("world_size") or rank.world_size
+            if world != rank.world_size:
+                raise BadInputError(f"{out}: the run was tuned on {world} ranks and this launch has "
+                                    f"{rank.world_size}: resume it with --nproc_per_node giving {world} ranks")
+        worker = _worker(rank, saved.device, saved.to_dict(), on_event)
         worker.spawn()
         try:
-            profile, _ = _checked(saved)
+            profile, _ = _checked(saved, rank.world_size if rank else 1)
             store.write_state("running", saved.to_dict())
-            return _run(store, saved, worker, profile, on_event)
+            return _run(store, saved, worker, profile, on_event, world_size=rank.world_size if rank else 1)
         finally:
             worker.close()
     finally:
@@ -165,11 +201,12 @@ def _completed(store: RunStore, info: dict[str, Any]) -> TuneResult:
                       report=report, report_error=None if report else "the run has no report.html")
 
 
-def _run(store: RunStore, settings: TuneSettings, worker: Worker, profile, on_event,
-         calibration: tuple[int, float] | None = None) -> TuneResult:
+def _run(store: RunStore, settings: TuneSettings, worker: Any, profile, on_event,
+         calibration: tuple[int, float] | None = None, world_size: int = 1) -> TuneResult:
     """The run, in a locked and created directory. However it ends, run.json says how: complete,
     interrupted (Ctrl-C, SIGTERM, a full disk: --resume continues) or failed (with the reason)."""
-    tuner = Tuner(settings, store, on_event=on_event, worker=worker, device_profile=profile, calibration=calibration)
+    tuner = Tuner(settings, store, on_event=on_event, worker=worker, device_profile=profile, calibration=calibration,
+                  world_size=world_size)
     with _sigterm_as_interrupt():
         try:
             result = tuner.run()

@@ -39,7 +39,7 @@ class GridStrategy:
 
 
 class BayesStrategy:
-    """scikit-optimize's ask/tell Optimizer over the four dimensions; minimises -score."""
+    """scikit-optimize's ask/tell Optimizer over the dimensions (dtype, batch size, scaler, comm); minimises -score."""
 
     name = "bayes"
 
@@ -52,6 +52,7 @@ class BayesStrategy:
             Categorical(list(space.batch_sizes), name="batch_size"),
             Categorical(list(space.init_scales), name="init_scale"),
             Categorical(list(space.growth_intervals), name="growth_interval"),
+            Categorical(list(space.comms or ("",)), name="comm"),  # under --parallel: what gradients are reduced in
         ]
         # Extra trees handle categorical dimensions well and fit in milliseconds.
         self._opt = Optimizer(self._dims, base_estimator="ET", n_initial_points=initial_points,
@@ -62,15 +63,15 @@ class BayesStrategy:
         """Non-fp16 candidates ignore the scaler dimensions: they are told at the first category."""
         scale = c.init_scale if c.dtype is Dtype.FP16 else self._dims[2].categories[0]
         growth = c.growth_interval if c.dtype is Dtype.FP16 else self._dims[3].categories[0]
-        return [c.dtype.value, c.batch_size, scale, growth]
+        return [c.dtype.value, c.batch_size, scale, growth, c.comm]
 
     def ask(self) -> Candidate | None:
         with warnings.catch_warnings():
             # skopt warns when it re-proposes a measured point; the tuner answers those from its records
             warnings.filterwarnings("ignore", message="The objective has been evaluated", category=UserWarning)
-            dtype, bs, scale, growth = self._opt.ask()
+            dtype, bs, scale, growth, comm = self._opt.ask()
         # skopt hands back numpy scalars; the rest of the program wants plain Python values
-        return Candidate(Dtype(str(dtype)), int(bs), float(scale), int(growth)).canonical()
+        return Candidate(Dtype(str(dtype)), int(bs), float(scale), int(growth), comm=str(comm)).canonical()
 
     def tell(self, candidate: Candidate, score: float | None) -> None:
         if score is not None and self._scale is None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..distributed.policy import FULL_COMM, Parallel, comms_for, dtype_rule
 from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, FP16_MAX, Dtype
 from ..errors import BadInputError
 from ..limits import MAX_BATCH_SIZE
@@ -34,16 +36,21 @@ class Candidate:
     init_scale: float = 0.0  # fp16 only; 0 elsewhere, so equal configurations compare equal
     growth_interval: int = 0
     fp32_modules: tuple[str, ...] = ()  # fp32 islands the X-ray advised (a repair of a numerics failure)
+    comm: str = ""  # under --parallel: what gradients are reduced in (distributed/policy.py); "" on one process
 
     def canonical(self) -> "Candidate":
+        """Equal configurations made equal: the scaler settings only matter for fp16; fp32 reduces
+        its gradients in fp32 (it is the yardstick: "fp32 everywhere")."""
         if self.dtype.needs_grad_scaler:
             return self
-        return Candidate(self.dtype, self.batch_size, fp32_modules=self.fp32_modules)
+        comm = FULL_COMM if self.dtype is Dtype.FP32 and self.comm else self.comm
+        return Candidate(self.dtype, self.batch_size, fp32_modules=self.fp32_modules, comm=comm)
 
     @property
     def fp32_twin(self) -> "Candidate":
-        """fp32 at the same micro-batch: what a speedup "at the same batch size" is measured against."""
-        return Candidate(Dtype.FP32, self.batch_size)
+        """fp32 at the same micro-batch (gradients reduced in fp32 too): what a speedup "at the same
+        batch size" is measured against."""
+        return Candidate(Dtype.FP32, self.batch_size, comm=FULL_COMM if self.comm else "")
 
     @property
     def label(self) -> str:
@@ -52,6 +59,8 @@ class Candidate:
             text += f" scale=2^{math.log2(self.init_scale):g} growth={self.growth_interval}"
         if self.fp32_modules:
             text += f" +fp32[{','.join(self.fp32_modules)}]"
+        if self.comm:
+            text += f" reduce={self.comm}"
         return text
 
     def to_dict(self) -> dict:
@@ -59,36 +68,47 @@ class Candidate:
                                "init_scale": self.init_scale, "growth_interval": self.growth_interval}
         if self.fp32_modules:
             out["fp32_modules"] = list(self.fp32_modules)
+        if self.comm:
+            out["comm"] = self.comm
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "Candidate":
         return cls(Dtype(data["dtype"]), int(data["batch_size"]), float(data["init_scale"]),
-                   int(data["growth_interval"]), tuple(data.get("fp32_modules", ())))
+                   int(data["growth_interval"]), tuple(data.get("fp32_modules", ())), str(data.get("comm", "")))
 
 
 @dataclass(frozen=True)
 class SearchSpace:
     """What the hardware can run, and the one authority on batch sizes: which micro-batches are
     allowed (with a global batch: those that divide it, with gradient accumulation making up the
-    rest), what lies between two of them, and where the baseline and the scouts run."""
+    rest), what lies between two of them, and where the baseline and the scouts run. Under
+    --parallel a batch size is per rank: world size x micro-batch x accumulation = the global batch."""
 
     dtypes: tuple[Dtype, ...]
-    batch_sizes: tuple[int, ...]  # the grid's micro-batch sizes, ascending
+    batch_sizes: tuple[int, ...]  # the grid's micro-batch sizes (per rank), ascending
     init_scales: tuple[float, ...]
     growth_intervals: tuple[int, ...]
     global_batch: int | None = None
+    comms: tuple[str, ...] = ()  # under --parallel: what gradients may be reduced in, fp32 first
+    world_size: int = 1
 
     def allows(self, batch_size: int) -> bool:
         if batch_size < 1:
             return False
-        return self.global_batch is None or (batch_size <= self.global_batch and self.global_batch % batch_size == 0)
+        per_step = batch_size * self.world_size
+        return self.global_batch is None or (per_step <= self.global_batch and self.global_batch % per_step == 0)
 
     def grad_accum(self, batch_size: int) -> int:
-        """Micro-batches per optimizer step, so that micro-batch x accumulation = the global batch."""
+        """Micro-batches per optimizer step, so that world x micro-batch x accumulation = the global batch."""
         if not self.allows(batch_size):
             raise ValueError(f"batch {batch_size} is not allowed here (global batch {self.global_batch})")
-        return self.global_batch // batch_size if self.global_batch else 1
+        return self.global_batch // (batch_size * self.world_size) if self.global_batch else 1
+
+    @property
+    def base_comm(self) -> str:
+        """The comm of the baseline and the scouts: fp32 under --parallel, none on one process."""
+        return self.comms[0] if self.comms else ""
 
     def between(self, low: int, high: int) -> int | None:
         """An allowed micro-batch strictly between low and high, nearest their middle; None if
@@ -116,35 +136,41 @@ class SearchSpace:
         """The dtype's first trial, at scout_batch: with `like`'s scaler settings, else the space's
         first (the scaler does not change the speed a scout measures)."""
         if like is not None:
-            return Candidate(dtype, self.scout_batch, like.init_scale, like.growth_interval).canonical()
-        return next(c for c in self.candidates() if c.dtype is dtype and c.batch_size == self.scout_batch)
+            return Candidate(dtype, self.scout_batch, like.init_scale, like.growth_interval,
+                             comm=self.base_comm).canonical()
+        return next(c for c in self.candidates() if c.dtype is dtype and c.batch_size == self.scout_batch
+                    and c.comm == self.base_comm)
 
     def with_init_scale_seed(self, seed: float) -> "SearchSpace":
         """fp16's init_scale choices around the seed (from the baseline's largest gradient)."""
         scales = tuple(sorted({seed / 2**4, seed, min(seed * 2**4, 2.0**24)}))
-        return SearchSpace(self.dtypes, self.batch_sizes, scales, self.growth_intervals, self.global_batch)
+        return dataclasses.replace(self, init_scales=scales)
 
     def candidates(self) -> list[Candidate]:
-        """Every distinct configuration: the scaler settings only multiply fp16's."""
+        """Every distinct configuration: the scaler settings only multiply fp16's, the comms every
+        reduced precision's (fp32, the yardstick, reduces in fp32: a compressed all-reduce is a
+        reduced precision, judged against it)."""
         out = []
         for dtype in self.dtypes:
             for bs in self.batch_sizes:
-                if dtype.needs_grad_scaler:
-                    out += [Candidate(dtype, bs, s, g) for s in self.init_scales for g in self.growth_intervals]
-                else:
-                    out.append(Candidate(dtype, bs))
+                for comm in (self.comms[:1] if dtype is Dtype.FP32 else self.comms) or ("",):
+                    if dtype.needs_grad_scaler:
+                        out += [Candidate(dtype, bs, s, g, comm=comm)
+                                for s in self.init_scales for g in self.growth_intervals]
+                    else:
+                        out.append(Candidate(dtype, bs, comm=comm))
         return out
 
     def to_dict(self) -> dict:
         return {"dtypes": [d.value for d in self.dtypes], "batch_sizes": list(self.batch_sizes),
                 "init_scales": list(self.init_scales), "growth_intervals": list(self.growth_intervals),
-                "global_batch": self.global_batch}
+                "global_batch": self.global_batch, "comms": list(self.comms), "world_size": self.world_size}
 
     @classmethod
     def from_dict(cls, data: dict) -> "SearchSpace":
         return cls(tuple(Dtype(d) for d in data["dtypes"]), tuple(data["batch_sizes"]),
                    tuple(float(s) for s in data["init_scales"]), tuple(data["growth_intervals"]),
-                   data.get("global_batch"))
+                   data.get("global_batch"), tuple(data.get("comms") or ()), int(data.get("world_size") or 1))
 
 
 def seeded_init_scale(max_abs_grad: float | None) -> float:
@@ -169,23 +195,36 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
 
 
 def build_space(device_profile, *, batch_sizes: tuple[int, ...] | None = None, global_batch: int | None = None,
-                init_scale_seed: float = DEFAULT_INIT_SCALE) -> tuple[SearchSpace, list[str]]:
+                init_scale_seed: float = DEFAULT_INIT_SCALE, parallel: Parallel | None = None,
+                world_size: int = 1, backend: str = "gloo") -> tuple[SearchSpace, list[str]]:
+    """The space on one device; under `parallel`, batch sizes per rank across `world_size` ranks,
+    the dtypes the strategy admits and the comms `backend` can run."""
     notes = []
     dtypes = tuple(d for d in TUNABLE_DTYPES if device_profile.dtypes[d].supported)
     for d in TUNABLE_DTYPES:
         if d not in dtypes:
             notes.append(f"{d} left out: {device_profile.dtypes[d].why}")
+    comms: tuple[str, ...] = ()
+    if parallel is not None:
+        ruled_out = {d: dtype_rule(parallel, d) for d in dtypes}
+        notes += [why for why in ruled_out.values() if why]
+        dtypes = tuple(d for d in dtypes if not ruled_out[d])
+        comms, comm_notes = comms_for(parallel, backend)
+        notes += comm_notes
     sizes = tuple(sorted(batch_sizes or default_batch_sizes(device_profile)))
     if global_batch is not None:
         if global_batch < 1:
             raise BadInputError(f"--global-batch must be >= 1, got {global_batch}")
-        dividing = tuple(b for b in sizes if b <= global_batch and global_batch % b == 0)
+        dividing = tuple(b for b in sizes if b * world_size <= global_batch and global_batch % (b * world_size) == 0)
+        ranks = f" across {world_size} ranks" if world_size > 1 else ""
         if not dividing:
-            would = [d for d in range(1, min(global_batch, MAX_BATCH_SIZE) + 1) if global_batch % d == 0]
-            raise BadInputError(f"--global-batch {global_batch}: no batch size in {','.join(map(str, sizes))} divides "
-                                f"it; sizes that would: {','.join(map(str, would[-8:]))} "
+            limit = min(global_batch // world_size, MAX_BATCH_SIZE)
+            would = [d for d in range(1, limit + 1) if global_batch % (d * world_size) == 0]
+            raise BadInputError(f"--global-batch {global_batch}{ranks}: no batch size in {','.join(map(str, sizes))} "
+                                f"divides it; sizes that would: {','.join(map(str, would[-8:])) or 'none'} "
                                 "(pass them with --batch-sizes)")
-        notes.append(f"global batch {global_batch}: micro-batches {dividing} with gradient accumulation to match")
+        notes.append(f"global batch {global_batch}{ranks}: micro-batches {dividing} with gradient accumulation "
+                     "to match")
         sizes = dividing
-    space = SearchSpace(dtypes, sizes, (), DEFAULT_GROWTH_INTERVALS, global_batch)
+    space = SearchSpace(dtypes, sizes, (), DEFAULT_GROWTH_INTERVALS, global_batch, comms, world_size)
     return space.with_init_scale_seed(init_scale_seed), notes

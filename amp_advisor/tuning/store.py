@@ -241,6 +241,11 @@ class RunStore:
                 "loss_rel_diff_vs_fp32": res.loss_rel_diff_vs_fp32,
                 "grad_underflow_fraction": res.grad_stats.underflow_fraction if res.grad_stats else None,
                 "wall_s": res.wall_s, "tf32": res.tf32, "load_1m": r.load,
+                **({"parallel": res.spec.parallel, "comm": r.candidate.comm, "ranks": len(res.ranks),
+                    "failed_rank": res.failed_rank,
+                    "slowest_rank_step_s": max((x.step_median_s for x in res.ranks if x.step_median_s), default=None),
+                    "fastest_rank_step_s": min((x.step_median_s for x in res.ranks if x.step_median_s), default=None)}
+                   if res.spec.parallel else {}),
             })
         path = self.dir / "trials.csv"
         pd.DataFrame(rows).to_csv(path, index=False)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..diagnosis import DEFAULT_STEPS as DIAGNOSE_STEPS
+from ..distributed.policy import DEFAULT_COLLECTIVE_TIMEOUT_S, Parallel, backend_for
 from ..diagnosis import DiagnoseSpec
 from ..dtypes import Dtype, uses_tf32
 from ..errors import BadInputError
@@ -40,7 +41,7 @@ from ..limits import MAX_STEPS, MAX_TIME_BUDGET_S, MAX_TRIAL_TIMEOUT_S, MAX_TRIA
 from ..harness.trial import Status, TrialSpec
 from ..harness.worker import DiagnoseError, Worker
 from ..jsonio import check_fields
-from ..recommendation import GradScalerConfig, Measured, Recommendation, fingerprint_of
+from ..recommendation import Distributed, GradScalerConfig, Measured, Recommendation, fingerprint_of
 from .constraints import MIN_ABANDON_S, PRUNE_FACTOR, Constraints, derive
 from .decision import NOT_WORSE_MARGIN, Decision, Figure, contenders, decide, explain, machine_busy, needed_twins
 from .evidence import Evidence
@@ -74,7 +75,7 @@ EventFn = Callable[[dict[str, Any]], None]
 FLAGS = {"workload": "MODEL", "device": "--device", "strategy": "--strategy", "seed": "--seed",
          "max_trials": "--max-trials", "time_budget_s": "--time-budget", "trial_timeout_s": "--timeout",
          "tolerance": "--tolerance", "steps": "--steps", "batch_sizes": "--batch-sizes",
-         "global_batch": "--global-batch"}
+         "global_batch": "--global-batch", "parallel": "--parallel", "collective_timeout_s": "--collective-timeout"}
 RESUMABLE = ("time_budget_s", "max_trials", "trial_timeout_s")
 # Sane ranges: a typo (1e9 seconds, a million steps) must not lock the machine for days.
 LIMITS = {"max_trials": (0, MAX_TRIALS), "time_budget_s": (0, MAX_TIME_BUDGET_S),
@@ -100,10 +101,17 @@ class TuneSettings:
     memory_margin: float = 0.10
     margin: float = NOT_WORSE_MARGIN  # reduced precision must beat the best fp32 by more than this
     stability_steps: int = 40
+    parallel: str | None = None  # under torchrun: ddp or fsdp2 (distributed/)
+    collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if self.strategy not in ("bayes", "grid"):
             raise BadInputError(f"--strategy {self.strategy!r}: expected bayes or grid")
+        if self.parallel is not None:
+            Parallel.parse(self.parallel)
+        if not 0 < self.collective_timeout_s <= MAX_TRIAL_TIMEOUT_S:
+            raise BadInputError(f"--collective-timeout {self.collective_timeout_s!r}: expected seconds > 0 and "
+                                f"<= {MAX_TRIAL_TIMEOUT_S:g}")
         for name, (low, high) in LIMITS.items():
             value = getattr(self, name)
             if value is None:
@@ -150,10 +158,12 @@ class TuneResult:
 class Tuner:
     def __init__(self, settings: TuneSettings, store: RunStore, *, on_event: EventFn | None = None,
                  worker: Worker | None = None, device_profile=None,
-                 calibration: tuple[int, float] | None = None) -> None:
+                 calibration: tuple[int, float] | None = None, world_size: int = 1) -> None:
         """`calibration`: (samples, seconds) of building the model and one fp32 step, measured
-        before the run (tune() does it at the smallest batch size)."""
+        before the run (tune() does it at the smallest batch size). `world_size`: the ranks a
+        distributed run's worker (distributed.ranks.RankWorkers) trains on."""
         self.calibration = calibration
+        self.world_size = world_size
         self.settings = settings
         self.store = store
         self.emit = on_event or (lambda event: None)
@@ -219,7 +229,7 @@ class Tuner:
             grad_accum=accum, compare_fp32=not remeasure and candidate.dtype is not Dtype.FP32,
             compare_steps=COMPARE_STEPS, seed=self.settings.seed, timeout_s=self.settings.trial_timeout_s,
             abandon_after_s=abandon_after, tf32=uses_tf32(candidate.dtype, tf32_fast), grad_stats=not remeasure,
-            fp32_modules=candidate.fp32_modules,
+            fp32_modules=candidate.fp32_modules, parallel=self.settings.parallel, comm=candidate.comm,
         )
 
     def first_step_allowance(self, samples: int) -> float | None:
@@ -268,8 +278,7 @@ class Tuner:
             self.store.write_device(self.profile)
             self.store.record_context(memory_limit_bytes=self.memory_limit, memory_margin=self.settings.memory_margin)
             self.records = list(self.store.records())
-            self.space, space_notes = build_space(self.profile, batch_sizes=self.settings.batch_sizes,
-                                                  global_batch=self.settings.global_batch)
+            self.space, space_notes = build_space(self.profile, **space_options(self.settings, self.world_size))
             self.notes += space_notes
             self._seed_init_scale(self._baseline())
             stopped = self._search()
@@ -308,7 +317,7 @@ class Tuner:
         for bs in [b for b in reversed(self.space.batch_sizes) if b <= self.space.baseline_batch]:
             if self._out_of_time():
                 return None
-            record = self._run(Candidate(Dtype.FP32, bs), Role.SEARCH)
+            record = self._run(Candidate(Dtype.FP32, bs, comm=self.space.base_comm), Role.SEARCH)
             if record.result.status is Status.OK:
                 return record
         return None
@@ -408,7 +417,7 @@ class Tuner:
         measured = {e.candidate.batch_size for e in evidence.configs.values() if e.candidate.dtype is c.dtype}
         by_distance = sorted(range(len(sizes)), key=lambda j: (abs(j - i), -j))
         for j in by_distance:
-            near = Candidate(c.dtype, sizes[j], c.init_scale, c.growth_interval)
+            near = dataclasses.replace(c, batch_size=sizes[j], fp32_modules=())
             if sizes[j] not in measured and constraints.allows(near):
                 return near
         return None
@@ -472,7 +481,7 @@ class Tuner:
             middle = self.space.between(low, high)
             if middle is None or self._out_of_time():
                 return
-            edge = Candidate(dtype, middle, best.candidate.init_scale, best.candidate.growth_interval)
+            edge = dataclasses.replace(best.candidate, batch_size=middle, fp32_modules=())
             measured = evidence.config(edge)
             if measured is not None:
                 status = measured.records[0].result.status
@@ -604,7 +613,7 @@ class Tuner:
         """A longer fp16 run at the chosen scaler settings; lower the scale once if it skips too often."""
         scale = candidate.init_scale
         for attempt in range(2):
-            c = Candidate(candidate.dtype, candidate.batch_size, scale, candidate.growth_interval)
+            c = dataclasses.replace(candidate, init_scale=scale, fp32_modules=())
             existing = [r for r in self.records if r.role is Role.STABILITY and r.candidate == c]
             self._phase("stability", 0 if existing else 1)
             record = existing[0] if existing else self._run(c, Role.STABILITY, steps=self.settings.stability_steps,
@@ -644,7 +653,21 @@ class Tuner:
                       **{k: (f.to_dict() if f is not None else None) for k, f in figures.items()}},
             machine_busy=busy,
             fp32_modules=chosen.candidate.fp32_modules,
+            distributed=self._distributed(chosen.candidate),
         )
+
+    def _distributed(self, chosen: Candidate) -> Distributed | None:
+        if not self.settings.parallel:
+            return None
+        return Distributed.of(self.settings.parallel, self.world_size, backend_for(self.settings.device), chosen.comm,
+                              chosen.dtype, chosen.batch_size, self.space.grad_accum(chosen.batch_size))
+
+
+def space_options(settings: TuneSettings, world_size: int = 1) -> dict[str, Any]:
+    """build_space's options for a run's settings (on `world_size` ranks under --parallel)."""
+    parallel = Parallel.parse(settings.parallel) if settings.parallel else None
+    return {"batch_sizes": settings.batch_sizes, "global_batch": settings.global_batch, "parallel": parallel,
+            "world_size": world_size if parallel else 1, "backend": backend_for(settings.device)}
 
 
 def _load_average() -> float | None:

@@ -1,0 +1,280 @@
+"""The launched processes of a distributed run (one per rank, under torchrun), and how they talk.
+
+Rank 0 runs the search. Its tuner sees a RankWorkers, which has the Worker interface: each trial
+is published in the torchrun store as a numbered command; every rank's launcher runs it in its
+own worker (harness/worker.py: the watchdog, the isolation) and puts its result back; rank 0
+merges them (merge.py) into the one result it records. The other ranks run follow(): wait for a
+command, run it, answer, until rank 0 says stop. Nothing is written to disk except by rank 0.
+
+Faults: a rank's result that is a failure stops the trial on every rank (rank 0 publishes an
+abort; each launcher kills its worker), and the next command carries a new generation: every
+worker is replaced and the new ones form a fresh process group. A launcher that stops answering
+(its heartbeat goes stale) ends the run with one clear error; `--resume` continues it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import socket
+import time
+from typing import Any, Callable
+
+from ..diagnosis import Diagnosis, DiagnoseSpec
+from ..dtypes import Dtype
+from ..errors import AdvisorError
+from ..harness.trial import Status, TrialResult, TrialSpec
+from ..harness.worker import Worker
+from .env import RankEnv
+from .group import GROUP_ENV, GroupInfo
+from .merge import RankOutcome, merge, needs_new_group
+from .policy import FULL_COMM, backend_for
+
+POLL_S = 0.05
+ABORT_GRACE_S = 1.0  # after a rank's failure, this long for the rank that caused it to report first
+HEARTBEAT_S = 1.0
+STALE_S = 120.0  # a rank's launcher silent this long is gone
+STORE_TIMEOUT_S = 60.0
+
+EventFn = Callable[[dict[str, Any]], None]
+
+
+class DistributedError(AdvisorError):
+    """A rank's launcher stopped answering: the run cannot go on (continue it with --resume)."""
+
+
+class Control:
+    """The command channel: JSON values under keys of this launch in torchrun's store."""
+
+    def __init__(self, env: RankEnv) -> None:
+        import torch.distributed as dist
+
+        self.env = env
+        store = dist.TCPStore(env.addr, env.port, is_master=False,
+                              timeout=datetime.timedelta(seconds=STORE_TIMEOUT_S))
+        self.prefix = f"amp-advisor/{env.run_id}"
+        self.store = dist.PrefixStore(self.prefix + "/control", store)
+        self._beat = 0.0
+
+    def put(self, key: str, value: Any) -> None:
+        self.store.set(key, json.dumps(value))
+
+    def has(self, key: str) -> bool:
+        return self.store.check([key])
+
+    def get(self, key: str) -> Any:
+        return json.loads(self.store.get(key))
+
+    def heartbeat(self) -> None:
+        now = time.monotonic()
+        if now - self._beat >= HEARTBEAT_S:
+            self._beat = now
+            self.store.set(f"beat/{self.env.rank}", str(time.time()))
+
+    def last_beat(self, rank: int) -> float | None:
+        key = f"beat/{rank}"
+        return float(self.store.get(key)) if self.has(key) else None
+
+    def group(self, generation: int, backend: str, timeout_s: float) -> GroupInfo:
+        return GroupInfo(rank=self.env.rank, world_size=self.env.world_size, local_rank=self.env.local_rank,
+                         addr=self.env.addr, port=self.env.port, prefix=f"{self.prefix}/gen{generation}",
+                         backend=backend, timeout_s=timeout_s)
+
+
+def _worker(control: Control, generation: int, device: str, timeout_s: float, on_event: EventFn | None) -> Worker:
+    group = control.group(generation, backend_for(device), timeout_s)
+    return Worker(on_event=on_event, env={GROUP_ENV: group.to_env()}, patience_s=timeout_s)
+
+
+class RankWorkers:
+    """Rank 0's side: the Worker interface (spawn, wait_ready, check, calibrate, run, diagnose,
+    close) over every rank's worker."""
+
+    def __init__(self, env: RankEnv, device: str, parallel: str, collective_timeout_s: float, *,
+                 on_event: EventFn | None = None) -> None:
+        self.env, self.device, self.timeout_s, self.on_event = env, device, collective_timeout_s, on_event
+        self.parallel = parallel
+        self.control = Control(env)
+        self.generation = 0
+        self.local = _worker(self.control, 0, device, collective_timeout_s, on_event)
+        self._command = 0
+        self.replacements = 0  # how many times every worker was replaced after a failure
+
+    @property
+    def world_size(self) -> int:
+        return self.env.world_size
+
+    # the Worker interface -------------------------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        return self.local.alive
+
+    @property
+    def ready(self) -> dict[str, Any] | None:
+        return self.local.ready
+
+    def spawn(self) -> None:
+        self.local.spawn()
+
+    def wait_ready(self) -> dict[str, Any]:
+        return self.local.wait_ready()
+
+    def close(self) -> None:
+        try:
+            self._publish({"kind": "stop"})
+        except Exception:  # noqa: BLE001 - the store may be gone already (torchrun tearing down)
+            pass
+        self.local.close()
+
+    def check(self, workload: str) -> str | None:
+        """The workload checked in every rank's worker (on another node the file must be there too)."""
+        number = self._publish({"kind": "check", "workload": workload})
+        problem = self.local.check(workload)
+        answers = self._collect(number, lambda: False)
+        problems = [(0, problem)] + [(r, a.get("error")) for r, a in sorted(answers.items())]
+        for rank, why in problems:
+            if why:
+                return f"rank {rank}: {why}" if rank else why
+        return None
+
+    def calibrate(self, workload: str, batch_size: int, device: str) -> float | None:
+        """As Worker.calibrate, on every rank."""
+        spec = TrialSpec(workload=workload, dtype=Dtype.FP32, batch_size=batch_size, device=device, steps=1,
+                         warmup_steps=0, compare_fp32=False, grad_stats=False, parallel=self.parallel, comm=FULL_COMM)
+        started = time.monotonic()
+        result = self.run(spec)
+        return time.monotonic() - started if result.status is Status.OK else None
+
+    def diagnose(self, spec: DiagnoseSpec) -> Diagnosis:
+        """The numerics X-ray runs on rank 0 alone: a module's numerics do not depend on the wrapper."""
+        return self.local.diagnose(spec)
+
+    def run(self, spec: TrialSpec) -> TrialResult:
+        """One trial on every rank; the merged result."""
+        number = self._publish({"kind": "trial", "spec": spec.to_dict()})
+        first_failure: list[float] = []
+        aborted: list[bool] = []
+
+        def peers_failed() -> bool:
+            stop = self._peer_failure(number, first_failure)
+            if stop:
+                aborted.append(True)
+            return stop
+
+        local = self.local.run(spec, should_abort=peers_failed)
+        local_aborted = bool(aborted)
+        answers = self._collect(number, lambda: self._peer_failure(number, first_failure, local))
+        outcomes = [RankOutcome(0, local, aborted=local_aborted)]
+        outcomes += [RankOutcome(rank, TrialResult.from_dict(a["result"]), bool(a.get("aborted")))
+                     for rank, a in sorted(answers.items())]
+        if needs_new_group(outcomes):
+            self._new_generation()
+        return merge(spec, outcomes, self.timeout_s)
+
+    # inside ---------------------------------------------------------------------------------
+    def _publish(self, command: dict[str, Any]) -> int:
+        self._command += 1
+        self.control.put(f"cmd/{self._command}", {**command, "generation": self.generation})
+        return self._command
+
+    def _peers(self) -> range:
+        return range(1, self.env.world_size)
+
+    def _peer_failure(self, number: int, first: list[float], local: TrialResult | None = None) -> bool:
+        """Whether the trial should stop on every rank: some rank failed (ABORT_GRACE_S ago, so
+        that the rank that caused it reports before the others are stopped); once True, the abort
+        is published for the other ranks."""
+        self.control.heartbeat()
+        if self.control.has(f"abort/{number}"):
+            return True
+        failed = local is not None and local.status not in (Status.OK, Status.NONFINITE)
+        for rank in self._peers():
+            key = f"res/{number}/{rank}"
+            if not failed and self.control.has(key):
+                result = self.control.get(key).get("result")
+                failed = result is not None and result.get("status") not in (Status.OK.value, Status.NONFINITE.value)
+        if not failed:
+            return False
+        if not first:
+            first.append(time.monotonic())
+        if time.monotonic() - first[0] < ABORT_GRACE_S:
+            return False
+        self.control.put(f"abort/{number}", True)
+        return True
+
+    def _collect(self, number: int, poll: Callable[[], bool]) -> dict[int, dict[str, Any]]:
+        """Every other rank's answer to a command, waiting as long as their launchers are alive."""
+        answers: dict[int, dict[str, Any]] = {}
+        while len(answers) < self.env.world_size - 1:
+            poll()
+            for rank in self._peers():
+                key = f"res/{number}/{rank}"
+                if rank not in answers and self.control.has(key):
+                    answers[rank] = self.control.get(key)
+            if len(answers) < self.env.world_size - 1:
+                self._check_alive([r for r in self._peers() if r not in answers])
+                time.sleep(POLL_S)
+        return answers
+
+    def _check_alive(self, ranks: list[int]) -> None:
+        now = time.time()
+        for rank in ranks:
+            beat = self.control.last_beat(rank)
+            if beat is not None and now - beat > STALE_S:
+                raise DistributedError(f"rank {rank}'s launcher has not answered for {now - beat:.0f} s (its node "
+                                       "or process is gone); the run stops here: continue it with --resume once "
+                                       "every rank is back")
+
+    def _new_generation(self) -> None:
+        """Every worker replaced (the others do it on the next command, which carries the number)."""
+        self.local.close()
+        self.generation += 1
+        self.replacements += 1
+        self.local = _worker(self.control, self.generation, self.device, self.timeout_s, self.on_event)
+        self.local.spawn()
+
+
+def follow(env: RankEnv, device: str, collective_timeout_s: float) -> int:
+    """A rank other than 0: run rank 0's commands in this rank's worker until it says stop.
+    Returns the number of trials run."""
+    control = Control(env)
+    generation, worker = 0, _worker(control, 0, device, collective_timeout_s, None)
+    worker.spawn()
+    number = trials = 0
+    try:
+        while True:
+            number += 1
+            command = _wait_command(control, number)
+            if command["kind"] == "stop":
+                return trials
+            if command["generation"] != generation:
+                worker.close()
+                generation = command["generation"]
+                worker = _worker(control, generation, device, collective_timeout_s, None)
+                worker.spawn()
+            if command["kind"] == "check":
+                control.put(f"res/{number}/{env.rank}", {"error": worker.check(command["workload"]),
+                                                         "host": socket.gethostname()})
+                continue
+            aborted: list[bool] = []
+
+            def stop_asked(key: str = f"abort/{number}") -> bool:
+                control.heartbeat()
+                if control.has(key):
+                    aborted.append(True)
+                    return True
+                return False
+
+            result = worker.run(TrialSpec.from_dict(command["spec"]), should_abort=stop_asked)
+            trials += 1
+            control.put(f"res/{number}/{env.rank}", {"result": result.to_dict(), "aborted": bool(aborted)})
+    finally:
+        worker.close()
+
+
+def _wait_command(control: Control, number: int) -> dict[str, Any]:
+    key = f"cmd/{number}"
+    while not control.has(key):
+        control.heartbeat()
+        time.sleep(POLL_S)
+    return control.get(key)
