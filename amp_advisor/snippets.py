@@ -41,29 +41,86 @@ def torch_loop(rec: Recommendation) -> str:
     device_type = rec.device_type
     lower = torch_dtype_name(rec.dtype) if rec.dtype.autocasts else None
     accum = rec.grad_accumulation_steps
+    d = rec.distributed
     lines = ["import torch", "", _header(rec), *_tf32_line(rec)]
-    lines.append(f"BATCH_SIZE = {int(rec.batch_size)}  # per step of the loader")
+    lines.append(f"BATCH_SIZE = {int(rec.batch_size)}  # per step of the loader" + (" (per rank)" if d else ""))
     if accum > 1:
         lines.append(f"ACCUM_STEPS = {int(accum)}  # optimizer step every ACCUM_STEPS batches")
     if rec.scaler.enabled:
         lines.append(f"scaler = torch.amp.GradScaler({literal(device_type)}, {_scaler_args(rec)})")
     lines += _islands(rec)
+    lines += _torch_distributed(rec)
     lines += ["", "for step, batch in enumerate(loader):"]
     loss = "loss_fn(model, batch)" + (" / ACCUM_STEPS" if accum > 1 else "")
+    forward = []
     if lower:
-        lines += [f"    with torch.autocast({literal(device_type)}, dtype={lower}):", f"        loss = {loss}"]
+        forward += [f"with torch.autocast({literal(device_type)}, dtype={lower}):", f"    loss = {loss}"]
     else:
-        lines.append(f"    loss = {loss}")
-    body = (["scaler.scale(loss).backward()"] if rec.scaler.enabled else ["loss.backward()"])
+        forward.append(f"loss = {loss}")
+    forward += (["scaler.scale(loss).backward()"] if rec.scaler.enabled else ["loss.backward()"])
     update = (["scaler.step(optimizer)", "scaler.update()"] if rec.scaler.enabled else ["optimizer.step()"])
     update.append("optimizer.zero_grad(set_to_none=True)")
-    lines += ["    " + line for line in body]
     if accum > 1:
-        lines.append("    if (step + 1) % ACCUM_STEPS == 0:")
+        lines.append("    sync = (step + 1) % ACCUM_STEPS == 0")
+        if d and d.parallel == "ddp":  # DDP decides in the forward whether the backward all-reduces
+            lines.append("    with contextlib.nullcontext() if sync else model.no_sync():  "
+                         "# all-reduce on the last micro-batch only")
+            lines += ["        " + line for line in forward]
+        else:
+            if d:
+                lines.append("    model.set_requires_gradient_sync(sync)  # reduce-scatter on the last micro-batch")
+            lines += ["    " + line for line in forward]
+        lines.append("    if sync:")
         lines += ["        " + line for line in update]
     else:
-        lines += ["    " + line for line in update]
+        lines += ["    " + line for line in forward + update]
+    if d and d.parallel == "ddp" and accum > 1:
+        lines.insert(0, "import contextlib")
     return "\n".join(lines) + "\n"
+
+
+def _torch_distributed(rec: Recommendation) -> list[str]:
+    """The process group and the wrapper as tuned (DDP + its comm hook, or FSDP2 + its policy),
+    after the islands (they name the user's own modules)."""
+    d = rec.distributed
+    if d is None:
+        return []
+    lines = ["", f"# tuned on {int(d.world_size)} ranks ({comment(d.backend)}): start with torchrun; global batch "
+                 f"{int(d.global_batch)} = ranks x BATCH_SIZE x accumulation",
+             "import torch.distributed as dist", "if not dist.is_initialized():",
+             f"    dist.init_process_group({literal(d.backend)})"]
+    if d.parallel == "ddp":
+        lines += ["from torch.nn.parallel import DistributedDataParallel",
+                  "model = DistributedDataParallel(model)  # on GPUs: device_ids=[local_rank]"]
+        if d.comm_hook:
+            lines += ["from torch.distributed.algorithms.ddp_comm_hooks import default_hooks",
+                      f"model.register_comm_hook(None, default_hooks.{_identifier(d.comm_hook)})  "
+                      f"# gradients all-reduced in {comment(d.comm)}"]
+        return lines
+    return lines + ["from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard",
+                    f"policy = {_fsdp2_policy(rec)}",
+                    "# shard each repeated block first, e.g.: for layer in model.layers: fully_shard(layer, "
+                    "mp_policy=policy)",
+                    "fully_shard(model, mp_policy=policy)",
+                    "# build the optimizer after this: FSDP2 replaces the parameters with sharded ones"]
+
+
+def _fsdp2_policy(rec: Recommendation, cls: str = "MixedPrecisionPolicy") -> str:
+    d = rec.distributed
+    assert d is not None
+    return f"{cls}(param_dtype={_dtype_source(d.param_dtype)}, reduce_dtype={_dtype_source(d.reduce_dtype)})"
+
+
+def _dtype_source(name: str | None) -> str:
+    return torch_dtype_name(Dtype(name or "fp32"))
+
+
+def _identifier(name: str) -> str:
+    """A name from a loaded recommendation written as code: only a plain identifier (the loader
+    already checked it is one of the hooks in distributed/policy.py)."""
+    if not name.isidentifier():
+        raise BadInputError(f"{name[:40]!r} cannot be written into code: expected a Python identifier")
+    return name
 
 
 def _islands(rec: Recommendation, framework: str | None = None, model: str = "model") -> list[str]:
@@ -113,14 +170,46 @@ def lightning(rec: Recommendation) -> str:
         lines.append("# a LightningModule holding the tuned model as self.model: prefix each name with \"model.\"")
     lines += _islands(rec, "Lightning", "lightning_module")
     accum = f"accumulate_grad_batches={int(rec.grad_accumulation_steps)}"
+    strategy, trainer_comment = _lightning_strategy(rec, lines)
     if rec.scaler.enabled:
         lines += [f"scaler = torch.amp.GradScaler({literal(device_type)}, {_scaler_args(rec)})",
-                  f'trainer = Trainer(plugins=[MixedPrecision("16-mixed", {literal(device_type)}, scaler=scaler)], '
-                  f'{accum})']
+                  f'{trainer_comment}trainer = Trainer(plugins=[MixedPrecision("16-mixed", {literal(device_type)}, '
+                  f'scaler=scaler)], {accum}{strategy})']
     else:
         precision = {Dtype.BF16: "bf16-mixed", Dtype.FP16: "16-mixed"}.get(rec.dtype, "32-true")
-        lines.append(f'trainer = Trainer(precision="{precision}", {accum})')
+        lines.append(f'{trainer_comment}trainer = Trainer(precision="{precision}", {accum}{strategy})')
     return "\n".join(lines) + "\n"
+
+
+def _lightning_strategy(rec: Recommendation, lines: list[str]) -> tuple[str, str]:
+    """Lightning's DDPStrategy (with the comm hook) or FSDPStrategy (with the tuned param/reduce
+    dtypes): the lines that build `strategy`, and the Trainer's extra arguments. Lightning's FSDP
+    needs GPUs: on a CPU recommendation the Trainer line is left as a comment."""
+    d = rec.distributed
+    if d is None:
+        return "", ""
+    lines.append(f"# tuned on {int(d.world_size)} ranks: devices per node x num_nodes = {int(d.world_size)}")
+    args = f", strategy=strategy, devices={int(d.world_size)}"
+    if d.parallel == "ddp":
+        lines.append("from lightning.pytorch.strategies import DDPStrategy")
+        if d.comm_hook:
+            lines += ["from torch.distributed.algorithms.ddp_comm_hooks import default_hooks",
+                      f"strategy = DDPStrategy(ddp_comm_hook=default_hooks.{_identifier(d.comm_hook)})  "
+                      f"# gradients all-reduced in {comment(d.comm)}"]
+        else:
+            lines.append("strategy = DDPStrategy()")
+        return args, ""
+    lines += ["from lightning.pytorch.strategies import FSDPStrategy",
+              "from torch.distributed.fsdp import MixedPrecision as FSDPMixedPrecision",
+              "# FSDPStrategy shards with FSDP (version 1) under the same param/reduce dtypes as the tuned FSDP2 "
+              "policy; ModelParallelStrategy takes fully_shard(..., mp_policy=MixedPrecisionPolicy(...)) in "
+              "configure_model",
+              f"strategy = FSDPStrategy(mixed_precision={_fsdp2_policy(rec, 'FSDPMixedPrecision')})"]
+    if rec.device_type == "cpu":
+        lines.append("# Lightning's FSDPStrategy runs on GPUs only: on this CPU train with --format torch (fully_shard "
+                     "runs on gloo)")
+        return args, "# "
+    return args, ""
 
 
 def accelerate(rec: Recommendation) -> str:
@@ -137,8 +226,23 @@ def accelerate(rec: Recommendation) -> str:
             # read in accelerate 1.15's Accelerator.__init__: fp16 is only enabled off the CPU
             lines.append("# Accelerate turns fp16 off on a CPU (no autocast, no GradScaler): this trains in fp32. "
                          "Use amp_advisor's MixedPrecision or the torch loop (`--format torch`) for fp16 here.")
-    if rec.scaler.enabled:
-        args.append(f"kwargs_handlers=[GradScalerKwargs({_scaler_args(rec)})]")
+    handlers = [f"GradScalerKwargs({_scaler_args(rec)})"] if rec.scaler.enabled else []
+    d = rec.distributed
+    if d is not None:
+        lines.append(f"# tuned on {int(d.world_size)} ranks: accelerate launch --num_processes {int(d.world_size)} "
+                     "(or torchrun)")
+        if d.parallel == "ddp" and d.comm_hook:
+            lines.append("from accelerate.utils import DDPCommunicationHookType, DistributedDataParallelKwargs")
+            hook = {"fp16": "FP16", "bf16": "BF16"}[d.comm]
+            handlers.append(f"DistributedDataParallelKwargs(comm_hook=DDPCommunicationHookType.{hook})")
+        elif d.parallel == "fsdp2":
+            lines += ["from accelerate.utils import FullyShardedDataParallelPlugin",
+                      "from torch.distributed.fsdp import MixedPrecisionPolicy",
+                      f"fsdp_plugin = FullyShardedDataParallelPlugin(fsdp_version=2, "
+                      f"mixed_precision_policy={_fsdp2_policy(rec)})"]
+            args.append("fsdp_plugin=fsdp_plugin")
+    if handlers:
+        args.append(f"kwargs_handlers=[{', '.join(handlers)}]")
     lines += _islands(rec, "Accelerate")  # before accelerator.prepare(model)
     lines.append(f"accelerator = Accelerator({', '.join(args)})")
     return "\n".join(lines) + "\n"
@@ -158,6 +262,22 @@ def hf_trainer(rec: Recommendation) -> str:
     if rec.device_type == "cpu":
         args.append("use_cpu=True")
     lines = ["from transformers import TrainingArguments", "", _header(rec)]
+    d = rec.distributed
+    if d is not None:
+        lines.append(f"# tuned on {int(d.world_size)} ranks: start the script with torchrun --nproc_per_node ... "
+                     f"(global batch {int(d.global_batch)})")
+        if d.parallel == "ddp":
+            args.append(f"ddp_backend={literal(d.backend)}")
+            if d.comm_hook:
+                lines.append(f"# TrainingArguments has no comm-hook setting: the tuned {comment(d.comm)} gradient "
+                             "all-reduce needs Accelerate's DistributedDataParallelKwargs (--format accelerate)")
+        else:
+            args += ["fsdp=True", 'fsdp_config={"version": 2}']
+            if d.reduce_dtype != d.param_dtype:
+                # read in accelerate 1.15 (FullyShardedDataParallelPlugin.set_mixed_precision)
+                lines.append(f"# the Trainer's FSDP reduces gradients in its mixed precision "
+                             f"({comment(d.param_dtype)}); the tuned reduce_dtype {comment(d.reduce_dtype)} needs "
+                             "Accelerate's FullyShardedDataParallelPlugin (--format accelerate)")
     if rec.dtype is Dtype.FP16 and rec.device_type == "cpu":
         lines.append("# The Trainer runs through Accelerate, which turns fp16 off on a CPU: this trains in fp32.")
     if rec.scaler.enabled:
@@ -180,6 +300,10 @@ def deepspeed_config(rec: Recommendation) -> dict[str, Any]:
                           "loss_scale_window": s.growth_interval, "hysteresis": 1, "min_loss_scale": 1}
     else:
         config["bf16"] = {"enabled": rec.dtype is Dtype.BF16}
+    d = rec.distributed
+    if d is not None:
+        config["train_batch_size"] = d.global_batch
+        config["communication_data_type"] = d.comm  # what DeepSpeed all-reduces gradients in
     return config
 
 
