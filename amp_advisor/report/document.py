@@ -131,6 +131,7 @@ def build(run: Run, plots: list[Plot]) -> Document:
             Figure(by_name[n]) for n in ("throughput", "memory", "tflops"))),
         Section("numerics", "Numerics", (Figure(by_name["gradients"]), Figure(by_name["loss"]))),
         *_xray(run, by_name["xray"]),
+        *_ranks(run, by_name["ranks"]),
         _search(run, by_name["search"]),
         _trials(run),
         _caveats(run),
@@ -271,6 +272,52 @@ def _xray(run: Run, plot: Plot) -> tuple[Section, ...]:
     return (Section("xray", "Numerics X-ray", tuple(blocks)),)
 
 
+def _ranks(run: Run, plot: Plot) -> tuple[Section, ...]:
+    """A distributed run: how the reduction's precision changed speed and numerics, each rank's
+    step times (stragglers), and the trials a rank failed."""
+    if not run.ranked:
+        return ()
+    from ..distributed.policy import Parallel, describe
+
+    first = run.ranked[0].result
+    parallel = Parallel(first.spec.parallel or "ddp")
+    blocks: list[Block] = [Para(
+        f"Every trial ran on {len(first.ranks)} ranks under {parallel}: each rank trained the same configuration on "
+        "its own batches; a step is the slowest rank's, samples/s count every rank's micro-batches, memory is the "
+        "highest rank's peak, and the numerics are rank 0's against an fp32 run (gradients reduced in fp32) from "
+        "the same weights and batches.")]
+    effects = run.comm_effects()
+    full = {e.dtype: e.best_samples_per_s for e in effects if e.comm == "fp32"}
+    rows = []
+    for e in effects:
+        base = full.get(e.dtype)
+        versus = f"{e.best_samples_per_s / base:.2f}x" if e.best_samples_per_s and base and e.comm != "fp32" else "–"
+        rows.append((Cell(str(e.dtype)), Cell(describe(parallel, e.comm, e.dtype)),
+                     Cell(number(e.best_samples_per_s), e.best_samples_per_s, "num"),
+                     Cell(str(e.best_batch) if e.best_batch else "–", e.best_batch, "num"),
+                     Cell(versus, None, "num"),
+                     Cell(f"{e.worst_loss_diff:.2%}" if e.worst_loss_diff is not None else
+                          ("reference" if e.dtype is Dtype.FP32 else "–"), e.worst_loss_diff, "num"),
+                     Cell(f"{e.usable} of {e.trials}", e.usable, "num")))
+    blocks += [Para("What the precision of the communication did: the best usable speed of each dtype and reduction, "
+                    "against the same dtype reducing in fp32, and the largest loss difference from fp32 among its "
+                    "trials:"),
+               Table(("dtype", "policy", "best samples/s", "at batch", "vs fp32 reduction", "worst loss vs fp32",
+                      "usable trials"), tuple(rows))]
+    if plot.png is not None:
+        blocks.append(Figure(plot))
+    faults = run.rank_faults()
+    if faults:
+        blocks.append(Para("Trials a rank failed (recorded once, with the rank; every rank's worker was replaced "
+                           "and the process group formed again before the next trial):"))
+        blocks.append(Table(("#", "configuration", "rank", "status"),
+                            tuple((Cell(str(r.number), r.number, "num"), Cell(r.candidate.label),
+                                   Cell(str(r.result.failed_rank), r.result.failed_rank, "num"),
+                                   Cell(r.result.status.value, kind="failed")) for r in faults),
+                            row_notes=tuple(r.result.error or "" for r in faults), note_column="why"))
+    return (Section("ranks", "Across ranks", tuple(blocks)),)
+
+
 def _search(run: Run, plot: Plot) -> Section:
     cost = run.cost()
     settings = run.settings
@@ -294,8 +341,10 @@ def _search(run: Run, plot: Plot) -> Section:
 
 
 def _trials(run: Run) -> Section:
-    columns = ("#", "role", "dtype", "batch", "scaler (init / growth)", "status", "samples/s", "step ms (± IQR)",
-               "peak memory", "TFLOP/s", "loss vs fp32", "skipped", "wall")
+    ranked = bool(run.ranked)
+    columns: tuple[str, ...] = ("#", "role", "dtype", "batch", *(("reduce",) if ranked else ()),
+                                "scaler (init / growth)", "status", "samples/s", "step ms (± IQR)", "peak memory",
+                                "TFLOP/s", "loss vs fp32", "skipped", "wall")
     rows, notes = [], []
     chosen = run.recommended_candidate()
     highlight = set()
@@ -311,6 +360,7 @@ def _trials(run: Run) -> Section:
             Cell(r.role.value + (f" {r.round}" if r.round is not None else ""), r.role.value), Cell(str(c.dtype)),
             Cell(str(c.batch_size) + (f" x{res.spec.grad_accum}" if res.spec.grad_accum > 1 else ""),
                  c.batch_size, "num"),
+            *((Cell(c.comm or "–"),) if ranked else ()),
             Cell(f"{scale_text(c.init_scale)} / {c.growth_interval}" if c.dtype.needs_grad_scaler else "–",
                  c.init_scale * 1e6 + c.growth_interval, "num"),
             Cell(status, status, status_kind),

@@ -392,8 +392,43 @@ def numerics_xray(run: Run) -> Plot:
     return Plot("xray", title, caption, _png(fig))
 
 
+STRAGGLER_RATIO = 1.10  # a rank whose median step is this much slower than the fastest rank's is a straggler
+
+
+def rank_step_times(run: Run) -> Plot:
+    """Each rank's median step per trial (a distributed run): the spread is how much the slowest
+    rank costs, since a step waits for it."""
+    title = "Step time per rank"
+    rows = run.rank_step_times()
+    if not rows:
+        return Plot("ranks", title, "", None, "no trial ran on several ranks")
+    world = max(len(steps) for _, steps in rows)
+    fig = _figure()
+    ax = fig.add_subplot()
+    for rank in range(world):
+        points = [(n, steps[rank] * 1e3) for n, steps in rows if rank < len(steps)]
+        ax.plot([p[0] for p in points], [p[1] for p in points], "o", markersize=4, alpha=0.8, label=f"rank {rank}")
+    stragglers = [(n, max(steps) * 1e3) for n, steps in rows if max(steps) > STRAGGLER_RATIO * min(steps)]
+    if stragglers:
+        ax.plot([p[0] for p in stragglers], [p[1] for p in stragglers], "o", markersize=10, markerfacecolor="none",
+                markeredgecolor="#c0392b", label=f"straggler (> {STRAGGLER_RATIO - 1:.0%} over the fastest)")
+    from matplotlib.ticker import LogFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.set_xlabel("trial")
+    ax.set_ylabel("median step (ms)")
+    ax.legend(fontsize=7, ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    caption = (f"{len(rows)} trials on {world} ranks: every rank's median step. A step waits for the slowest rank "
+               f"(collectives), so the trial's step is the slowest rank's; {len(stragglers)} trials had a straggler "
+               f"(a rank more than {STRAGGLER_RATIO - 1:.0%} slower than the fastest).")
+    return Plot("ranks", title, caption, _png(fig))
+
+
 PLOTS: tuple[Callable[[Run], Plot], ...] = (throughput_vs_batch, memory_vs_batch, search_progress, gradient_ranges,
-                                            loss_vs_fp32, achieved_tflops, numerics_xray)
+                                            loss_vs_fp32, achieved_tflops, numerics_xray, rank_step_times)
 
 
 def draw_all(run: Run) -> list[Plot]:

@@ -34,6 +34,17 @@ class TuningCost:
     grid_estimate_s: float | None  # every candidate of the space, estimated from the measured trials
 
 
+@dataclass(frozen=True)
+class CommEffect:
+    dtype: Dtype
+    comm: str  # what the gradients were reduced in
+    best_samples_per_s: float | None  # the best usable trial's (all ranks)
+    best_batch: int | None
+    worst_loss_diff: float | None  # the largest relative loss difference from fp32 among its trials
+    trials: int
+    usable: int
+
+
 @dataclass
 class Run:
     dir: Path
@@ -113,7 +124,8 @@ class Run:
             # the stability run may have lowered init_scale; its first attempt is the searched candidate
             return stability[0].candidate
         return Candidate(rec.dtype, rec.batch_size, rec.scaler.init_scale if rec.dtype.needs_grad_scaler else 0.0,
-                         rec.scaler.growth_interval if rec.dtype.needs_grad_scaler else 0)
+                         rec.scaler.growth_interval if rec.dtype.needs_grad_scaler else 0, rec.fp32_modules,
+                         rec.distributed.comm if rec.distributed else "")
 
     def recommended_trial(self) -> TrialRecord | None:
         """The clean trial that best shows the recommendation: its stability run, else the last of
@@ -190,6 +202,41 @@ class Run:
             pruned = any(r.candidate == near and r.result.status is Status.PRUNED for r in self.records)
             total += wall if pruned else wall * c.batch_size / near.batch_size
         return total
+
+    # --------------------------------------------------------------------------- across ranks
+    @property
+    def ranked(self) -> list[TrialRecord]:
+        """The trials that ran on several ranks (tune --parallel)."""
+        return [r for r in self.records if r.result.ranks]
+
+    def rank_step_times(self) -> list[tuple[int, tuple[float, ...]]]:
+        """(trial number, each rank's median step in rank order) of every trial all ranks ran."""
+        out = []
+        for r in self.ranked:
+            steps = tuple(x.step_median_s for x in r.result.ranks)
+            if all(s is not None for s in steps):
+                out.append((r.number, tuple(float(s) for s in steps if s is not None)))
+        return out
+
+    def rank_faults(self) -> list[TrialRecord]:
+        """The trials a rank failed, naming it (merge.py)."""
+        return [r for r in self.ranked if r.result.failed_rank is not None and r.result.status is not Status.OK]
+
+    def comm_effects(self) -> list[CommEffect]:
+        """Per dtype and reduction: the best usable speed (and its batch), and the loss agreement
+        with fp32 of its explored trials: what the precision of the communication does."""
+        groups: dict[tuple[Dtype, str], list[TrialRecord]] = {}
+        for r in self.ranked:
+            groups.setdefault((r.candidate.dtype, r.candidate.comm), []).append(r)
+        out = []
+        for (dtype, comm), records in groups.items():
+            usable = [r for r in records if r.feasible and r.result.samples_per_s]
+            best = max(usable, key=lambda r: r.result.samples_per_s or 0.0) if usable else None
+            diffs = [r.result.loss_rel_diff_vs_fp32 for r in records if r.result.loss_rel_diff_vs_fp32 is not None]
+            out.append(CommEffect(dtype, comm, best.result.samples_per_s if best else None,
+                                  best.candidate.batch_size if best else None, max(diffs) if diffs else None,
+                                  len(records), len(usable)))
+        return sorted(out, key=lambda e: (list(Dtype).index(e.dtype), e.comm))
 
     def caveats(self) -> list[str]:
         out = []
