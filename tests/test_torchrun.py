@@ -75,6 +75,8 @@ def test_two_ranks_tune_and_rank_0_alone_writes_one_run(parallel, tmp_path):
     trials = _trials(run)
     assert all(len(t["result"]["ranks"]) == 2 for t in trials)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing else written, by any rank
+    report = (run / "report.md").read_text()
+    assert "## Across ranks" in report and "(plots/ranks.png)" in report
     for t in trials:
         result = TrialResult.from_dict(t["result"])
         if result.step_time_s:  # a step is the slowest rank's
