@@ -202,3 +202,26 @@ def test_first_step_allowances_come_from_the_calibration_and_finished_trials(tmp
     first = worker.specs[0]
     assert first.first_step_timeout_s == pytest.approx(FIRST_STEP_FACTOR * 4.0 * first.batch_size / 16)
     assert all(s.first_step_timeout_s and s.first_step_timeout_s >= FIRST_STEP_FLOOR_S for s in worker.specs)
+
+
+@posix
+def test_closing_a_worker_mid_trial_kills_it_at_once_instead_of_waiting_for_it_to_exit():
+    """Ctrl-C or SIGTERM during a hung trial: the worker will never read an exit command, so
+    close() kills it rather than waiting its grace period."""
+    import threading
+
+    from amp_advisor.dtypes import Dtype
+    from amp_advisor.harness.trial import TrialSpec
+    from amp_advisor.harness.worker import Worker
+
+    worker = Worker()
+    pid = worker.wait_ready()["pid"]
+    spec = TrialSpec(workload=str(WORKLOADS / "hang_above_16.py"), dtype=Dtype.FP32, batch_size=32, device="cpu",
+                     steps=3, warmup_steps=1)
+    trial = threading.Thread(target=worker.run, args=(spec,), daemon=True)
+    trial.start()
+    time.sleep(3)  # the model is built and its loss hangs
+    started = time.monotonic()
+    worker.close()
+    assert time.monotonic() - started < 3 and not _alive(pid)
+    trial.join(timeout=10)

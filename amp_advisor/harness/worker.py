@@ -39,6 +39,7 @@ FIRST_STEP_TIMEOUT_S = 600.0  # before any step time is known: model build + fir
 HANG_GRACE_S = 30.0
 HANG_FACTOR = 20.0  # an fp32 reference step can be ~15x slower than a bf16 step on an H100
 
+ANSWERS = ("checked", "diagnosed", "result")  # the events that end a request
 ABORT_POLL_S = 0.25  # how often a trial with should_abort asks it
 ABORTED_WHY = "stopped: another rank of the trial failed"
 
@@ -77,6 +78,7 @@ class Worker:
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
         self.ready: dict[str, Any] | None = None
         self.started = 0  # how many processes this worker has spawned (1 + replacements)
+        self._busy = False  # a request is in flight: the worker will not read an exit command soon
 
     # ------------------------------------------------------------------------------ lifecycle
     def __enter__(self) -> "Worker":
@@ -97,6 +99,7 @@ class Worker:
         self._events = queue.Queue()
         self._stderr_tail.clear()
         self.ready = None
+        self._busy = False
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "amp_advisor.harness.worker_process"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -123,6 +126,9 @@ class Worker:
         proc, self._proc = self._proc, None
         if proc is None:
             return
+        if self._busy:  # interrupted mid-request (Ctrl-C, SIGTERM): the trial may be hung; no grace
+            self._kill(proc)
+            return
         try:
             if proc.poll() is None:
                 self._send({"command": "exit"}, proc)
@@ -141,6 +147,7 @@ class Worker:
         proc.wait()
         if proc is self._proc:
             self._proc = None
+            self._busy = False
 
     def _send(self, message: dict[str, Any], proc: subprocess.Popen | None = None) -> None:
         """One command to the worker (the running one unless `proc` is given), as a JSON line."""
@@ -149,6 +156,7 @@ class Worker:
             raise WorkerError("the trial worker is not running")
         proc.stdin.write(json.dumps(message) + "\n")
         proc.stdin.flush()
+        self._busy = message.get("command") != "exit"
 
     # -------------------------------------------------------------------------------- threads
     @staticmethod
@@ -172,9 +180,12 @@ class Worker:
     def _next_event(self, deadline: float) -> dict[str, Any] | None:
         """The next event; None when the stream ended (the process died) or the deadline passed."""
         try:
-            return self._events.get(timeout=max(0.0, deadline - time.monotonic()))
+            event = self._events.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
             return None
+        if event is None or event.get("event") in ANSWERS:
+            self._busy = False
+        return event
 
     def check(self, workload: str) -> str | None:
         """Whether the workload imports and provides the contract (in the worker: its top-level
