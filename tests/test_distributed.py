@@ -258,3 +258,59 @@ def test_mixed_precision_drives_fsdp2s_gradient_sync(one_rank_group):
     _train(amp, model, 4)
     assert seen == [False, True, False, True]
     assert amp.stats()["steps"] == 2 and "ranks" not in amp.stats()
+
+
+# ------------------------------------------------------------------ a launcher that goes away
+class DictStore:
+    """The three TCPStore calls the control channel makes, over a dict."""
+
+    def __init__(self):
+        self.data = {}
+
+    def set(self, key, value):
+        self.data[key] = value.encode() if isinstance(value, str) else value
+
+    def get(self, key):
+        return self.data[key]
+
+    def check(self, keys):
+        return all(k in self.data for k in keys)
+
+
+def _rank0(store, world=2):
+    from amp_advisor.distributed.ranks import Control, RankWorkers
+
+    control = object.__new__(Control)
+    control.env, control.store, control._seen = RankEnv(0, world, 0, "127.0.0.1", 1, "t"), store, {}
+    workers = object.__new__(RankWorkers)
+    workers.env, workers.control = control.env, control
+    return workers
+
+
+def test_a_launcher_whose_heartbeat_stops_ends_the_run_with_one_error(monkeypatch):
+    import amp_advisor.distributed.ranks as ranks
+
+    monkeypatch.setattr(ranks, "STALE_S", 0.5)
+    store = DictStore()
+    store.set("beat/1", "7")  # it beat once, then went quiet
+    with pytest.raises(ranks.DistributedError, match="rank 1's launcher has not answered"):
+        _rank0(store)._collect(3, lambda: False)
+
+
+def test_a_launcher_that_keeps_beating_is_waited_for(monkeypatch):
+    import threading
+    import time
+
+    import amp_advisor.distributed.ranks as ranks
+
+    monkeypatch.setattr(ranks, "STALE_S", 0.5)
+    store = DictStore()
+
+    def slow_rank_1():  # busy for 3x STALE_S (a long trial), beating all along, then answers
+        for count in range(15):
+            store.set("beat/1", str(count))
+            time.sleep(0.1)
+        store.set("res/3/1", '{"error": null}')
+
+    threading.Thread(target=slow_rank_1, daemon=True).start()
+    assert _rank0(store)._collect(3, lambda: False) == {1: {"error": None}}

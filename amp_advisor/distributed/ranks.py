@@ -9,7 +9,8 @@ command, run it, answer, until rank 0 says stop. Nothing is written to disk exce
 Faults: a rank's result that is a failure stops the trial on every rank (rank 0 publishes an
 abort; each launcher kills its worker), and the next command carries a new generation: every
 worker is replaced and the new ones form a fresh process group. A launcher that stops answering
-(its heartbeat goes stale) ends the run with one clear error; `--resume` continues it.
+(its heartbeat, bumped by a thread of its own, stays unchanged for STALE_S as rank 0 sees it)
+ends the run with one clear error; `--resume` continues it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import datetime
 import json
 import socket
+import threading
 import time
 from typing import Any, Callable
 
@@ -47,14 +49,17 @@ class Control:
     """The command channel: JSON values under keys of this launch in torchrun's store."""
 
     def __init__(self, env: RankEnv) -> None:
+        self.env = env
+        self.prefix = f"amp-advisor/{env.run_id}"
+        self.store = self._connect()
+        self._seen: dict[int, tuple[str | None, float]] = {}  # rank -> (its last beat, when it changed here)
+
+    def _connect(self) -> Any:
         import torch.distributed as dist
 
-        self.env = env
-        store = dist.TCPStore(env.addr, env.port, is_master=False,
+        store = dist.TCPStore(self.env.addr, self.env.port, is_master=False,
                               timeout=datetime.timedelta(seconds=STORE_TIMEOUT_S))
-        self.prefix = f"amp-advisor/{env.run_id}"
-        self.store = dist.PrefixStore(self.prefix + "/control", store)
-        self._beat = 0.0
+        return dist.PrefixStore(self.prefix + "/control", store)
 
     def put(self, key: str, value: Any) -> None:
         self.store.set(key, json.dumps(value))
@@ -65,15 +70,33 @@ class Control:
     def get(self, key: str) -> Any:
         return json.loads(self.store.get(key))
 
-    def heartbeat(self) -> None:
-        now = time.monotonic()
-        if now - self._beat >= HEARTBEAT_S:
-            self._beat = now
-            self.store.set(f"beat/{self.env.rank}", str(time.time()))
+    def start_heartbeat(self) -> None:
+        """A counter this launcher bumps every HEARTBEAT_S from a thread of its own (on its own
+        connection): alive while the process is, whatever the launcher is busy with."""
+        store, key = self._connect(), f"beat/{self.env.rank}"
 
-    def last_beat(self, rank: int) -> float | None:
+        def beat() -> None:
+            count = 0
+            while True:
+                count += 1
+                try:
+                    store.set(key, str(count))
+                except Exception:  # noqa: BLE001 - the store is gone: the job is ending
+                    return
+                time.sleep(HEARTBEAT_S)
+
+        threading.Thread(target=beat, name="amp-advisor-heartbeat", daemon=True).start()
+
+    def silent_for(self, rank: int, since: float) -> float:
+        """Seconds (on this process's clock: nodes' clocks may differ) since `rank`'s heartbeat last
+        changed, or since `since` (time.monotonic()) if it has not changed since then."""
         key = f"beat/{rank}"
-        return float(self.store.get(key)) if self.has(key) else None
+        value = self.store.get(key).decode() if self.has(key) else None
+        last, changed = self._seen.get(rank, (None, since))
+        if value != last:
+            self._seen[rank] = (value, time.monotonic())
+            return 0.0
+        return time.monotonic() - max(changed, since)
 
     def group(self, generation: int, backend: str, timeout_s: float) -> GroupInfo:
         return GroupInfo(rank=self.env.rank, world_size=self.env.world_size, local_rank=self.env.local_rank,
@@ -184,7 +207,6 @@ class RankWorkers:
         """Whether the trial should stop on every rank: some rank failed (ABORT_GRACE_S ago, so
         that the rank that caused it reports before the others are stopped); once True, the abort
         is published for the other ranks."""
-        self.control.heartbeat()
         if self.control.has(f"abort/{number}"):
             return True
         failed = local is not None and local.status not in (Status.OK, Status.NONFINITE)
@@ -205,6 +227,7 @@ class RankWorkers:
     def _collect(self, number: int, poll: Callable[[], bool]) -> dict[int, dict[str, Any]]:
         """Every other rank's answer to a command, waiting as long as their launchers are alive."""
         answers: dict[int, dict[str, Any]] = {}
+        since = time.monotonic()
         while len(answers) < self.env.world_size - 1:
             poll()
             for rank in self._peers():
@@ -212,16 +235,17 @@ class RankWorkers:
                 if rank not in answers and self.control.has(key):
                     answers[rank] = self.control.get(key)
             if len(answers) < self.env.world_size - 1:
-                self._check_alive([r for r in self._peers() if r not in answers])
+                self._check_alive([r for r in self._peers() if r not in answers], since)
                 time.sleep(POLL_S)
         return answers
 
-    def _check_alive(self, ranks: list[int]) -> None:
-        now = time.time()
+    def _check_alive(self, ranks: list[int], since: float) -> None:
+        """A launcher whose heartbeat is STALE_S old (or that never beat within STALE_S of the
+        command) is gone: one error, the run resumable."""
         for rank in ranks:
-            beat = self.control.last_beat(rank)
-            if beat is not None and now - beat > STALE_S:
-                raise DistributedError(f"rank {rank}'s launcher has not answered for {now - beat:.0f} s (its node "
+            silent = self.control.silent_for(rank, since)
+            if silent > STALE_S:
+                raise DistributedError(f"rank {rank}'s launcher has not answered for {silent:.0f} s (its node "
                                        "or process is gone); the run stops here: continue it with --resume once "
                                        "every rank is back")
 
@@ -238,6 +262,7 @@ def follow(env: RankEnv, device: str, collective_timeout_s: float) -> int:
     """A rank other than 0: run rank 0's commands in this rank's worker until it says stop.
     Returns the number of trials run."""
     control = Control(env)
+    control.start_heartbeat()
     generation, worker = 0, _worker(control, 0, device, collective_timeout_s, None)
     worker.spawn()
     number = trials = 0
@@ -259,7 +284,6 @@ def follow(env: RankEnv, device: str, collective_timeout_s: float) -> int:
             aborted: list[bool] = []
 
             def stop_asked(key: str = f"abort/{number}") -> bool:
-                control.heartbeat()
                 if control.has(key):
                     aborted.append(True)
                     return True
@@ -275,6 +299,5 @@ def follow(env: RankEnv, device: str, collective_timeout_s: float) -> int:
 def _wait_command(control: Control, number: int) -> dict[str, Any]:
     key = f"cmd/{number}"
     while not control.has(key):
-        control.heartbeat()
         time.sleep(POLL_S)
     return control.get(key)
