@@ -314,3 +314,17 @@ def test_a_launcher_that_keeps_beating_is_waited_for(monkeypatch):
 
     threading.Thread(target=slow_rank_1, daemon=True).start()
     assert _rank0(store)._collect(3, lambda: False) == {1: {"error": None}}
+
+
+def test_a_rank_whose_coordinator_goes_silent_stops_saying_so(monkeypatch):
+    import amp_advisor.distributed.ranks as ranks
+
+    monkeypatch.setattr(ranks, "STALE_S", 0.5)
+    store = DictStore()
+    store.set("beat/0", "3")
+    control = _rank0(store).control
+    control.env = RankEnv(1, 2, 1, "127.0.0.1", 1, "t")  # seen from rank 1
+    with pytest.raises(ranks.DistributedError, match="rank 0 has not been heard from"):
+        ranks._wait_command(control, 4)
+    store.set("cmd/4", '{"kind": "stop", "generation": 0}')
+    assert ranks._wait_command(control, 4)["kind"] == "stop"

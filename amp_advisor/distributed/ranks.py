@@ -37,6 +37,7 @@ ABORT_GRACE_S = 1.0  # after a rank's failure, this long for the rank that cause
 HEARTBEAT_S = 1.0
 STALE_S = 120.0  # a rank's launcher silent this long is gone
 STORE_TIMEOUT_S = 60.0
+STOP_KEY = "stop"  # set by rank 0 when it ends, however it ends: every rank stops
 
 EventFn = Callable[[dict[str, Any]], None]
 
@@ -118,6 +119,7 @@ class RankWorkers:
         self.env, self.device, self.timeout_s, self.on_event = env, device, collective_timeout_s, on_event
         self.parallel = parallel
         self.control = Control(env)
+        self.control.start_heartbeat()  # the other ranks stop if rank 0 goes silent
         self.generation = 0
         self.local = _worker(self.control, 0, device, collective_timeout_s, on_event)
         self._command = 0
@@ -143,7 +145,10 @@ class RankWorkers:
         return self.local.wait_ready()
 
     def close(self) -> None:
+        """Stop every rank: the next command says so, and STOP_KEY ends a trial still running
+        there (rank 0 interrupted mid-trial)."""
         try:
+            self.control.put(STOP_KEY, True)
             self._publish({"kind": "stop"})
         except Exception:  # noqa: BLE001 - the store may be gone already (torchrun tearing down)
             pass
@@ -282,22 +287,35 @@ def follow(env: RankEnv, device: str, collective_timeout_s: float) -> int:
                                                          "host": socket.gethostname()})
                 continue
             aborted: list[bool] = []
+            since = time.monotonic()
 
-            def stop_asked(key: str = f"abort/{number}") -> bool:
-                if control.has(key):
+            def stop_asked(key: str = f"abort/{number}", since: float = since) -> bool:
+                if control.has(key) or control.has(STOP_KEY):
                     aborted.append(True)
                     return True
+                _check_coordinator(control, since)
                 return False
 
             result = worker.run(TrialSpec.from_dict(command["spec"]), should_abort=stop_asked)
             trials += 1
+            if control.has(STOP_KEY):
+                return trials
             control.put(f"res/{number}/{env.rank}", {"result": result.to_dict(), "aborted": bool(aborted)})
     finally:
         worker.close()
 
 
 def _wait_command(control: Control, number: int) -> dict[str, Any]:
-    key = f"cmd/{number}"
+    key, since = f"cmd/{number}", time.monotonic()
     while not control.has(key):
+        _check_coordinator(control, since)
         time.sleep(POLL_S)
     return control.get(key)
+
+
+def _check_coordinator(control: Control, since: float) -> None:
+    """Rank 0 gone (its heartbeat unchanged for STALE_S): this rank stops, saying so."""
+    silent = control.silent_for(0, since)
+    if silent > STALE_S:
+        raise DistributedError(f"rank 0 has not been heard from for {silent:.0f} s: this rank (rank "
+                               f"{control.env.rank}) stops; continue the run with --resume from rank 0's launch")
