@@ -412,12 +412,12 @@ def rank_step_times(run: Run) -> Plot:
     if stragglers:
         ax.plot([p[0] for p in stragglers], [p[1] for p in stragglers], "o", markersize=10, markerfacecolor="none",
                 markeredgecolor="#c0392b", label=f"straggler (> {STRAGGLER_RATIO - 1:.0%} over the fastest)")
-    from matplotlib.ticker import LogFormatter
+    values = [s for _, steps in rows for s in steps]
+    if max(values) > 10 * min(values):  # steps of very different sizes: a log axis, every decade labelled
+        from matplotlib.ticker import LogFormatter
 
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
-    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
-    ax.tick_params(axis="y", which="minor", labelsize=7)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
     ax.set_xlabel("trial")
     ax.set_ylabel("median step (ms)")
     ax.legend(fontsize=7, ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
