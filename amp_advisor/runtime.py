@@ -151,8 +151,7 @@ class MixedPrecision:
         if self.fp32_modules:
             from .islands import keep_in_fp32
 
-            self.islands = keep_in_fp32(getattr(model, "module", model) if _is_ddp(model) else model,
-                                        self.fp32_modules)
+            self.islands = keep_in_fp32(model.module if _is_ddp(model) else model, self.fp32_modules)
         if _is_ddp(model) or hasattr(model, "set_requires_gradient_sync"):
             self._synced_model = model
         return model
@@ -447,21 +446,19 @@ def _reduced(stats: dict[str, Any]) -> dict[str, Any]:
     import torch
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()):
-        return {"world_size": 1, "skipped_steps_max": stats["skipped_steps"], "scale_min": stats["scale"],
-                "nonfinite_losses_sum": stats["nonfinite_losses"],
-                "clipped_steps_sum": stats.get("grad_clipping", {}).get("clipped_steps", 0)}
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
     scale = stats["scale"] if stats["scale"] is not None else math.inf
-    high = torch.tensor([float(stats["skipped_steps"]), -scale], dtype=torch.float64, device=device)
-    total = torch.tensor([float(stats["nonfinite_losses"]),
-                          float(stats.get("grad_clipping", {}).get("clipped_steps", 0))],
-                         dtype=torch.float64, device=device)
-    dist.all_reduce(high, op=dist.ReduceOp.MAX)
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    lowest = -float(high[1])
-    return {"world_size": dist.get_world_size(), "skipped_steps_max": int(high[0]),
-            "scale_min": None if math.isinf(lowest) else lowest,
+    high = [float(stats["skipped_steps"]), -scale]  # reduced by MAX
+    total = [float(stats["nonfinite_losses"]), float(stats.get("grad_clipping", {}).get("clipped_steps", 0))]  # SUM
+    world = 1
+    if dist.is_available() and dist.is_initialized():
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        for values, op in ((high, dist.ReduceOp.MAX), (total, dist.ReduceOp.SUM)):
+            tensor = torch.tensor(values, dtype=torch.float64, device=device)
+            dist.all_reduce(tensor, op=op)
+            values[:] = tensor.tolist()
+        world = dist.get_world_size()
+    return {"world_size": world, "skipped_steps_max": int(high[0]),
+            "scale_min": None if math.isinf(high[1]) else -high[1],
             "nonfinite_losses_sum": int(total[0]), "clipped_steps_sum": int(total[1])}
 
 

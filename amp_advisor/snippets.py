@@ -12,6 +12,7 @@ import math
 from typing import Any, Callable
 
 from . import tf32
+from .distributed.policy import Parallel, fsdp2_policy_source
 from .dtypes import Dtype, torch_dtype_name
 from .errors import BadInputError
 from .jsonio import dumps
@@ -62,7 +63,7 @@ def torch_loop(rec: Recommendation) -> str:
     update.append("optimizer.zero_grad(set_to_none=True)")
     if accum > 1:
         lines.append("    sync = (step + 1) % ACCUM_STEPS == 0")
-        if d and d.parallel == "ddp":  # DDP decides in the forward whether the backward all-reduces
+        if d and d.parallel == Parallel.DDP:  # DDP decides in the forward whether the backward all-reduces
             lines.append("    with contextlib.nullcontext() if sync else model.no_sync():  "
                          "# all-reduce on the last micro-batch only")
             lines += ["        " + line for line in forward]
@@ -74,7 +75,7 @@ def torch_loop(rec: Recommendation) -> str:
         lines += ["        " + line for line in update]
     else:
         lines += ["    " + line for line in forward + update]
-    if d and d.parallel == "ddp" and accum > 1:
+    if d and d.parallel == Parallel.DDP and accum > 1:
         lines.insert(0, "import contextlib")
     return "\n".join(lines) + "\n"
 
@@ -89,7 +90,7 @@ def _torch_distributed(rec: Recommendation) -> list[str]:
                  f"{int(d.global_batch)} = ranks x BATCH_SIZE x accumulation",
              "import torch.distributed as dist", "if not dist.is_initialized():",
              f"    dist.init_process_group({literal(d.backend)})"]
-    if d.parallel == "ddp":
+    if d.parallel == Parallel.DDP:
         lines += ["from torch.nn.parallel import DistributedDataParallel",
                   "model = DistributedDataParallel(model)  # on GPUs: device_ids=[local_rank]"]
         if d.comm_hook:
@@ -98,21 +99,11 @@ def _torch_distributed(rec: Recommendation) -> list[str]:
                       f"# gradients all-reduced in {comment(d.comm)}"]
         return lines
     return lines + ["from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard",
-                    f"policy = {_fsdp2_policy(rec)}",
+                    f"policy = {fsdp2_policy_source(rec.dtype, d.comm)}",
                     "# shard each repeated block first, e.g.: for layer in model.layers: fully_shard(layer, "
                     "mp_policy=policy)",
                     "fully_shard(model, mp_policy=policy)",
                     "# build the optimizer after this: FSDP2 replaces the parameters with sharded ones"]
-
-
-def _fsdp2_policy(rec: Recommendation, cls: str = "MixedPrecisionPolicy") -> str:
-    d = rec.distributed
-    assert d is not None
-    return f"{cls}(param_dtype={_dtype_source(d.param_dtype)}, reduce_dtype={_dtype_source(d.reduce_dtype)})"
-
-
-def _dtype_source(name: str | None) -> str:
-    return torch_dtype_name(Dtype(name or "fp32"))
 
 
 def _identifier(name: str) -> str:
@@ -190,7 +181,7 @@ def _lightning_strategy(rec: Recommendation, lines: list[str]) -> tuple[str, str
         return "", ""
     lines.append(f"# tuned on {int(d.world_size)} ranks: devices per node x num_nodes = {int(d.world_size)}")
     args = f", strategy=strategy, devices={int(d.world_size)}"
-    if d.parallel == "ddp":
+    if d.parallel == Parallel.DDP:
         lines.append("from lightning.pytorch.strategies import DDPStrategy")
         if d.comm_hook:
             lines += ["from torch.distributed.algorithms.ddp_comm_hooks import default_hooks",
@@ -204,7 +195,8 @@ def _lightning_strategy(rec: Recommendation, lines: list[str]) -> tuple[str, str
               "# FSDPStrategy shards with FSDP (version 1) under the same param/reduce dtypes as the tuned FSDP2 "
               "policy; ModelParallelStrategy takes fully_shard(..., mp_policy=MixedPrecisionPolicy(...)) in "
               "configure_model",
-              f"strategy = FSDPStrategy(mixed_precision={_fsdp2_policy(rec, 'FSDPMixedPrecision')})"]
+              "strategy = FSDPStrategy(mixed_precision="
+              f"{fsdp2_policy_source(rec.dtype, d.comm, 'FSDPMixedPrecision')})"]
     if rec.device_type == "cpu":
         lines.append("# Lightning's FSDPStrategy runs on GPUs only: on this CPU train with --format torch (fully_shard "
                      "runs on gloo)")
@@ -231,15 +223,15 @@ def accelerate(rec: Recommendation) -> str:
     if d is not None:
         lines.append(f"# tuned on {int(d.world_size)} ranks: accelerate launch --num_processes {int(d.world_size)} "
                      "(or torchrun)")
-        if d.parallel == "ddp" and d.comm_hook:
+        if d.parallel == Parallel.DDP and d.comm_hook:
             lines.append("from accelerate.utils import DDPCommunicationHookType, DistributedDataParallelKwargs")
             hook = {"fp16": "FP16", "bf16": "BF16"}[d.comm]
             handlers.append(f"DistributedDataParallelKwargs(comm_hook=DDPCommunicationHookType.{hook})")
-        elif d.parallel == "fsdp2":
+        elif d.parallel == Parallel.FSDP2:
             lines += ["from accelerate.utils import FullyShardedDataParallelPlugin",
                       "from torch.distributed.fsdp import MixedPrecisionPolicy",
                       f"fsdp_plugin = FullyShardedDataParallelPlugin(fsdp_version=2, "
-                      f"mixed_precision_policy={_fsdp2_policy(rec)})"]
+                      f"mixed_precision_policy={fsdp2_policy_source(rec.dtype, d.comm)})"]
             args.append("fsdp_plugin=fsdp_plugin")
     if handlers:
         args.append(f"kwargs_handlers=[{', '.join(handlers)}]")
@@ -266,7 +258,7 @@ def hf_trainer(rec: Recommendation) -> str:
     if d is not None:
         lines.append(f"# tuned on {int(d.world_size)} ranks: start the script with torchrun --nproc_per_node ... "
                      f"(global batch {int(d.global_batch)})")
-        if d.parallel == "ddp":
+        if d.parallel == Parallel.DDP:
             args.append(f"ddp_backend={literal(d.backend)}")
             if d.comm_hook:
                 lines.append(f"# TrainingArguments has no comm-hook setting: the tuned {comment(d.comm)} gradient "

@@ -1,21 +1,23 @@
-"""One rank of bench_tune_distributed.py's oracle (run under torchrun): plain torch.amp training
-wrapped in torch's DDP or FSDP2 as a user would write it, timed with torch.utils.benchmark, every
-rank the same number of steps. Prints, on rank 0, a JSON list of [dtype, batch, comm, samples/s]."""
+"""One rank of bench_tune_distributed.py's oracle (run under torchrun): bench_tune.py's plain
+torch.amp training step, the model wrapped in torch's DDP or FSDP2 as a user would write it, timed
+with torch.utils.benchmark, every rank the same number of steps. Prints, on rank 0, a JSON list of
+[dtype, batch, comm, samples/s]."""
 
 import json
 import statistics
 import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch.utils.benchmark import Timer
 
-from bench_tune import AUTOCAST, load_module
+from bench_tune import AUTOCAST, load_module, oracle_step
 
 spec = json.loads(sys.argv[1])
 dist.init_process_group("gloo")
 world, rank = dist.get_world_size(), dist.get_rank()
-module = load_module(__import__("pathlib").Path(spec["workload"]))
+module = load_module(Path(spec["workload"]))
 TORCH = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -31,48 +33,28 @@ def shard_units(model):
     return best
 
 
-def make_step(dtype, batch, comm):
-    torch.manual_seed(0)
-    model = module.build_model().train()
-    if spec["parallel"] == "ddp":
-        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+def wrapper(comm):
+    def wrap(model, dtype):
+        if spec["parallel"] == "ddp":
+            from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
-        model = torch.nn.parallel.DistributedDataParallel(model)
-        if comm == "fp16":
-            model.register_comm_hook(None, default_hooks.fp16_compress_hook)
-    else:
+            model = torch.nn.parallel.DistributedDataParallel(model)
+            if comm == "fp16":
+                model.register_comm_hook(None, default_hooks.fp16_compress_hook)
+            return model
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         policy = MixedPrecisionPolicy(param_dtype=TORCH[dtype] if dtype in AUTOCAST else torch.float32,
                                       reduce_dtype=TORCH[comm])
         for unit in shard_units(model):
             fully_shard(unit, mp_policy=policy)
-        fully_shard(model, mp_policy=policy)
-    params = list(model.parameters())
-    opt = module.build_optimizer(params) if hasattr(module, "build_optimizer") else torch.optim.AdamW(params, lr=1e-3)
-    torch.manual_seed(1 + rank)
-    batches = [module.make_batch(batch, torch.device("cpu")) for _ in range(4)]
-    scaler = torch.amp.GradScaler("cpu", enabled=dtype == "fp16")
-    user_loss = getattr(module, "loss_fn", None)
-    state = {"i": 0}
+        return fully_shard(model, mp_policy=policy)
 
-    def loss_of(b):
-        if user_loss is not None:
-            return user_loss(model, b)
-        out = model(**b) if isinstance(b, dict) else model(*b) if isinstance(b, (tuple, list)) else model(b)
-        return out.loss if hasattr(out, "loss") else out
+    return wrap
 
-    def step():
-        b = batches[state["i"] % len(batches)]
-        state["i"] += 1
-        with torch.autocast("cpu", dtype=AUTOCAST.get(dtype, torch.float32), enabled=dtype in AUTOCAST):
-            loss = loss_of(b)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
 
-    return step
+def make_step(dtype, batch, comm):
+    return oracle_step(module, dtype, batch, wrap=wrapper(comm))
 
 
 def rate(step, batch):

@@ -28,16 +28,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_tune import cpu_name  # noqa: E402  (the machine line every benchmark prints)
 
 FAULTS = ROOT / "benchmarks" / "workloads" / "stamped_faults.py"
 HANG_TIMEOUT_S = 10  # --collective-timeout of the hang row
-
-
-def cpu_name() -> str:
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("model name")), "?")
-    isa = [f for f in ("amx_bf16", "avx512_bf16", "avx512_fp16") if f" {f}" in flags]
-    return f"{name}, {os.cpu_count()} cores, {' '.join(isa) or 'no bf16/AMX flags'}"
 
 
 def advisor(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -200,9 +196,7 @@ def main() -> None:
     parser.add_argument("--tune-trials", type=int, default=6)
     parser.add_argument("--only", choices=("throughput", "comm", "tune", "recovery"))
     args = parser.parse_args()
-    import torch
-
-    print(f"machine: {cpu_name()}; torch {torch.__version__}; {time.strftime('%Y-%m-%d %H:%M')}")
+    print(f"machine: {cpu_name()}; {time.strftime('%Y-%m-%d %H:%M')}")
     if args.only in (None, "throughput"):
         throughput(args.example, "bf16", args.batch_size, args.rounds, args.steps)
     if args.only in (None, "comm"):

@@ -74,10 +74,13 @@ def load_module(path: Path):
     return module
 
 
-def oracle_step(module, dtype: str, batch: int):
-    """One optimizer step of plain torch.amp training, as a user would write it."""
+def oracle_step(module, dtype: str, batch: int, wrap=None):
+    """One optimizer step of plain torch.amp training, as a user would write it; `wrap(model,
+    dtype)` returns the model as the user wraps it (bench_tune_distributed.py: DDP or FSDP2)."""
     torch.manual_seed(0)
     model = module.build_model().train()
+    if wrap is not None:
+        model = wrap(model, dtype)
     params = list(model.parameters())
     opt = module.build_optimizer(params) if hasattr(module, "build_optimizer") else torch.optim.AdamW(params, lr=1e-3)
     batches = [module.make_batch(batch, torch.device("cpu")) for _ in range(4)]
@@ -137,11 +140,14 @@ def oracle(path: Path, dtypes: list[str], batches: list[int], rounds: int, min_r
 
 
 # -------------------------------------------------------------------------------------- tune runs
-def tune(name: str, path: Path, out: Path) -> tuple[dict, dict, list[dict], float]:
-    cmd = [sys.executable, "-m", "amp_advisor", "tune", "--out", str(out)]
+def tune(name: str, path: Path, out: Path, launcher: tuple[str, ...] = (sys.executable,), extra: tuple[str, ...] = (),
+         env: dict | None = None) -> tuple[dict, dict, list[dict], float]:
+    """`amp-advisor tune` with the defaults, run by `launcher` (python, or torchrun with `extra`
+    options such as --parallel)."""
+    cmd = [*launcher, "-m", "amp_advisor", "tune", "--out", str(out), *extra]
     cmd += ["--example", name] if path.parent.name == "examples" else [str(path)]
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"tune {name} failed ({done.returncode}): {done.stderr[-2000:]}")

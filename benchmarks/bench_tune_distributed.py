@@ -25,35 +25,25 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_tune import WORKLOADS, cpu_name  # noqa: E402
+from bench_tune import WORKLOADS, cpu_name, tune  # noqa: E402
 
 NPROC = 2
 HOPELESS = 0.25
 CHILD = HERE / "_oracle_rank.py"
 
 
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(NPROC))
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the 2 cores shared out, as torchrun does by default
+
+
 def torchrun(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(NPROC), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
-def tune(name: str, parallel: str, out: Path) -> tuple[dict, dict, list[dict], float]:
-    started = time.perf_counter()
-    done = torchrun("-m", "amp_advisor", "tune", "--example", name, "--parallel", parallel, "--out", str(out))
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"tune {name} --parallel {parallel} failed: {done.stderr[-2000:]}")
-    rec = json.loads((out / "recommendation.json").read_text())
-    run = json.loads((out / "run.json").read_text())
-    trials = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
-    return rec, run, trials, wall
+    return subprocess.run([*TORCHRUN, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **ONE_THREAD})
 
 
 def oracle(name: str, parallel: str, space: dict, rounds: int, steps: int) -> dict[tuple, float]:
@@ -82,7 +72,8 @@ def main() -> None:
         for parallel in args.parallel.split(","):
             for name in args.workloads.split(","):
                 out = Path(tmp) / f"{name}-{parallel}"
-                rec, run, trials, wall = tune(name, parallel, out)
+                rec, run, trials, wall = tune(name, WORKLOADS[name], out, launcher=TORCHRUN,
+                                              extra=("--parallel", parallel), env=ONE_THREAD)
                 measured = oracle(name, parallel, run["context"]["space"], args.rounds, args.steps)
                 rows.append((name, parallel, rec, trials, wall, measured))
                 print(f"  {name} {parallel}: tuned in {wall:.0f} s ({len(trials)} trials), oracle measured "

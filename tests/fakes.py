@@ -282,6 +282,8 @@ class SyntheticWorker:
     is slower for a while (`slow={trial index: factor}`, 0-based in the order trials ran), or the
     first measurement of a configuration is (`slow_first={(dtype, batch): factor}`)."""
 
+    world_size = 1  # the ranks a trial runs on (as Worker)
+
     def __init__(self, rates, *, oom_at=None, loss_diff=None, skip_rate=None, interrupt_after=None, stall=(),
                  memory_per_sample=None, slow=None, rate_at=None, slow_first=None, culprit=None, island_cost=0.05):
         self.rates, self.oom_at = rates, oom_at or {}
@@ -362,11 +364,11 @@ class SyntheticWorker:
         )
 
 
-def run_tuner(tmp_path, worker, profile=None, on_event=None, world_size=1, **settings):
+def run_tuner(tmp_path, worker, profile=None, on_event=None, **settings):
     settings = {"workload": str(WORKLOADS / "tiny.py"), "device": "cuda:0", **settings}
     store = RunStore(tmp_path / "run")
     tuner_settings = TuneSettings(**settings)
     store.create(tuner_settings.to_dict())
     tuner = Tuner(tuner_settings, store, worker=worker, device_profile=profile or fake_h100_profile(),
-                  on_event=on_event, world_size=world_size)
+                  on_event=on_event)
     return tuner.run(), store

@@ -160,7 +160,7 @@ class SyntheticRanks(SyntheticWorker):
 
     def __init__(self, rates, *, world=4, comm_speedup=None, comm_loss_diff=None, **kw):
         super().__init__(rates, **kw)
-        self.world, self.comm_speedup, self.comm_loss_diff = world, comm_speedup or {}, comm_loss_diff or {}
+        self.world_size, self.comm_speedup, self.comm_loss_diff = world, comm_speedup or {}, comm_loss_diff or {}
 
     def run(self, spec):
         result = super().run(spec)
@@ -171,15 +171,14 @@ class SyntheticRanks(SyntheticWorker):
         diff = self.comm_loss_diff.get(spec.comm)
         return dataclasses.replace(
             result, step_time_s=StepTimes(step, 0.0, step, step, (step,) * spec.steps),
-            samples_per_s=self.world * spec.samples_per_step / step,
+            samples_per_s=self.world_size * spec.samples_per_step / step,
             loss_rel_diff_vs_fp32=diff if diff is not None and spec.compare_fp32 else result.loss_rel_diff_vs_fp32)
 
 
 def test_the_tuner_searches_the_reduction_and_recommends_it_with_the_section(tmp_path):
     worker = SyntheticRanks({Dtype.FP32: 1000, Dtype.TF32: 2000, Dtype.BF16: 4000, Dtype.FP16: 4000},
                             comm_speedup={"bf16": 1.5})
-    result, _ = run_tuner(tmp_path, worker, parallel="fsdp2", strategy="grid", batch_sizes=(8, 16),
-                          world_size=4)
+    result, _ = run_tuner(tmp_path, worker, parallel="fsdp2", strategy="grid", batch_sizes=(8, 16))
     rec = result.recommendation
     assert all(s.parallel == "fsdp2" for s in worker.specs)
     assert rec.dtype is Dtype.BF16 and rec.distributed.comm == "bf16" and rec.distributed.world_size == 4
@@ -190,7 +189,7 @@ def test_the_tuner_searches_the_reduction_and_recommends_it_with_the_section(tmp
 def test_a_reduction_that_hurts_the_numerics_is_not_recommended(tmp_path):
     worker = SyntheticRanks({Dtype.FP32: 1000, Dtype.TF32: 2000, Dtype.BF16: 4000, Dtype.FP16: 4000},
                             comm_speedup={"bf16": 1.5, "fp16": 1.5}, comm_loss_diff={"bf16": 0.3, "fp16": 0.3})
-    result, _ = run_tuner(tmp_path, worker, parallel="ddp", strategy="grid", batch_sizes=(8, 16), world_size=4)
+    result, _ = run_tuner(tmp_path, worker, parallel="ddp", strategy="grid", batch_sizes=(8, 16))
     assert result.recommendation.distributed.comm == "fp32"
     assert result.recommendation.distributed.comm_hook is None
 

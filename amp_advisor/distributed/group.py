@@ -121,11 +121,6 @@ def wrap(model: Any, parallel: Parallel, dtype: Dtype, comm: str, device: Any) -
     return fully_shard(model, mp_policy=policy)
 
 
-def unwrapped(model: Any) -> Any:
-    """The user's module inside a DDP wrapper (FSDP2 shards the module in place: it is its own)."""
-    return getattr(model, "module", model)
-
-
 def is_comm_failure(exc: BaseException) -> bool:
     """Whether an exception came from the process group (a peer died, or a collective timed out
     waiting for a rank that stopped), not from this rank's own work."""

@@ -97,7 +97,7 @@ def fsdp2_policy(dtype: Dtype, comm: str) -> Any:
     return MixedPrecisionPolicy(param_dtype=torch_dtype(param_dtype(dtype)), reduce_dtype=torch_dtype(Dtype(comm)))
 
 
-def fsdp2_policy_source(dtype: Dtype, comm: str) -> str:
-    """The same policy as source text, for snippets."""
-    return (f"MixedPrecisionPolicy(param_dtype={torch_dtype_name(param_dtype(dtype))}, "
-            f"reduce_dtype={torch_dtype_name(Dtype(comm))})")
+def fsdp2_policy_source(dtype: Dtype, comm: str, cls: str = "MixedPrecisionPolicy") -> str:
+    """The same policy as source text, for snippets (`cls`: the name the snippet imported it as;
+    FSDP version 1's MixedPrecision takes the same two arguments)."""
+    return f"{cls}(param_dtype={torch_dtype_name(param_dtype(dtype))}, reduce_dtype={torch_dtype_name(Dtype(comm))})"

@@ -17,20 +17,18 @@ from __future__ import annotations
 
 import datetime
 import json
-import socket
 import threading
 import time
 from typing import Any, Callable
 
 from ..diagnosis import Diagnosis, DiagnoseSpec
-from ..dtypes import Dtype
 from ..errors import AdvisorError
 from ..harness.trial import Status, TrialResult, TrialSpec
-from ..harness.worker import Worker
-from .env import RankEnv
+from ..harness.worker import Worker, calibrate
+from .env import RankEnv, resolve_device
 from .group import GROUP_ENV, GroupInfo
-from .merge import RankOutcome, merge, needs_new_group
-from .policy import FULL_COMM, backend_for
+from .merge import RAN, RankOutcome, merge, needs_new_group
+from .policy import backend_for
 
 POLL_S = 0.05
 ABORT_GRACE_S = 1.0  # after a rank's failure, this long for the rank that caused it to report first
@@ -105,6 +103,41 @@ class Control:
                          backend=backend, timeout_s=timeout_s)
 
 
+class _Stopping:
+    """When one trial stops on every rank: some rank failed ABORT_GRACE_S ago (so that the rank
+    that caused it reports before the others are stopped); the abort is then published for the
+    other ranks. Rank 0's worker asks it while running (should_abort), rank 0 while it waits."""
+
+    def __init__(self, control: Control, number: int, peers: range) -> None:
+        self.control, self.number, self.peers = control, number, peers
+        self.local: TrialResult | None = None  # rank 0's own result, once it has it
+        self.stopped_here = False  # rank 0's trial was stopped while it still ran
+        self._first_failure: float | None = None
+
+    def __call__(self) -> bool:
+        stop = self._stop()
+        self.stopped_here |= stop and self.local is None
+        return stop
+
+    def _stop(self) -> bool:
+        if self.control.has(f"abort/{self.number}"):
+            return True
+        failed = self.local is not None and self.local.status not in RAN
+        for rank in self.peers:
+            key = f"res/{self.number}/{rank}"
+            if not failed and self.control.has(key):
+                result = self.control.get(key).get("result")
+                failed = result is not None and Status(result.get("status")) not in RAN
+        if not failed:
+            return False
+        if self._first_failure is None:
+            self._first_failure = time.monotonic()
+        if time.monotonic() - self._first_failure < ABORT_GRACE_S:
+            return False
+        self.control.put(f"abort/{self.number}", True)
+        return True
+
+
 def _worker(control: Control, generation: int, device: str, timeout_s: float, on_event: EventFn | None) -> Worker:
     group = control.group(generation, backend_for(device), timeout_s)
     return Worker(on_event=on_event, env={GROUP_ENV: group.to_env()}, patience_s=timeout_s)
@@ -123,10 +156,10 @@ class RankWorkers:
         self.generation = 0
         self.local = _worker(self.control, 0, device, collective_timeout_s, on_event)
         self._command = 0
-        self.replacements = 0  # how many times every worker was replaced after a failure
 
     @property
     def world_size(self) -> int:
+        """The ranks every trial runs on (Worker.world_size is 1)."""
         return self.env.world_size
 
     # the Worker interface -------------------------------------------------------------------
@@ -167,11 +200,7 @@ class RankWorkers:
 
     def calibrate(self, workload: str, batch_size: int, device: str) -> float | None:
         """As Worker.calibrate, on every rank."""
-        spec = TrialSpec(workload=workload, dtype=Dtype.FP32, batch_size=batch_size, device=device, steps=1,
-                         warmup_steps=0, compare_fp32=False, grad_stats=False, parallel=self.parallel, comm=FULL_COMM)
-        started = time.monotonic()
-        result = self.run(spec)
-        return time.monotonic() - started if result.status is Status.OK else None
+        return calibrate(self.run, workload, batch_size, device, self.parallel)
 
     def diagnose(self, spec: DiagnoseSpec) -> Diagnosis:
         """The numerics X-ray runs on rank 0 alone: a module's numerics do not depend on the wrapper."""
@@ -180,19 +209,10 @@ class RankWorkers:
     def run(self, spec: TrialSpec) -> TrialResult:
         """One trial on every rank; the merged result."""
         number = self._publish({"kind": "trial", "spec": spec.to_dict()})
-        first_failure: list[float] = []
-        aborted: list[bool] = []
-
-        def peers_failed() -> bool:
-            stop = self._peer_failure(number, first_failure)
-            if stop:
-                aborted.append(True)
-            return stop
-
-        local = self.local.run(spec, should_abort=peers_failed)
-        local_aborted = bool(aborted)
-        answers = self._collect(number, lambda: self._peer_failure(number, first_failure, local))
-        outcomes = [RankOutcome(0, local, aborted=local_aborted)]
+        stopping = _Stopping(self.control, number, self._peers())
+        stopping.local = self.local.run(spec, should_abort=stopping)
+        answers = self._collect(number, stopping)
+        outcomes = [RankOutcome(0, stopping.local, aborted=stopping.stopped_here)]
         outcomes += [RankOutcome(rank, TrialResult.from_dict(a["result"]), bool(a.get("aborted")))
                      for rank, a in sorted(answers.items())]
         if needs_new_group(outcomes):
@@ -207,27 +227,6 @@ class RankWorkers:
 
     def _peers(self) -> range:
         return range(1, self.env.world_size)
-
-    def _peer_failure(self, number: int, first: list[float], local: TrialResult | None = None) -> bool:
-        """Whether the trial should stop on every rank: some rank failed (ABORT_GRACE_S ago, so
-        that the rank that caused it reports before the others are stopped); once True, the abort
-        is published for the other ranks."""
-        if self.control.has(f"abort/{number}"):
-            return True
-        failed = local is not None and local.status not in (Status.OK, Status.NONFINITE)
-        for rank in self._peers():
-            key = f"res/{number}/{rank}"
-            if not failed and self.control.has(key):
-                result = self.control.get(key).get("result")
-                failed = result is not None and result.get("status") not in (Status.OK.value, Status.NONFINITE.value)
-        if not failed:
-            return False
-        if not first:
-            first.append(time.monotonic())
-        if time.monotonic() - first[0] < ABORT_GRACE_S:
-            return False
-        self.control.put(f"abort/{number}", True)
-        return True
 
     def _collect(self, number: int, poll: Callable[[], bool]) -> dict[int, dict[str, Any]]:
         """Every other rank's answer to a command, waiting as long as their launchers are alive."""
@@ -258,7 +257,6 @@ class RankWorkers:
         """Every worker replaced (the others do it on the next command, which carries the number)."""
         self.local.close()
         self.generation += 1
-        self.replacements += 1
         self.local = _worker(self.control, self.generation, self.device, self.timeout_s, self.on_event)
         self.local.spawn()
 
@@ -283,8 +281,7 @@ def follow(env: RankEnv, device: str, collective_timeout_s: float) -> int:
                 worker = _worker(control, generation, device, collective_timeout_s, None)
                 worker.spawn()
             if command["kind"] == "check":
-                control.put(f"res/{number}/{env.rank}", {"error": worker.check(command["workload"]),
-                                                         "host": socket.gethostname()})
+                control.put(f"res/{number}/{env.rank}", {"error": worker.check(command["workload"])})
                 continue
             aborted: list[bool] = []
             since = time.monotonic()
@@ -319,3 +316,15 @@ def _check_coordinator(control: Control, since: float) -> None:
     if silent > STALE_S:
         raise DistributedError(f"rank 0 has not been heard from for {silent:.0f} s: this rank (rank "
                                f"{control.env.rank}) stops; continue the run with --resume from rank 0's launch")
+
+
+def coordinate(rank: RankEnv, device: str, parallel: str, collective_timeout_s: float, *,
+               on_event: EventFn | None = None) -> RankWorkers | None:
+    """A command run with --parallel, on this rank: rank 0 gets the RankWorkers its command runs
+    on; any other rank follows rank 0's commands until it says stop, then gets None (rank 0
+    reports)."""
+    device = resolve_device(device)
+    if not rank.is_coordinator:
+        follow(rank, device, collective_timeout_s)
+        return None
+    return RankWorkers(rank, device, parallel, collective_timeout_s, on_event=on_event)

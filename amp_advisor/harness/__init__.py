@@ -104,21 +104,19 @@ def bench(
     Under torchrun with `parallel=` ("ddp"/"fsdp2", gradients reduced in `comm`): every rank
     trains the trial; rank 0 returns the merged result, the other ranks None.
     """
-    from ..distributed.env import rank_env, resolve_device
+    from ..distributed.env import rank_env
 
     rank = rank_env(parallel, "bench")
     path = resolve_workload(model, example)
     dtype = _training_dtype(dtype)
     own = worker is None
     runner: Any = worker  # a Worker, or every rank's (RankWorkers) under torchrun
-    if rank is not None:
-        from ..distributed.ranks import RankWorkers, follow
+    if rank is not None and runner is None:
+        from ..distributed.ranks import coordinate
 
-        if not rank.is_coordinator:
-            follow(rank, resolve_device(device), collective_timeout_s)
-            return None
-        runner = runner or RankWorkers(rank, resolve_device(device), str(parallel), collective_timeout_s,
-                                       on_event=on_event)
+        runner = coordinate(rank, device, str(parallel), collective_timeout_s, on_event=on_event)
+        if runner is None:
+            return None  # a rank other than 0: it measured; rank 0 returns the result
     runner = runner or Worker(on_event=on_event)
     try:
         runner.spawn()  # the worker imports torch while the spec is checked

@@ -26,7 +26,8 @@ from typing import Any, Callable
 
 import torch
 
-from ..distributed.policy import FULL_COMM
+from ..distributed.group import agree, ensure_group, is_comm_failure, rank_device, wrap
+from ..distributed.policy import FULL_COMM, Parallel
 from ..dtypes import Dtype
 from ..errors import BadInputError
 from ..numerics import grad_stats, loss_rel_diff
@@ -62,9 +63,6 @@ class TrainingStep:
             growth_interval=spec.growth_interval, fp32_modules=spec.fp32_modules,
         )
         if spec.parallel:
-            from ..distributed.group import wrap
-            from ..distributed.policy import Parallel
-
             model = wrap(model, Parallel(spec.parallel), dtype, comm or spec.comm, device)
         # the islands, if any (a BadInputError names a module that is not there); a DDP/FSDP2 model
         # reduces its gradients on the last micro-batch of an accumulation only
@@ -170,10 +168,9 @@ def _checksum(model: torch.nn.Module) -> float:
         return float(sum(p.double().sum() for p in model.parameters()))
 
 
-def _is_comm_failure(exc: BaseException) -> bool:
-    from ..distributed.group import is_comm_failure
-
-    return is_comm_failure(exc)
+def _local(grad: torch.Tensor | None) -> torch.Tensor | None:
+    """This rank's part of a gradient: FSDP2's are sharded (DTensor), the statistics take the shard."""
+    return grad.to_local() if grad is not None and hasattr(grad, "to_local") else grad
 
 
 def _where_in_workload(exc: BaseException, path: Path) -> str:
@@ -218,7 +215,7 @@ class TrialRunner:
         except Exception as exc:  # anything the user's code raises is a recorded result
             where = _where_in_workload(exc, workload_path)
             kind = Status.OOM if is_oom(exc) else Status.ERROR
-            comm = bool(spec.parallel) and _is_comm_failure(exc)  # another rank stopped: not this one's fault
+            comm = bool(spec.parallel) and is_comm_failure(exc)  # another rank stopped: not this one's fault
             result = failed(spec, kind, f"{type(exc).__name__}: {exc}{where}".strip(), comm_failure=comm)
         finally:
             gc.collect()
@@ -241,8 +238,6 @@ class TrialRunner:
         rank = 0
         device = torch.device(spec.device)
         if spec.parallel:
-            from ..distributed.group import ensure_group, rank_device
-
             group = ensure_group()
             rank, device = group.rank, torch.device(rank_device(spec.device, group))
         workload = load(spec.workload)
@@ -354,10 +349,7 @@ class TrialRunner:
         counter = FlopCounterMode(display=False) if known is None else None
         with tf32.scoped(False), counter or contextlib.nullcontext():
             workload.loss_fn(model, batch).backward()
-        # FSDP2's gradients are sharded (DTensor): the statistics are this rank's shard's
-        grads = (getattr(p.grad, "to_local", lambda g=p.grad: g)() if p.grad is not None else None
-                 for p in model.parameters())
-        stats = grad_stats(grads, scale) if want_stats else None
+        stats = grad_stats((_local(p.grad) for p in model.parameters()), scale) if want_stats else None
         model.zero_grad(set_to_none=True)
         if counter is not None:
             known = self._flops[key.per_batch] = counter.get_total_flops() or None
@@ -371,8 +363,6 @@ class TrialRunner:
         known = self._references.get(key)
         usable = known is not None and known[0] == initial_checksum and len(known[1]) >= wanted
         if spec.parallel:  # training a reference is collective: every rank trains it, or none
-            from ..distributed.group import agree
-
             usable = agree(usable)
         if usable and known is not None:
             return known[1][:wanted], None

@@ -50,6 +50,21 @@ def _earliest(*deadlines: float | None) -> float:
     return min(d for d in deadlines if d is not None)
 
 
+def calibrate(run: Callable[[TrialSpec], TrialResult], workload: str, batch_size: int, device: str,
+              parallel: str | None = None) -> float | None:
+    """Seconds to build the model and train one fp32 step at `batch_size` (the smallest of a run),
+    through `run` (one worker's, or every rank's under `parallel`): what bounds the first step of
+    the trials after it. None if that step failed (the trials will record why)."""
+    from ..distributed.policy import FULL_COMM
+
+    spec = TrialSpec(workload=workload, dtype=Dtype.FP32, batch_size=batch_size, device=device, steps=1,
+                     warmup_steps=0, compare_fp32=False, grad_stats=False, parallel=parallel,
+                     comm=FULL_COMM if parallel else "")
+    started = time.monotonic()
+    result = run(spec)
+    return time.monotonic() - started if result.status is Status.OK else None
+
+
 class DiagnoseError(AdvisorError):
     """A diagnosis that could not finish: the model raised, ran out of memory, or hung."""
 
@@ -60,6 +75,8 @@ class WorkerError(AdvisorError):
 
 class Worker:
     """A reusable trial subprocess. Use as a context manager, or call close()."""
+
+    world_size = 1  # the ranks a trial runs on (distributed.ranks.RankWorkers: every rank's)
 
     def __init__(self, *, on_event: EventFn | None = None, echo_stderr: bool = False,
                  startup_timeout_s: float = STARTUP_TIMEOUT_S, env: dict[str, str] | None = None,
@@ -201,14 +218,7 @@ class Worker:
         return event.get("error")
 
     def calibrate(self, workload: str, batch_size: int, device: str) -> float | None:
-        """Seconds to build the model and train one fp32 step at `batch_size` (the smallest of a
-        run): what bounds the first step of the trials after it. None if that step failed (the
-        trials will record why)."""
-        spec = TrialSpec(workload=workload, dtype=Dtype.FP32, batch_size=batch_size, device=device, steps=1,
-                         warmup_steps=0, compare_fp32=False, grad_stats=False)
-        started = time.monotonic()
-        result = self.run(spec)
-        return time.monotonic() - started if result.status is Status.OK else None
+        return calibrate(self.run, workload, batch_size, device)
 
     def diagnose(self, spec: DiagnoseSpec) -> Diagnosis:
         """The numerics X-ray of one configuration (harness/xray.py), in the worker. A workload
@@ -256,17 +266,16 @@ class Worker:
         slowest_step = 0.0
         while True:
             deadline = _earliest(hard_deadline, None if hard_deadline else progress_deadline, abandon_at)
+            wake = deadline if should_abort is None else min(deadline, time.monotonic() + ABORT_POLL_S)
+            event = self._next_event(wake)
             if should_abort is not None:
-                event = self._next_event(min(deadline, time.monotonic() + ABORT_POLL_S))
                 # a worker that died or answered reports that, not the abort
                 running = self.alive if event is None else event.get("event") != "result"
                 if running and should_abort():
                     self._kill()
                     return failed(spec, Status.ERROR, ABORTED_WHY, wall_s=time.monotonic() - started, worker_pid=pid)
                 if event is None and self.alive and time.monotonic() < deadline:
-                    continue
-            else:
-                event = self._next_event(deadline)
+                    continue  # only the poll's wake-up
             if event is None:
                 if self.alive and abandon_at is not None and spec.abandon_after_s is not None \
                         and time.monotonic() >= abandon_at:
@@ -284,11 +293,15 @@ class Worker:
                 slowest_step = max(slowest_step, float(event.get("seconds") or 0.0))
                 abandon_at = None  # the first step finished; the worker judges its time itself
             if slowest_step:  # any event is progress
-                progress_deadline = time.monotonic() + HANG_GRACE_S + HANG_FACTOR * slowest_step + self.patience_s
+                progress_deadline = time.monotonic() + self._hang_allowance(slowest_step)
             if kind == "phase" and event.get("phase") == "built" and spec.abandon_after_s:
                 abandon_at = time.monotonic() + spec.abandon_after_s
             if self.on_event is not None:
                 self.on_event(event)
+
+    def _hang_allowance(self, slowest_step: float) -> float:
+        """How long a trial may go without an event once a step time is known."""
+        return HANG_GRACE_S + HANG_FACTOR * slowest_step + self.patience_s
 
     def _timed_out(self, spec: TrialSpec, started: float, pid: int | None, explicit: bool,
                    slowest_step: float, first_step_s: float) -> TrialResult:
@@ -297,8 +310,7 @@ class Worker:
         if explicit:
             why = f"stopped after {elapsed:.0f} s: the trial exceeded its timeout of {spec.timeout_s:g} s"
         elif slowest_step:
-            allowed = HANG_GRACE_S + HANG_FACTOR * slowest_step + self.patience_s
-            why = (f"stopped after {elapsed:.0f} s: no progress for {allowed:.0f} s "
+            why = (f"stopped after {elapsed:.0f} s: no progress for {self._hang_allowance(slowest_step):.0f} s "
                    f"(the slowest step so far took {slowest_step:.2f} s)")
         else:
             why = (f"stopped after {elapsed:.0f} s: the model build and first training step did not finish within "

@@ -277,21 +277,21 @@ def _ranks(run: Run, plot: Plot) -> tuple[Section, ...]:
     step times (stragglers), and the trials a rank failed."""
     if not run.ranked:
         return ()
-    from ..distributed.policy import Parallel, describe
+    from ..distributed.policy import FULL_COMM, Parallel, describe
 
     first = run.ranked[0].result
-    parallel = Parallel(first.spec.parallel or "ddp")
+    parallel = Parallel(first.spec.parallel)
     blocks: list[Block] = [Para(
         f"Every trial ran on {len(first.ranks)} ranks under {parallel}: each rank trained the same configuration on "
         "its own batches; a step is the slowest rank's, samples/s count every rank's micro-batches, memory is the "
         "highest rank's peak, and the numerics are rank 0's against an fp32 run (gradients reduced in fp32) from "
         "the same weights and batches.")]
     effects = run.comm_effects()
-    full = {e.dtype: e.best_samples_per_s for e in effects if e.comm == "fp32"}
+    full = {e.dtype: e.best_samples_per_s for e in effects if e.comm == FULL_COMM}
     rows = []
     for e in effects:
         base = full.get(e.dtype)
-        versus = f"{e.best_samples_per_s / base:.2f}x" if e.best_samples_per_s and base and e.comm != "fp32" else "–"
+        versus = f"{e.best_samples_per_s / base:.2f}x" if e.best_samples_per_s and base and e.comm != FULL_COMM else "–"
         rows.append((Cell(str(e.dtype)), Cell(describe(parallel, e.comm, e.dtype)),
                      Cell(number(e.best_samples_per_s), e.best_samples_per_s, "num"),
                      Cell(str(e.best_batch) if e.best_batch else "–", e.best_batch, "num"),

@@ -75,7 +75,7 @@ def tune(
     """
     rank = rank_env(settings.get("parallel"), "tune")
     if rank is not None and not rank.is_coordinator:
-        _follow(rank, device, settings)  # rank 0 searches, records and writes; this rank measures
+        _workers(rank, device, settings, on_event)  # follows rank 0's trials until it stops
         return None
     if resume:
         return _resume(model, example, out, on_event, {**settings, **({"device": device} if device != "auto" else {})})
@@ -85,14 +85,14 @@ def tune(
         raise BadInputError(f"{store.dir} already holds a run: pass --resume to continue it, or another --out")
     created = not store.dir.exists()
     store.lock()  # first, so that a second start on this directory is refused at once
-    worker = _worker(rank, device, settings, on_event)
+    worker = _workers(rank, device, settings, on_event)
     worker.spawn()  # imports torch while the rest is checked
     try:
         try:
             if device == "auto":
                 device = worker.wait_ready()["default_device"]
             tune_settings = TuneSettings(workload=str(path), device=device, **settings)
-            profile, space = _checked(tune_settings, rank.world_size if rank else 1)
+            profile, space = _checked(tune_settings, worker.world_size)
             problem = worker.check(str(path))
             if problem:
                 raise BadInputError(problem)
@@ -103,7 +103,7 @@ def tune(
             store.discard(created)  # bad input leaves nothing behind
             raise
         return _run(store, tune_settings, worker, profile, on_event,
-                    calibration=(smallest, seconds) if seconds else None, world_size=rank.world_size if rank else 1)
+                    calibration=(smallest, seconds) if seconds else None)
     finally:
         worker.close()
         store.unlock()
@@ -121,23 +121,16 @@ def _checked(settings: TuneSettings, world_size: int = 1):
     return profile, space
 
 
-def _worker(rank, device: str, settings: dict[str, Any], on_event):
-    """The trial worker: one process, or every rank's (distributed.ranks.RankWorkers) under --parallel."""
+def _workers(rank, device: str, settings: dict[str, Any], on_event) -> Any:
+    """The trial worker: one process; under --parallel (distributed.ranks.coordinate) every rank's
+    for rank 0, while any other rank follows rank 0's trials until it stops and gets None."""
     if rank is None:
         return Worker()
-    from ..distributed.env import resolve_device
-    from ..distributed.ranks import RankWorkers
+    from ..distributed.ranks import coordinate
 
     timeout = settings.get("collective_timeout_s") or DEFAULT_COLLECTIVE_TIMEOUT_S
-    return RankWorkers(rank, resolve_device(device), settings["parallel"], timeout, on_event=on_event)
-
-
-def _follow(rank, device: str, settings: dict[str, Any]) -> None:
-    from ..distributed.env import resolve_device
-    from ..distributed.ranks import follow
-
-    with _sigterm_as_interrupt():
-        follow(rank, resolve_device(device), settings.get("collective_timeout_s") or DEFAULT_COLLECTIVE_TIMEOUT_S)
+    with _sigterm_as_interrupt():  # on a following rank: SIGTERM stops its worker, as Ctrl-C
+        return coordinate(rank, device, settings["parallel"], timeout, on_event=on_event)
 
 
 def _resume(model, example, out, on_event, given: dict[str, Any]) -> TuneResult:
@@ -175,12 +168,12 @@ def _resume(model, example, out, on_event, given: dict[str, Any]) -> TuneResult:
             if world != rank.world_size:
                 raise BadInputError(f"{out}: the run was tuned on {world} ranks and this launch has "
                                     f"{rank.world_size}: resume it with --nproc_per_node giving {world} ranks")
-        worker = _worker(rank, saved.device, saved.to_dict(), on_event)
+        worker = _workers(rank, saved.device, saved.to_dict(), on_event)
         worker.spawn()
         try:
-            profile, _ = _checked(saved, rank.world_size if rank else 1)
+            profile, _ = _checked(saved, worker.world_size)
             store.write_state("running", saved.to_dict())
-            return _run(store, saved, worker, profile, on_event, world_size=rank.world_size if rank else 1)
+            return _run(store, saved, worker, profile, on_event)
         finally:
             worker.close()
     finally:
@@ -202,11 +195,10 @@ def _completed(store: RunStore, info: dict[str, Any]) -> TuneResult:
 
 
 def _run(store: RunStore, settings: TuneSettings, worker: Any, profile, on_event,
-         calibration: tuple[int, float] | None = None, world_size: int = 1) -> TuneResult:
+         calibration: tuple[int, float] | None = None) -> TuneResult:
     """The run, in a locked and created directory. However it ends, run.json says how: complete,
     interrupted (Ctrl-C, SIGTERM, a full disk: --resume continues) or failed (with the reason)."""
-    tuner = Tuner(settings, store, on_event=on_event, worker=worker, device_profile=profile, calibration=calibration,
-                  world_size=world_size)
+    tuner = Tuner(settings, store, on_event=on_event, worker=worker, device_profile=profile, calibration=calibration)
     with _sigterm_as_interrupt():
         try:
             result = tuner.run()

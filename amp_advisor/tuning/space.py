@@ -50,7 +50,7 @@ class Candidate:
     def fp32_twin(self) -> "Candidate":
         """fp32 at the same micro-batch (gradients reduced in fp32 too): what a speedup "at the same
         batch size" is measured against."""
-        return Candidate(Dtype.FP32, self.batch_size, comm=FULL_COMM if self.comm else "")
+        return Candidate(Dtype.FP32, self.batch_size, comm=self.comm).canonical()
 
     @property
     def label(self) -> str:
@@ -153,13 +153,13 @@ class SearchSpace:
         out = []
         for dtype in self.dtypes:
             for bs in self.batch_sizes:
-                for comm in (self.comms[:1] if dtype is Dtype.FP32 else self.comms) or ("",):
+                for comm in self.comms or ("",):
                     if dtype.needs_grad_scaler:
                         out += [Candidate(dtype, bs, s, g, comm=comm)
                                 for s in self.init_scales for g in self.growth_intervals]
                     else:
                         out.append(Candidate(dtype, bs, comm=comm))
-        return out
+        return list(dict.fromkeys(c.canonical() for c in out))  # fp32's comms are one: canonical() says so
 
     def to_dict(self) -> dict:
         return {"dtypes": [d.value for d in self.dtypes], "batch_sizes": list(self.batch_sizes),

@@ -158,12 +158,11 @@ class TuneResult:
 class Tuner:
     def __init__(self, settings: TuneSettings, store: RunStore, *, on_event: EventFn | None = None,
                  worker: Worker | None = None, device_profile=None,
-                 calibration: tuple[int, float] | None = None, world_size: int = 1) -> None:
+                 calibration: tuple[int, float] | None = None) -> None:
         """`calibration`: (samples, seconds) of building the model and one fp32 step, measured
-        before the run (tune() does it at the smallest batch size). `world_size`: the ranks a
-        distributed run's worker (distributed.ranks.RankWorkers) trains on."""
+        before the run (tune() does it at the smallest batch size). `worker`: one process, or
+        every rank's under --parallel (distributed.ranks.RankWorkers)."""
         self.calibration = calibration
-        self.world_size = world_size
         self.settings = settings
         self.store = store
         self.emit = on_event or (lambda event: None)
@@ -278,7 +277,7 @@ class Tuner:
             self.store.write_device(self.profile)
             self.store.record_context(memory_limit_bytes=self.memory_limit, memory_margin=self.settings.memory_margin)
             self.records = list(self.store.records())
-            self.space, space_notes = build_space(self.profile, **space_options(self.settings, self.world_size))
+            self.space, space_notes = build_space(self.profile, **space_options(self.settings, self.worker.world_size))
             self.notes += space_notes
             self._seed_init_scale(self._baseline())
             stopped = self._search()
@@ -659,8 +658,8 @@ class Tuner:
     def _distributed(self, chosen: Candidate) -> Distributed | None:
         if not self.settings.parallel:
             return None
-        return Distributed.of(self.settings.parallel, self.world_size, backend_for(self.settings.device), chosen.comm,
-                              chosen.dtype, chosen.batch_size, self.space.grad_accum(chosen.batch_size))
+        return Distributed.of(self.settings.parallel, self.space.world_size, backend_for(self.settings.device),
+                              chosen.comm, chosen.dtype, chosen.batch_size, self.space.grad_accum(chosen.batch_size))
 
 
 def space_options(settings: TuneSettings, world_size: int = 1) -> dict[str, Any]:
