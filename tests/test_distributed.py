@@ -16,7 +16,7 @@ from amp_advisor.distributed.policy import Parallel, comms_for, dtype_rule
 from amp_advisor.dtypes import Dtype
 from amp_advisor.errors import BadInputError
 from amp_advisor.harness.trial import Status, StepTimes, TrialResult, TrialSpec, failed
-from amp_advisor.tuning.space import Candidate, build_space
+from amp_advisor.tuning.space import Candidate, SearchSpace, build_space
 from tests.fakes import SyntheticWorker, fake_h100_profile, run_tuner
 
 H100 = fake_h100_profile()
@@ -327,3 +327,23 @@ def test_a_rank_whose_coordinator_goes_silent_stops_saying_so(monkeypatch):
         ranks._wait_command(control, 4)
     store.set("cmd/4", '{"kind": "stop", "generation": 0}')
     assert ranks._wait_command(control, 4)["kind"] == "stop"
+
+
+def test_resume_on_another_number_of_ranks_is_refused(tmp_path, monkeypatch):
+    import json
+
+    from amp_advisor.tuning import tune
+    from amp_advisor.tuning.store import RUN_SCHEMA_VERSION
+    from amp_advisor.tuning.tuner import TuneSettings
+    from tests.fakes import WORKLOADS
+
+    run = tmp_path / "run"
+    run.mkdir()
+    settings = TuneSettings(str(WORKLOADS / "tiny.py"), "cpu", parallel="ddp").to_dict()
+    space = SearchSpace((Dtype.FP32,), (8,), (2.0**16,), (2000,), comms=("fp32",), world_size=2).to_dict()
+    (run / "run.json").write_text(json.dumps({"schema_version": RUN_SCHEMA_VERSION, "state": "interrupted",
+                                              "settings": settings, "context": {"space": space}}))
+    for name, value in {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(BadInputError, match="tuned on 2 ranks and this launch has 1"):
+        tune(out=run, resume=True, parallel="ddp")

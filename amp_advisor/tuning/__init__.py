@@ -164,7 +164,7 @@ def _resume(model, example, out, on_event, given: dict[str, Any]) -> TuneResult:
         resolve_workload(Path(saved.workload), None)
         rank = rank_env(saved.parallel, "tune")
         if rank is not None:
-            world = (info.get("space") or {}).get("world_size") or rank.world_size
+            world = ((info.get("context") or {}).get("space") or {}).get("world_size") or rank.world_size
             if world != rank.world_size:
                 raise BadInputError(f"{out}: the run was tuned on {world} ranks and this launch has "
                                     f"{rank.world_size}: resume it with --nproc_per_node giving {world} ranks")
