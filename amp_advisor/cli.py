@@ -16,6 +16,7 @@ from . import __version__
 from .dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_NAMES, Dtype
 from .harness.trial import Status  # plain data: no torch
 from .distributed.policy import COMMS, DEFAULT_COLLECTIVE_TIMEOUT_S, Parallel  # facts only: no torch
+from .console import StatusLine, TuneDisplay, print_out  # rich only: no torch
 from .errors import AdvisorError, BadInputError
 from .jsonio import dumps
 from .snippets import FORMATS as SNIPPET_FORMATS  # text only: cheap to import
@@ -84,38 +85,14 @@ def probe(device: str, bench: bool, bench_seconds: float | None, as_json: bool) 
     from .hardware import probe as run_probe
     from .hardware.render import render_profile
 
-    progress = _StderrProgress(prefix="benchmarking ") if bench else None
+    progress = StatusLine(prefix="benchmarking ") if bench else None
     profile = run_probe(device, bench=bench, bench_seconds=bench_seconds, on_progress=progress)
     if progress is not None:
         progress.done()
     if as_json:
         click.echo(dumps(profile.to_dict()))
     else:
-        click.echo(render_profile(profile))
-
-
-class _StderrProgress:
-    """One status line on stderr, rewritten in place on a terminal, a line per update otherwise."""
-
-    def __init__(self, prefix: str = "") -> None:
-        self._tty = sys.stderr.isatty()
-        self._shown = False
-        self._prefix = prefix
-        self._last_key: str | None = None
-
-    def __call__(self, label: str, key: str | None = None) -> None:
-        """Off a terminal (logs, CI) only a change of `key` (the phase) prints a line."""
-        text = f"{self._prefix}{label} ..."
-        if self._tty:
-            click.echo(f"\r\033[K{text}", err=True, nl=False)
-        elif key is None or key != self._last_key:
-            click.echo(text, err=True)
-        self._last_key = key
-        self._shown = True
-
-    def done(self) -> None:
-        if self._tty and self._shown:
-            click.echo("\r\033[K", err=True, nl=False)
+        print_out(render_profile(profile))
 
 
 def _parallel_options(command: Callable) -> Callable:
@@ -170,7 +147,74 @@ def _launch_if_needed(command: str, parallel: str | None, nproc_per_node: int | 
     sys.exit(launch(nproc_per_node or 1, argv))
 
 
-def _trial_progress(progress: _StderrProgress, steps: int, warmup: int) -> Callable[[dict[str, Any]], None]:
+WORKLOAD_KWARGS = ("model", "example", "hf", "hf_config", "hf_task", "hf_size", "hf_layers", "hf_hidden", "hf_heads",
+                   "hf_vocab", "hf_seq_len")
+
+
+def _workload_options(command: Callable) -> Callable:
+    """MODEL, --example and the Hugging Face options (bench, diagnose, tune); the command gets one
+    `workload` argument (a WorkloadSource, or None when none was given)."""
+    import functools
+
+    from .hf import SIZES, SMALL, TASKS
+
+    @functools.wraps(command)
+    def wrapped(**kwargs: Any) -> Any:
+        given = {name: kwargs.pop(name) for name in WORKLOAD_KWARGS}
+        kwargs["workload"] = _workload(**given)
+        return command(**kwargs)
+
+    small = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in SMALL.items())
+    for option in reversed([
+        click.argument("model", required=False, type=click.Path(dir_okay=False, path_type=str)),
+        click.option("--example", metavar="NAME", help="A built-in workload instead of MODEL: mlp, convnet or "
+                                                       "transformer."),
+        click.option("--hf", metavar="ARCH", help="A Hugging Face architecture instead of MODEL, built offline from "
+                                                  "AutoConfig.for_model(ARCH) with random weights and inputs, e.g. "
+                                                  "gpt2, bert, llama, t5 (needs transformers: pip install "
+                                                  "'amp-advisor[hf]')."),
+        click.option("--hf-config", metavar="PATH", type=click.Path(path_type=str),
+                     help="A Hugging Face model from a local config.json (or a model directory), at the file's own "
+                          "sizes unless the size options say otherwise."),
+        click.option("--hf-task", type=click.Choice(TASKS),
+                     help="What the model is trained for [default: seq2seq for encoder-decoders, else masked-lm, "
+                          "causal-lm, classification: the first the architecture has]."),
+        click.option("--hf-size", type=click.Choice(SIZES),
+                     help=f"Start from a small shape ({small}) or the config's own sizes [default: small for --hf, "
+                          "config for --hf-config]."),
+        click.option("--hf-layers", type=click.IntRange(1), metavar="N", help="Layers (each of encoder and decoder)."),
+        click.option("--hf-hidden", type=click.IntRange(1), metavar="N",
+                     help="Hidden size; feed-forward widths follow in the architecture's ratio."),
+        click.option("--hf-heads", type=click.IntRange(1), metavar="N", help="Attention heads."),
+        click.option("--hf-vocab", type=click.IntRange(1), metavar="N", help="Vocabulary size."),
+        click.option("--hf-seq-len", type=click.IntRange(1), metavar="N",
+                     help="Tokens per sample [default: 128, or fewer when the model has fewer positions]."),
+    ]):
+        wrapped = option(wrapped)
+    return wrapped
+
+
+def _workload(model: str | None, example: str | None, hf: str | None, hf_config: str | None,
+              **hf_options: Any) -> Any:
+    """The workload the options name (checked without running it), or None when none was given."""
+    from .workload_source import WorkloadSource
+    from .hf import HfSpec
+
+    sizes = {name[3:]: value for name, value in hf_options.items() if value is not None}
+    if sizes and hf is None and hf_config is None:
+        raise BadInputError(f"--hf-{next(iter(sizes)).replace('_', '-')} applies to a Hugging Face model: give "
+                            "--hf ARCH or --hf-config PATH too")
+    spec = HfSpec(model_type=hf, config_path=hf_config, **sizes) if hf or hf_config else None
+    if model is None and example is None and spec is None:
+        return None
+    return WorkloadSource.given(model, example, spec)
+
+
+def _named(workload: Any) -> str:
+    return workload.short if workload is not None else "?"
+
+
+def _trial_progress(progress: StatusLine, steps: int, warmup: int) -> Callable[[dict[str, Any]], None]:
     """Turn the worker's events into the status line."""
 
     def on_event(event: dict[str, Any]) -> None:
@@ -185,8 +229,7 @@ def _trial_progress(progress: _StderrProgress, steps: int, warmup: int) -> Calla
 
 
 @cli.command()
-@click.argument("model", required=False, type=click.Path(dir_okay=False, path_type=str))
-@click.option("--example", metavar="NAME", help="A built-in workload instead of MODEL: mlp, convnet or transformer.")
+@_workload_options
 @click.option("--dtype", required=True, type=click.Choice(TRAINING_DTYPE_NAMES), help="Training precision.")
 @click.option("--batch-size", required=True, type=int, metavar="N", help="Samples per micro-batch.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps; auto = cuda:0 if present.")
@@ -211,15 +254,17 @@ def _trial_progress(progress: _StderrProgress, steps: int, warmup: int) -> Calla
               show_default=True, help="With --parallel: what gradients are reduced in (ddp: fp32, fp16, bf16 on "
                                       "NCCL; fsdp2: fp32, bf16).")
 @debug_option
-def bench(model: str | None, example: str | None, dtype: str, batch_size: int, device: str, steps: int,
+def bench(workload: Any, dtype: str, batch_size: int, device: str, steps: int,
           warmup_steps: int, init_scale: float, growth_interval: int, grad_accum: int, timeout: float | None,
           no_fp32_check: bool, seed: int, as_json: bool, parallel: str | None, nproc_per_node: int | None,
           collective_timeout: float, comm: str) -> None:
-    """Measure one configuration of MODEL (a model.py) with real training steps.
+    """Measure one configuration of MODEL with real training steps.
 
-    MODEL defines build_model() and make_batch(batch_size, device), optionally loss_fn(model,
-    batch) and build_optimizer(params). The trial runs in a worker process: an out-of-memory, a
-    hang, a crash or a non-finite loss is reported as the trial's status, not a traceback.
+    MODEL is a model.py, or a module:attr import string (mypkg.workloads:gpt, imported in the
+    worker), defining build_model() and make_batch(batch_size, device), optionally loss_fn(model,
+    batch) and build_optimizer(params); or give --example NAME, or --hf ARCH. The trial runs in
+    a worker process: an out-of-memory, a hang, a crash or a non-finite loss is reported as the
+    trial's status, not a traceback.
 
     Exit code: 0 when the trial ran cleanly, 1 when it ended in oom, timeout, crash, nonfinite
     or error (the result is still printed), 2 for bad input.
@@ -228,9 +273,9 @@ def bench(model: str | None, example: str | None, dtype: str, batch_size: int, d
     from .harness.render import render_trial
 
     _launch_if_needed("bench", parallel, nproc_per_node)
-    progress = _StderrProgress(prefix=f"{example or model} {dtype} batch {batch_size}: ")
+    progress = StatusLine(prefix=f"{_named(workload)} {dtype} batch {batch_size}: ")
     result = run_bench(
-        model, example=example, dtype=dtype, batch_size=batch_size, device=device, steps=steps,
+        workload, dtype=dtype, batch_size=batch_size, device=device, steps=steps,
         warmup_steps=warmup_steps, init_scale=init_scale, growth_interval=growth_interval,
         grad_accum=grad_accum, timeout=timeout, compare_fp32=not no_fp32_check, seed=seed,
         on_event=_trial_progress(progress, steps, warmup_steps), parallel=parallel,
@@ -242,14 +287,13 @@ def bench(model: str | None, example: str | None, dtype: str, batch_size: int, d
     if as_json:
         click.echo(dumps(result.to_dict()))
     else:
-        click.echo(render_trial(result))
+        print_out(render_trial(result))
     if result.status is not Status.OK:
         sys.exit(1)  # the measurement happened and is printed; scripts still see that it failed
 
 
 @cli.command()
-@click.argument("model", required=False, type=click.Path(dir_okay=False, path_type=str))
-@click.option("--example", metavar="NAME", help="A built-in workload instead of MODEL: mlp, convnet or transformer.")
+@_workload_options
 @click.option("--dtype", required=True, type=click.Choice([d.value for d in (Dtype.FP16, Dtype.BF16)]),
               help="The reduced precision to X-ray.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, MAX_BATCH_SIZE), metavar="N",
@@ -266,7 +310,7 @@ def bench(model: str | None, example: str | None, dtype: str, batch_size: int, d
 @click.option("--json", "as_json", is_flag=True,
               help="Print the diagnosis as JSON: `culprits` (most likely first) and every module's statistics.")
 @debug_option
-def diagnose(model: str | None, example: str | None, dtype: str, batch_size: int, device: str, steps: int,
+def diagnose(workload: Any, dtype: str, batch_size: int, device: str, steps: int,
              init_scale: float, fp32_modules: str, seed: int, as_json: bool) -> None:
     """Find the module that breaks fp16/bf16 training of MODEL, and what to keep in fp32.
 
@@ -285,14 +329,14 @@ def diagnose(model: str | None, example: str | None, dtype: str, batch_size: int
     from .harness.worker import DiagnoseError
 
     islands = tuple(name.strip() for name in fp32_modules.split(",") if name.strip())
-    progress = _StderrProgress(prefix=f"{example or model} {dtype} batch {batch_size}: ")
+    progress = StatusLine(prefix=f"{_named(workload)} {dtype} batch {batch_size}: ")
 
     def on_event(event: dict[str, Any]) -> None:
         if event.get("event") == "step":
             progress(f"diagnose step {event.get('index', 0) + 1}/{steps}", key="diagnose")
 
     try:
-        result = run_diagnose(model, example=example, dtype=dtype, batch_size=batch_size, device=device, steps=steps,
+        result = run_diagnose(workload, dtype=dtype, batch_size=batch_size, device=device, steps=steps,
                               init_scale=init_scale, fp32_modules=islands, seed=seed, on_event=on_event)
     except DiagnoseError as exc:
         progress.done()
@@ -302,56 +346,8 @@ def diagnose(model: str | None, example: str | None, dtype: str, batch_size: int
     click.echo(dumps(result.to_dict()) if as_json else render_diagnosis(result))
 
 
-class _TuneProgress:
-    """The phase, its trials done / planned, the current trial and the best so far, on one stderr
-    line (a log line per trial when stderr is not a terminal). Each phase plans its own trials, so
-    the count never runs past its total."""
-
-    def __init__(self) -> None:
-        self.line = _StderrProgress()
-        self.phase = "starting"
-        self.planned = 0
-        self.done = 0
-        self.total = 0
-        self.best = "-"
-        self.current = ""
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event["event"]
-        if kind == "tune_phase":
-            self.phase, self.planned, self.done = event["phase"], event["planned"], 0
-            if not sys.stderr.isatty() and self.planned:
-                click.echo(f"{self.phase}: {self.planned} trial{'s' if self.planned != 1 else ''}", err=True)
-            return
-        if kind == "diagnose_start":
-            self.current = f"X-ray of {event['dtype']} (trial {event['trial']} failed on numerics)"
-            if not sys.stderr.isatty():
-                click.echo(f"diagnose: {self.current}", err=True)
-                return
-        if kind == "trial_start":
-            self.current = event["label"]
-        elif kind == "trial_end":
-            self.done += 1
-            self.total += 1
-            if event["best"]:
-                self.best = f"{event['best'][0]} {event['best'][1]:.1f} samples/s"
-            if not sys.stderr.isatty():
-                outcome = f"{event['samples_per_s']:.1f} samples/s" if event["feasible"] else event["why_not"]
-                click.echo(f"trial {event['number']} ({event['role']}): {event['label']}: {event['status']}, {outcome}",
-                           err=True)
-                return
-        width = 20
-        planned = max(self.planned, self.done)
-        filled = min(width, round(width * self.done / planned)) if planned else 0
-        bar = "#" * filled + "." * (width - filled)
-        if sys.stderr.isatty():
-            self.line(f"{self.phase} [{bar}] {self.done}/{planned} ({self.total} trials) | now: {self.current} | "
-                      f"best: {self.best}")
-
-
 @cli.command()
-@click.argument("model", required=False, type=click.Path(dir_okay=False, path_type=str))
-@click.option("--example", metavar="NAME", help="A built-in workload instead of MODEL: mlp, convnet or transformer.")
+@_workload_options
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps; auto = cuda:0 if present.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=str),
               help="Run directory [default: reports/<timestamp>-<model>/].")
@@ -374,12 +370,15 @@ class _TuneProgress:
 @click.option("--seed", type=int, default=0, show_default=True, help="Makes the sequence of trials reproducible.")
 @_parallel_options
 @debug_option
-def tune(model: str | None, example: str | None, device: str, out: str | None, resume: bool, strategy: str,
+def tune(workload: Any, device: str, out: str | None, resume: bool, strategy: str,
          batch_sizes: str | None, global_batch: int | None, time_budget: float, max_trials: int | None,
          timeout: float | None, tolerance: float, steps: int, seed: int, parallel: str | None,
          nproc_per_node: int | None, collective_timeout: float) -> None:
     """Find the dtype, batch size and GradScaler settings that train MODEL fastest here without
     hurting its numerics; write recommendation.json, trials.jsonl and trials.csv.
+
+    MODEL is a model.py or a module:attr import string (see `bench --help`); or give --example
+    NAME, or --hf ARCH (a Hugging Face architecture, small unless sized), or --hf-config PATH.
 
     Every trial is appended to trials.jsonl when it ends. Ctrl-C or SIGTERM leaves the run
     directory consistent; --resume --out DIR continues it.
@@ -391,11 +390,12 @@ def tune(model: str | None, example: str | None, device: str, out: str | None, r
     (the rank is named) and the run goes on with fresh workers on every rank.
     """
     from .tuning import tune as run_tune
+    from .tuning.render import render_summary
     from .tuning.space import parse_batch_sizes
 
     _launch_if_needed("tune", parallel, nproc_per_node)
-    progress = _TuneProgress()
-    settings = dict(strategy=strategy, seed=seed, max_trials=max_trials, time_budget_s=time_budget,
+    progress = TuneDisplay()
+    settings: dict[str, Any] = dict(strategy=strategy, seed=seed, max_trials=max_trials, time_budget_s=time_budget,
                     trial_timeout_s=timeout, tolerance=tolerance, steps=steps, global_batch=global_batch,
                     batch_sizes=parse_batch_sizes(batch_sizes) if batch_sizes is not None else None,
                     parallel=parallel, collective_timeout_s=collective_timeout)
@@ -407,42 +407,24 @@ def tune(model: str | None, example: str | None, device: str, out: str | None, r
                      "collective_timeout_s": "collective_timeout"}
         settings = {k: v for k, v in settings.items() if option_of.get(k, k) in typed}
     try:
-        result = run_tune(model, example=example, device=device, out=out, resume=resume, on_event=progress,
+        result = run_tune(workload, device=device, out=out, resume=resume, on_event=progress,
                           **settings)
     except KeyboardInterrupt:
-        progress.line.done()
+        progress.stop()
         where = f" --out {out}" if out else ""
         click.echo(f"interrupted: the run directory is consistent; continue with `amp-advisor tune --resume{where}`",
                    err=True)
         sys.exit(130)
-    progress.line.done()
+    finally:
+        progress.stop()
     if result is None:
         return  # a rank other than 0: rank 0 reports the run
-    rec = result.recommendation
-    click.echo(f"{result.trials_run} trials in {result.wall_s:.0f} s ({result.stopped_because}); "
-               f"run directory: {result.out_dir}")
-    if result.report is not None:
-        click.echo(f"report: {result.report.html}  (and report.md)")
-    else:
+    print_out(render_summary(result))
+    if result.report is None:
         click.echo(f"report not written ({result.report_error}); retry with `amp-advisor report {result.out_dir}`",
                    err=True)
-    if rec is None:
-        click.echo("no configuration ran cleanly: see the report or trials.csv for why")
+    if result.recommendation is None:
         sys.exit(1)
-    m = rec.measured
-    speedup = f", {m.speedup_vs_fp32:.2f}x fp32 at the same batch" if m.speedup_vs_fp32 else ""
-    if m.speedup_vs_best_fp32 and rec.dtype is not Dtype.FP32:
-        speedup += f", {m.speedup_vs_best_fp32:.2f}x the best fp32"
-    accum = f" x {rec.grad_accumulation_steps} accumulation" if rec.grad_accumulation_steps > 1 else ""
-    click.echo(f"recommendation: {rec.dtype}, batch {rec.batch_size}{accum}, {m.samples_per_s:.1f} samples/s{speedup}")
-    if rec.trials():
-        click.echo(f"  measured in trials {', '.join(map(str, rec.trials()))}"
-                   + (" (interleaved confirmation rounds)" if (rec.evidence or {}).get("confirmed") else ""))
-    if rec.scaler.enabled:
-        click.echo(f"  GradScaler(init_scale={rec.scaler.init_scale:g}, growth_interval={rec.scaler.growth_interval})")
-    click.echo(f"  why: {rec.why}")
-    for note in result.notes:
-        click.echo(f"  note: {note}")
 
 
 @cli.command()
@@ -462,6 +444,28 @@ def report(run_dir: str) -> None:
     click.echo(f"wrote {files.html} and {files.markdown} ({len(files.plots)} plots in {plots_dir})")
     for missing in files.missing:
         click.echo(f"  partial: {missing}", err=True)
+
+
+@cli.command()
+@click.argument("run_dirs", metavar="RUN_DIR RUN_DIR...", nargs=-1, type=click.Path(path_type=str))
+@click.option("--out", type=click.Path(path_type=str), metavar="FILE",
+              help="The HTML page to write [default: reports/<timestamp>-compare.html].")
+@click.option("--force", is_flag=True, help="Compare runs of different workloads anyway (their figures do not "
+                                           "compare: say why you want it).")
+@debug_option
+def compare(run_dirs: tuple[str, ...], out: str | None, force: bool) -> None:
+    """Put tune runs side by side: the same workload on two machines, or before and after a change.
+
+    Prints the device, the recommendation, its speedup vs fp32, samples/s per configuration and
+    memory of every run, and writes one self-contained HTML page with a comparison plot (the
+    conventions of report.html). Runs of different workloads are refused unless --force.
+    """
+    from .report.compare import compare as run_compare
+    from .report.compare import render_comparison, write_comparison
+
+    comparison = run_compare(list(run_dirs), force=force)
+    print_out(render_comparison(comparison))
+    click.echo(f"page: {write_comparison(comparison, out)}")
 
 
 @cli.command()

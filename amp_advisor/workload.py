@@ -1,4 +1,6 @@
-"""The workload contract: a plain model.py loaded by path (or a built-in example).
+"""The workload contract: a plain model.py loaded by path (or a built-in example), a module or
+object named by a `module:attr` import string, or a Hugging Face architecture (hf.py); how each is
+given is workload_source.py.
 
 | name                               | required | default                                      |
 |------------------------------------|----------|----------------------------------------------|
@@ -8,13 +10,16 @@
 | build_optimizer(params) -> Optim   | no       | torch.optim.AdamW(params, lr=1e-3)           |
 
 `check_source` only parses (it never runs user code) and is what the parent process uses; `load`
-imports the file and belongs in the worker process, where a crash or a hang is contained.
+imports the file (or module, or builds the model) and belongs in the worker process, where a
+crash or a hang is contained.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
+import os
 import sys
 from dataclasses import dataclass
 from importlib import resources
@@ -59,19 +64,54 @@ def check_source(path: str | Path) -> Path:
 
 @dataclass(frozen=True)
 class Workload:
-    path: Path
+    label: str  # names the workload in messages: the file, the import string, the architecture
     build_model: Callable[[], Any]
     make_batch: Callable[[int, Any], Any]
     loss_fn: Callable[[Any, Any], Any]
     build_optimizer: Callable[[Any], Any]
     custom_loss: bool
+    path: Path | None = None  # the source file, when there is one: a traceback's line in it is shown
+    architecture: str | None = None  # a description of the model, when the workload knows one (hf)
 
-    @property
-    def name(self) -> str:
-        return self.path.stem
+    @classmethod
+    def providing(cls, provider: Any, label: str, path: Path | None) -> "Workload":
+        """The contract's names, read off a module or any object that has them."""
+        missing = [name for name in REQUIRED if not callable(getattr(provider, name, None))]
+        if missing:
+            raise WorkloadError(
+                f"{label}: missing {' and '.join(missing)}; a workload defines build_model() -> nn.Module "
+                "and make_batch(batch_size, device)"
+            )
+        custom_loss = callable(getattr(provider, "loss_fn", None))
+        return cls(
+            label=label,
+            build_model=provider.build_model,
+            make_batch=provider.make_batch,
+            loss_fn=provider.loss_fn if custom_loss else default_loss_fn,
+            build_optimizer=getattr(provider, "build_optimizer", None) or default_optimizer,
+            custom_loss=custom_loss,
+            path=path,
+        )
 
 
-def load(path: str | Path) -> Workload:
+def load(ref: str | os.PathLike) -> Workload:
+    """The workload a ref names (workload_source.py), imported or built here: in the worker."""
+    from .workload_source import Kind, WorkloadSource
+
+    ref = os.fspath(ref)
+    source = WorkloadSource.from_ref(ref)
+    if source.kind is Kind.MODULE:
+        return load_import_string(source.target, source.search_path)
+    if source.kind is Kind.HF:
+        assert source.hf is not None
+        built = source.hf.build()
+        return Workload(label=source.shown(), build_model=built.build_model, make_batch=built.make_batch,
+                        loss_fn=default_loss_fn, build_optimizer=default_optimizer, custom_loss=False,
+                        architecture=built.describe())
+    return load_file(ref)
+
+
+def load_file(path: str | Path) -> Workload:
     """Import the workload file (runs its top-level code) and check the contract's names."""
     path = check_source(path)
     if str(path.parent) not in sys.path:
@@ -86,21 +126,33 @@ def load(path: str | Path) -> Workload:
         spec.loader.exec_module(module)
     except Exception as exc:
         raise WorkloadError(f"{path}: importing it raised {type(exc).__name__}: {exc}") from exc
-    missing = [name for name in REQUIRED if not callable(getattr(module, name, None))]
-    if missing:
-        raise WorkloadError(
-            f"{path}: missing {' and '.join(missing)}; a workload defines build_model() -> nn.Module "
-            "and make_batch(batch_size, device)"
-        )
-    custom_loss = callable(getattr(module, "loss_fn", None))
-    return Workload(
-        path=path,
-        build_model=module.build_model,
-        make_batch=module.make_batch,
-        loss_fn=module.loss_fn if custom_loss else default_loss_fn,
-        build_optimizer=getattr(module, "build_optimizer", None) or default_optimizer,
-        custom_loss=custom_loss,
-    )
+    return Workload.providing(module, str(path), path)
+
+
+def load_import_string(target: str, search_path: str = "") -> Workload:
+    """`pkg.mod:attr` (uvicorn's convention): import the module (from `search_path` first, the
+    directory the command ran in), follow the dotted attribute, check it provides the contract."""
+    module_name, _, attr = target.partition(":")
+    if search_path and search_path not in sys.path:
+        sys.path.insert(0, search_path)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        where = f" (searched {search_path} and the installed packages)" if search_path else ""
+        if exc.name and module_name.startswith(exc.name):
+            raise WorkloadError(f"{target}: no module named {exc.name!r}{where}; expected an importable "
+                                "module, as in mypkg.workloads:gpt") from None
+        raise WorkloadError(f"{target}: importing {module_name} raised ModuleNotFoundError: {exc}") from exc
+    except Exception as exc:
+        raise WorkloadError(f"{target}: importing {module_name} raised {type(exc).__name__}: {exc}") from exc
+    provider: Any = module
+    for part in attr.split("."):
+        if not hasattr(provider, part):
+            raise WorkloadError(f"{target}: {module_name} has no attribute {attr!r}; expected a module or object "
+                                "providing build_model and make_batch")
+        provider = getattr(provider, part)
+    file = getattr(provider, "__file__", None) or getattr(module, "__file__", None)
+    return Workload.providing(provider, target, Path(file).resolve() if file else None)
 
 
 def default_optimizer(params):
@@ -131,7 +183,7 @@ def default_loss_fn(model, batch):
     )
 
 
-def check_batch(path: Path, batch: Any, device: Any) -> None:
+def check_batch(label: str, batch: Any, device: Any) -> None:
     """make_batch must return a tensor, a tuple/list of them, or a dict, on the requested device."""
     import torch
 
@@ -143,28 +195,28 @@ def check_batch(path: Path, batch: Any, device: Any) -> None:
         tensors = [t for t in batch.values() if isinstance(t, torch.Tensor)]
     else:
         raise WorkloadError(
-            f"{path}: make_batch returned {type(batch).__name__}; expected a Tensor, a tuple/list of "
+            f"{label}: make_batch returned {type(batch).__name__}; expected a Tensor, a tuple/list of "
             "tensors, or a dict of tensors"
         )
     if not tensors:
-        raise WorkloadError(f"{path}: make_batch returned a {type(batch).__name__} with no tensors in it")
+        raise WorkloadError(f"{label}: make_batch returned a {type(batch).__name__} with no tensors in it")
     wrong = {str(t.device) for t in tensors if t.device.type != torch.device(device).type}
     if wrong:
         raise WorkloadError(
-            f"{path}: make_batch returned tensors on {', '.join(sorted(wrong))}, expected {device}: "
+            f"{label}: make_batch returned tensors on {', '.join(sorted(wrong))}, expected {device}: "
             "create them on the `device` argument"
         )
 
 
-def check_loss(path: Path, loss: Any) -> None:
+def check_loss(label: str, loss: Any) -> None:
     import torch
 
     if not isinstance(loss, torch.Tensor):
-        raise WorkloadError(f"{path}: loss_fn returned {type(loss).__name__}; expected a scalar tensor")
+        raise WorkloadError(f"{label}: loss_fn returned {type(loss).__name__}; expected a scalar tensor")
     if loss.numel() != 1:
         raise WorkloadError(
-            f"{path}: loss_fn returned a tensor of shape {tuple(loss.shape)}; expected a scalar "
+            f"{label}: loss_fn returned a tensor of shape {tuple(loss.shape)}; expected a scalar "
             "(reduce it, e.g. with .mean())"
         )
     if not loss.requires_grad:
-        raise WorkloadError(f"{path}: the loss does not require grad: is the model's output detached?")
+        raise WorkloadError(f"{label}: the loss does not require grad: is the model's output detached?")

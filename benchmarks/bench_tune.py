@@ -18,7 +18,7 @@ only: no batch size makes up a 4x gap on a CPU, and a full sweep of it would tak
    fp16 overflows: tune completes, records the failures, and recommends a configuration that
    avoids them.
 
-Usage: python benchmarks/bench_tune.py [--workloads transformer,convnet,mlp,hf_bert] [--rounds 3]
+Usage: python benchmarks/bench_tune.py [--workloads transformer,convnet,mlp,hf_bert,hf_gpt2] [--rounds 3]
                                        [--keep DIR] [--faults]
 """
 
@@ -46,7 +46,9 @@ WORKLOADS = {
     "convnet": ROOT / "amp_advisor" / "examples" / "convnet.py",
     "mlp": ROOT / "amp_advisor" / "examples" / "mlp.py",
     "hf_bert": ROOT / "benchmarks" / "workloads" / "hf_bert.py",
+    "hf_gpt2": ROOT / "benchmarks" / "workloads" / "hf_gpt2.py",  # the oracle's copy of --hf gpt2
 }
+TUNE_ARGS = {"hf_gpt2": ["--hf", "gpt2"]}  # tuned as a user would name it, not through the oracle's file
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}  # the oracle's own dtype table
 HOPELESS = 0.25  # below this fraction of fp32 at the smallest batch: measured there only
 
@@ -145,7 +147,7 @@ def tune(name: str, path: Path, out: Path, launcher: tuple[str, ...] = (sys.exec
     """`amp-advisor tune` with the defaults, run by `launcher` (python, or torchrun with `extra`
     options such as --parallel)."""
     cmd = [*launcher, "-m", "amp_advisor", "tune", "--out", str(out), *extra]
-    cmd += ["--example", name] if path.parent.name == "examples" else [str(path)]
+    cmd += TUNE_ARGS.get(name) or (["--example", name] if path.parent.name == "examples" else [str(path)])
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     wall = time.perf_counter() - start
@@ -207,6 +209,10 @@ def main() -> None:
             path = WORKLOADS[name]
             out = root / f"{name}-{time.strftime('%H%M%S')}"
             rec, run, trials, wall = tune(name, path, out)
+            tuned = next((t["result"]["parameters"] for t in trials if t["result"].get("parameters")), None)
+            own = sum(p.numel() for p in load_module(path).build_model().parameters())
+            if tuned is not None and tuned != own:  # e.g. --hf gpt2 and the oracle's copy of it
+                raise SystemExit(f"{name}: the tuner's model has {tuned} parameters, the oracle's {own}: not one model")
             space = run["context"]["space"]
             measured = oracle(path, space["dtypes"], space["batch_sizes"], args.rounds, args.min_run_time)
             rows.append((name, rec, run, trials, wall, space, measured))

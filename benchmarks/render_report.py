@@ -1,9 +1,10 @@
-"""Render a run's report.html in a real headless Chromium: a screenshot to look at, and a layout
+"""Render a run's report.html (or another page amp-advisor writes: `compare`'s) in a real headless Chromium: a screenshot to look at, and a layout
 check that prints a table (page width vs viewport, elements sticking out of the page, images
 that failed to decode, overlapping figures, tables that need sideways scrolling). Exit code 1
 when any is found (a table may scroll below 1200 px wide).
 
     python benchmarks/render_report.py reports/examples/cpu/transformer --out /tmp/shots
+    python benchmarks/render_report.py reports/20261124-compare.html --out /tmp/shots
 
 Needs Debian's chromium (`apt-get install chromium`); pass --chromium for another binary.
 The page is loaded from a file:// URL with the network off: a page that needed the network
@@ -55,7 +56,7 @@ window.addEventListener("load", function () {
   var table = document.querySelector("table.sortable");
   if (table) {
     var heads = Array.prototype.slice.call(table.querySelectorAll("th"));
-    var col = heads.findIndex(function (th) { return th.textContent.trim() === "samples/s"; });
+    var col = heads.findIndex(function (th) { return /samples\/s$/.test(th.textContent.trim()); });
     heads[col].click();
     out.sorted_column = Array.prototype.map.call(table.tBodies, function (b) {
       return b.rows[0].cells[col].getAttribute("data-sort"); });
@@ -101,12 +102,12 @@ def screenshot(binary: str, page: Path, width: int, height: int, out: Path) -> N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=Path, help="a run directory (its report.html) or an HTML page")
     parser.add_argument("--out", type=Path, default=Path("/tmp/report-shots"))
     parser.add_argument("--widths", default="1280,820", help="viewport widths to check, comma-separated")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     args = parser.parse_args()
-    page = (args.run_dir / "report.html").resolve()
+    page = (args.run_dir if args.run_dir.suffix == ".html" else args.run_dir / "report.html").resolve()
     if not page.exists():
         sys.exit(f"{page}: no report.html; run `amp-advisor report {args.run_dir}` first")
     if not Path(args.chromium).exists():
@@ -118,7 +119,7 @@ def main() -> None:
     failed = False
     for width in (int(w) for w in args.widths.split(",")):
         result = check_layout(args.chromium, page, width)
-        shot = args.out / f"report-{width}.png"
+        shot = args.out / f"{page.stem}-{width}.png"
         screenshot(args.chromium, page, width, result["page_height"], shot)  # the whole page
         sticking = ", ".join(sorted(set(result["sticking_out"]))[:6]) or "none"
         print(f"{width:>6} {result['page_width']:>10} {result['images']:>6} {result['broken_images']:>6} "

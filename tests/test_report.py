@@ -20,7 +20,7 @@ from amp_advisor.tuning.store import RunStore
 from tests.fakes import GPU_RATES, SyntheticWorker, run_tuner
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SECTIONS = ("Recommendation", "Hardware", "Speed and memory", "Numerics", "Search and its cost", "Trials",
+SECTIONS = ("Recommendation", "Workload", "Hardware", "Speed and memory", "Numerics", "Search and its cost", "Trials",
             "Caveats and notes")
 
 

@@ -68,7 +68,7 @@ def test_two_ranks_tune_and_rank_0_alone_writes_one_run(parallel, tmp_path):
     proc = _torchrun(["tune", "--example", "mlp", "--parallel", parallel, "--out", str(run), "--max-trials", "4",
                       *SMALL], mark)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("recommendation:") == 1  # rank 0 alone reports
+    assert proc.stdout.count("\nrecommendation ") == 1  # rank 0 alone reports
     rec = Recommendation.load(run, check_hardware=False)
     assert rec.distributed.parallel == parallel and rec.distributed.world_size == 2
     assert rec.distributed.global_batch == 2 * rec.batch_size * rec.grad_accumulation_steps
@@ -127,7 +127,7 @@ def test_two_nodes_on_one_machine_meet_through_a_c10d_rendezvous(tmp_path):
     nodes = [node(0), node(1)]
     outputs = [n.communicate(timeout=400) for n in nodes]
     assert [n.returncode for n in nodes] == [0, 0], [o[1][-2000:] for o in outputs]
-    assert sum(o[0].count("recommendation:") for o in outputs) == 1
+    assert sum(o[0].count("\nrecommendation ") for o in outputs) == 1
     rec = Recommendation.load(run, check_hardware=False)
     assert rec.distributed.world_size == 2
     _nothing_left(mark)

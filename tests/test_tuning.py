@@ -354,17 +354,51 @@ def test_what_is_recommended_is_what_was_measured_tf32(tmp_path, profile, tf32_f
     assert measured == {rec.tf32}
 
 
-def test_the_progress_never_counts_past_its_total(tmp_path, monkeypatch):
-    from amp_advisor.cli import _TuneProgress
+def test_the_live_table_renders_on_a_terminal_and_never_counts_past_a_phase(tmp_path):
+    """rich's own capture stands in for a terminal: the bar, every trial's row, the best marked."""
+    import io
 
+    from rich.console import Console
+
+    from amp_advisor.console import TuneDisplay
+
+    screen = io.StringIO()
+    display = TuneDisplay(console=Console(file=screen, force_terminal=True, width=140, color_system=None))
     seen = []
-    progress = _TuneProgress()
-    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
-    progress.line = seen.append
-    run_tuner(tmp_path, SyntheticWorker(GPU_RATES), batch_sizes=(16, 32, 64), on_event=progress)
-    counts = [line.split("] ")[1].split(" ")[0] for line in seen]
-    assert counts and all(int(done) <= int(total) for done, total in (c.split("/") for c in counts))
-    assert any(line.startswith("confirm") for line in seen)
+
+    def on_event(event):
+        display(event)
+        seen.append((display.phase, display.done_in_phase, display.planned))
+
+    result, _ = run_tuner(tmp_path, SyntheticWorker(GPU_RATES), batch_sizes=(16, 32, 64), on_event=on_event)
+    display.stop()
+    assert all(done <= planned for _, done, planned in seen)  # each phase plans its own trials
+    assert "confirm" in {phase for phase, _, _ in seen}
+    final = screen.getvalue().rsplit("\x1b[2K", 1)[-1]  # the last frame: the whole table stays
+    assert "best so far" in final and "samples/s" in final and "budget" in final
+    for record in result.records:
+        assert f"{record.number:>2}   {record.role.value}" in final or f"{record.number}   {record.role.value}" in final
+    assert "\x1b[" in screen.getvalue()  # drawn in place
+
+
+def test_off_a_terminal_each_trial_is_one_plain_line(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from amp_advisor.console import TuneDisplay
+
+    log = io.StringIO()
+    display = TuneDisplay(console=Console(file=log, force_terminal=False, width=100))
+    result, _ = run_tuner(tmp_path, SyntheticWorker(GPU_RATES), batch_sizes=(16, 32), on_event=display)
+    display.stop()
+    lines = log.getvalue().splitlines()
+    trial_lines = [line for line in lines if line.startswith("trial ")]
+    assert len(trial_lines) == len(result.records)
+    assert "\x1b[" not in log.getvalue()
+    first = result.records[0]
+    assert trial_lines[0] == (f"trial 1 ({first.role.value}): {first.candidate.label}: ok, "
+                              f"{first.result.samples_per_s:.1f} samples/s")
 
 
 # ------------------------------------------------------------------- numerics repaired by islands

@@ -24,8 +24,8 @@ def test_examples_ship_with_the_package_and_follow_the_contract():
         workload = load(example_path(name))
         model = workload.build_model()
         batch = workload.make_batch(2, "cpu")
-        check_batch(workload.path, batch, "cpu")
-        check_loss(workload.path, workload.loss_fn(model, batch))
+        check_batch(workload.label, batch, "cpu")
+        check_loss(workload.label, workload.loss_fn(model, batch))
 
 
 def test_unknown_example_lists_the_known_ones():
@@ -84,18 +84,18 @@ def test_default_loss_uses_output_loss_attribute_and_refuses_tensors():
 )
 def test_bad_batches(batch, message):
     with pytest.raises(WorkloadError, match=message):
-        check_batch(Path("m.py"), batch, "cpu")
+        check_batch("m.py", batch, "cpu")
 
 
 def test_batch_on_the_wrong_device_is_explained():
     with pytest.raises(WorkloadError, match="tensors on cpu, expected cuda:0: create them on the `device`"):
-        check_batch(Path("m.py"), torch.ones(2), "cuda:0")
+        check_batch("m.py", torch.ones(2), "cuda:0")
 
 
 def test_bad_losses():
     with pytest.raises(WorkloadError, match=r"shape \(2, 4\); expected a scalar"):
-        check_loss(Path("m.py"), torch.ones(2, 4, requires_grad=True))
+        check_loss("m.py", torch.ones(2, 4, requires_grad=True))
     with pytest.raises(WorkloadError, match="returned float"):
-        check_loss(Path("m.py"), 1.0)
+        check_loss("m.py", 1.0)
     with pytest.raises(WorkloadError, match="does not require grad"):
-        check_loss(Path("m.py"), torch.tensor(1.0))
+        check_loss("m.py", torch.tensor(1.0))

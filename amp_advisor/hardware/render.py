@@ -1,7 +1,13 @@
-"""Turn a HardwareProfile into text a person reads in a terminal. Returns strings; never prints."""
+"""Turn a HardwareProfile into what a person reads in a terminal: rich renderables (tables for
+the per-dtype verdicts). Returns them; never prints."""
 
 from __future__ import annotations
 
+from rich.console import Group, RenderableType
+from rich.padding import Padding
+from rich.text import Text
+
+from ..console import grid
 from ..dtypes import Dtype
 from .model import CpuIdentity, DeviceProfile, GpuIdentity, HardwareProfile, MpsIdentity
 
@@ -24,17 +30,6 @@ def _tflops(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:.3g}" if value < 100 else f"{value:.0f}"
-
-
-def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for j, row in enumerate(rows):
-        cells = [c.ljust(w) for c, w in zip(row[:-1], widths[:-1])] + [row[-1]]
-        lines.append(indent + "  ".join(cells).rstrip())
-        if j == 0:
-            lines.append(indent + "  ".join("-" * w for w in widths[:-1]) + "  " + "-" * min(widths[-1], 40))
-    return lines
 
 
 def _identity_lines(dev: DeviceProfile) -> list[str]:
@@ -69,16 +64,18 @@ def _identity_lines(dev: DeviceProfile) -> list[str]:
     return []
 
 
-def render_device(dev: DeviceProfile) -> str:
+def render_device(dev: DeviceProfile) -> RenderableType:
     title = dev.torch_device if dev.name is None else f"{dev.torch_device}  {dev.name}"
-    lines = [title, *_identity_lines(dev), ""]
     header = ["dtype", "supported", "fast", "peak TFLOP/s"]
     if dev.measured is not None:
         header += ["measured TFLOP/s", "vs fp32"]
-    rows = [header + ["why"]]
+    table = grid(*header, "why")
+    for column in table.columns[3:-1]:
+        column.justify = "right"
     for dtype in Dtype:
         verdict = dev.dtypes[dtype]
-        row = [str(dtype), _fmt(verdict.supported), _fmt(verdict.fast), _tflops(dev.peak_tflops(dtype))]
+        fast = Text(_fmt(verdict.fast), style="green" if verdict.fast else "")
+        row: list[RenderableType] = [str(dtype), _fmt(verdict.supported), fast, _tflops(dev.peak_tflops(dtype))]
         if dev.measured is not None:
             m = dev.measured.get(dtype)
             if m is None or m.tflops is None:
@@ -86,22 +83,20 @@ def render_device(dev: DeviceProfile) -> str:
             else:
                 ratio = f"{m.relative_to_fp32:.3g}x" if m.relative_to_fp32 is not None else "-"
                 row += [f"{_tflops(m.tflops)} (n={m.n})", ratio]
-        rows.append(row + [verdict.why])
-    lines += _table(rows)
-    lines += ["", f"  suggested dtype: {dev.suggested_dtype}  ({dev.suggested_why})"]
+        table.add_row(*row, verdict.why)
+    lines = [f"suggested dtype: {dev.suggested_dtype}  ({dev.suggested_why})"]
     if dev.peak is not None:
-        lines.append(f"  peak rates: {dev.peak.name}, dense; source: {dev.peak.source}")
+        lines.append(f"peak rates: {dev.peak.name}, dense; source: {dev.peak.source}")
     for m in (dev.measured or {}).values():
         if m.warning:
-            lines.append(f"  note: {m.dtype} benchmark {m.warning}")
-    for note in dev.notes:
-        lines.append(f"  note: {note}")
-    for field, reason in dev.unknown.items():
-        lines.append(f"  could not read {field}: {reason}")
-    return "\n".join(lines)
+            lines.append(f"note: {m.dtype} benchmark {m.warning}")
+    lines += [f"note: {note}" for note in dev.notes]
+    lines += [f"could not read {field}: {reason}" for field, reason in dev.unknown.items()]
+    return Group(Text(title, style="bold"), *(Text(line) for line in _identity_lines(dev)), Text(""),
+                 Padding(table, (0, 0, 0, 2), expand=False), Text(""), *(Text("  " + line) for line in lines))
 
 
-def render_profile(profile: HardwareProfile) -> str:
+def render_profile(profile: HardwareProfile) -> RenderableType:
     torch_line = f"torch {profile.torch_version}"
     if profile.torch_cuda_version:
         torch_line += f" (CUDA {profile.torch_cuda_version})"
@@ -110,7 +105,8 @@ def render_profile(profile: HardwareProfile) -> str:
     else:
         torch_line += " (CPU-only build)"
     host = profile.hostname or "this machine"
-    parts = [f"amp-advisor probe · {host} · {torch_line} · Python {profile.python_version}"]
-    parts += [f"note: {n}" for n in profile.notes]
-    parts += [render_device(d) for d in profile.devices]
-    return "\n\n".join(parts)
+    parts: list[RenderableType] = [Text(f"amp-advisor probe · {host} · {torch_line} · Python {profile.python_version}")]
+    parts += [Text(f"note: {n}") for n in profile.notes]
+    for device in profile.devices:
+        parts += [Text(""), render_device(device)]
+    return Group(*parts)

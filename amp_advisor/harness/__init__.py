@@ -6,27 +6,25 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Callable
 
 from ..diagnosis import DEFAULT_STEPS, Diagnosis, DiagnoseSpec
 from ..distributed.policy import DEFAULT_COLLECTIVE_TIMEOUT_S, FULL_COMM
 from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_NAMES, Dtype
 from ..errors import BadInputError
-from ..workload import check_source, example_path
+from ..hf import HfSpec
+from ..workload_source import WorkloadSource
 from .trial import TrialResult, TrialSpec
 from .worker import Worker
 
 __all__ = ["bench", "diagnose", "resolve_workload", "TrialSpec", "TrialResult", "Worker"]
 
 
-def resolve_workload(model: str | os.PathLike | None, example: str | None) -> Path:
-    """A model.py path or a built-in example name -> the file, checked without running it."""
-    if model is not None and example is None:
-        return check_source(Path(model))
-    if example is not None and model is None:
-        return check_source(example_path(example))
-    raise BadInputError("give a model.py path or --example NAME (exactly one of them)")
+def resolve_workload(model: str | os.PathLike | WorkloadSource | None, example: str | None = None,
+                     hf: HfSpec | None = None) -> WorkloadSource:
+    """A model.py path, a module:attr import string, a built-in example name or a Hugging Face
+    spec -> where the workload comes from, checked without running any of it."""
+    return WorkloadSource.given(model, example, hf)
 
 
 def _training_dtype(dtype: str | Dtype) -> Dtype:
@@ -37,9 +35,10 @@ def _training_dtype(dtype: str | Dtype) -> Dtype:
 
 
 def diagnose(
-    model: str | os.PathLike | None = None,
+    model: str | os.PathLike | WorkloadSource | None = None,
     *,
     example: str | None = None,
+    hf: HfSpec | None = None,
     dtype: str | Dtype = "fp16",
     batch_size: int = 8,
     device: str = "auto",
@@ -56,7 +55,7 @@ def diagnose(
     (`Diagnosis.culprits()`, each with its advice). `fp32_modules`: islands to run with, to check
     that the advice fixes it. A workload that breaks the contract, or an island naming no module,
     raises BadInputError; a model that raises or hangs, DiagnoseError."""
-    path = resolve_workload(model, example)
+    source = resolve_workload(model, example, hf)
     dtype = _training_dtype(dtype)
     if not dtype.autocasts:
         raise BadInputError(f"diagnose compares a reduced precision with fp32: --dtype fp16 or bf16, not {dtype}")
@@ -66,7 +65,7 @@ def diagnose(
         worker.spawn()
         if device == "auto":
             device = worker.wait_ready()["default_device"]
-        spec = DiagnoseSpec(str(path), dtype, batch_size, device, steps, init_scale, growth_interval, seed,
+        spec = DiagnoseSpec(source.ref, dtype, batch_size, device, steps, init_scale, growth_interval, seed,
                             tuple(fp32_modules))
         return worker.diagnose(spec)
     finally:
@@ -75,9 +74,10 @@ def diagnose(
 
 
 def bench(
-    model: str | os.PathLike | None = None,
+    model: str | os.PathLike | WorkloadSource | None = None,
     *,
     example: str | None = None,
+    hf: HfSpec | None = None,
     dtype: str | Dtype = "fp32",
     batch_size: int,
     device: str = "auto",
@@ -95,7 +95,8 @@ def bench(
     comm: str = "",
     collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S,
 ) -> TrialResult | None:
-    """Train `model` (a model.py path, or `example=`) for `steps` measured steps and report.
+    """Train `model` (a model.py path or a module:attr import string; or `example=`, or `hf=` a
+    Hugging Face architecture) for `steps` measured steps and report.
 
     Failures of the model (oom, timeout, crash, nonfinite, error) come back as the result's
     `status`; a workload that breaks the contract, or a dtype the device cannot run, raises
@@ -107,7 +108,7 @@ def bench(
     from ..distributed.env import rank_env
 
     rank = rank_env(parallel, "bench")
-    path = resolve_workload(model, example)
+    source = resolve_workload(model, example, hf)
     dtype = _training_dtype(dtype)
     own = worker is None
     runner: Any = worker  # a Worker, or every rank's (RankWorkers) under torchrun
@@ -123,7 +124,7 @@ def bench(
         if device == "auto":
             device = runner.wait_ready()["default_device"]
         spec = TrialSpec(
-            workload=str(path), dtype=dtype, batch_size=batch_size, device=device, steps=steps,
+            workload=source.ref, dtype=dtype, batch_size=batch_size, device=device, steps=steps,
             warmup_steps=warmup_steps, init_scale=init_scale, growth_interval=growth_interval,
             grad_accum=grad_accum, compare_fp32=compare_fp32, seed=seed, timeout_s=timeout,
             parallel=parallel, comm=comm or (FULL_COMM if parallel else ""),

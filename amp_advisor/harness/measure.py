@@ -82,7 +82,7 @@ class TrainingStep:
             with self.amp.autocast():
                 loss = self.workload.loss_fn(self.model, self._batch())
             if not self._checked:
-                check_loss(self.workload.path, loss)
+                check_loss(self.workload.label, loss)
                 self._checked = True
             self.amp.backward(loss)
             self.amp.step(self.optimizer)  # steps on the last micro-batch
@@ -148,7 +148,7 @@ def make_batches(workload: Workload, spec: TrialSpec, device: torch.device, rank
     torch.manual_seed(spec.seed + RANK_SEED_STRIDE * rank)
     n_batches = min(MAX_DISTINCT_BATCHES, spec.grad_accum * (spec.warmup_steps + spec.steps))
     batches = [workload.make_batch(spec.batch_size, device) for _ in range(n_batches)]
-    check_batch(workload.path, batches[0], device)
+    check_batch(workload.label, batches[0], device)
     return batches
 
 
@@ -173,7 +173,9 @@ def _local(grad: torch.Tensor | None) -> torch.Tensor | None:
     return grad.to_local() if grad is not None and hasattr(grad, "to_local") else grad
 
 
-def _where_in_workload(exc: BaseException, path: Path) -> str:
+def _where_in_workload(exc: BaseException, path: Path | None) -> str:
+    if path is None:
+        return ""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename) == path]
     return f" (at {path.name}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
 
@@ -189,6 +191,7 @@ class TrialRunner:
         self._references: dict[_ReferenceKey, tuple[float, list[float]]] = {}
         self._flops: dict[tuple, float | None] = {}
         self._last_heartbeat = 0.0
+        self._workload_path: Path | None = None  # the last trial's workload file: a traceback's line in it
 
     def _heartbeat(self, index: int) -> None:
         """Tell the parent the timed loop is moving, at most once a second: each message wakes
@@ -207,13 +210,13 @@ class TrialRunner:
 
     def run(self, spec: TrialSpec) -> TrialResult:
         start = time.perf_counter()
-        workload_path = Path(spec.workload)
+        self._workload_path = None
         try:
             result = self._run(spec)
         except BadInputError as exc:  # the workload broke the contract, or an island names no module
             result = failed(spec, Status.ERROR, str(exc), bad_input=True)
         except Exception as exc:  # anything the user's code raises is a recorded result
-            where = _where_in_workload(exc, workload_path)
+            where = _where_in_workload(exc, self._workload_path)
             kind = Status.OOM if is_oom(exc) else Status.ERROR
             comm = bool(spec.parallel) and is_comm_failure(exc)  # another rank stopped: not this one's fault
             result = failed(spec, kind, f"{type(exc).__name__}: {exc}{where}".strip(), comm_failure=comm)
@@ -241,6 +244,7 @@ class TrialRunner:
             group = ensure_group()
             rank, device = group.rank, torch.device(rank_device(spec.device, group))
         workload = load(spec.workload)
+        self._workload_path = workload.path
         warnings = []
         if not profile.dtypes[spec.dtype].fast:
             warnings.append(f"{spec.dtype} has no fast path on {spec.device}: {profile.dtypes[spec.dtype].why}")
@@ -250,6 +254,8 @@ class TrialRunner:
         tracker = tracker_for(device)
         tracker.start()
         model = seeded_model(workload, spec, device)
+        built: dict[str, Any] = {"architecture": workload.architecture or type(model).__name__,
+                 "parameters": sum(p.numel() for p in model.parameters())}
         initial_checksum = _checksum(model)
         warmup_losses: list[float] = []
         with tf32.scoped(tf32_on):
@@ -263,7 +269,7 @@ class TrialRunner:
                 if i == 0 and spec.abandon_after_s and seconds > spec.abandon_after_s:
                     tracker.stop()
                     return failed(spec, Status.PRUNED, pruned_reason(seconds, spec.abandon_after_s),
-                                  warnings=tuple(warnings), tf32=tf32_on)
+                                  warnings=tuple(warnings), tf32=tf32_on, **built)
             before = step.amp.stats()  # outside the clock: skips during warm-up are not the loop's
             loop = timed_loop(step, spec.steps, self._heartbeat)
         peak = tracker.stop()
@@ -329,6 +335,7 @@ class TrialRunner:
             grad_stats=stats,
             warnings=tuple(warnings),
             tf32=tf32_on,
+            **built,
         )
 
     def _remember_reference(self, key: "_ReferenceKey", checksum: float, losses: list[float]) -> None:

@@ -1,12 +1,19 @@
-"""A TrialResult as text for the terminal. Returns a string; never prints."""
+"""A TrialResult (a rich table of its figures) and a Diagnosis (text) for the terminal. Returns
+them; never prints."""
 
 from __future__ import annotations
 
 import math
 
+from rich.console import Group, RenderableType
+from rich.padding import Padding
+from rich.text import Text
+
+from ..console import count, facts
 from ..diagnosis import Diagnosis
 from ..dtypes import FP16_MAX
-from .trial import RankReport, TrialResult
+from ..workload_source import readable
+from .trial import RankReport, Status, TrialResult
 
 
 def _ms(seconds: float | None) -> str:
@@ -17,49 +24,53 @@ def _num(value: float | None, fmt: str = ".3g", unit: str = "") -> str:
     return "-" if value is None else f"{value:{fmt}}{unit}"
 
 
-def render_trial(result: TrialResult) -> str:
+def render_trial(result: TrialResult) -> RenderableType:
     spec = result.spec
-    head = (f"{result.status.upper()}  {spec.workload.rsplit('/', 1)[-1]}  {spec.dtype} on {spec.device}, "
+    head = (f"{result.status.upper()}  {_short(spec.workload)}  {spec.dtype} on {spec.device}, "
             f"batch {spec.batch_size}" + (f" x {spec.grad_accum} accumulated" if spec.grad_accum > 1 else ""))
     if spec.parallel:
         from ..distributed.policy import Parallel, describe
 
         policy = describe(Parallel(spec.parallel), spec.comm, spec.dtype)
         head += f" per rank x {len(result.ranks) or '?'} ranks; {policy}"
-    lines = [head]
+    table = facts()
     if result.error:
-        lines.append(f"  {result.error}")
+        table.add_row("error", result.error)
+    if result.architecture is not None:
+        size = f", {count(result.parameters)} parameters" if result.parameters is not None else ""
+        table.add_row("model", f"{result.architecture}{size}")
     t = result.step_time_s
     if t is not None:
-        lines.append(f"  step time     median {_ms(t.median)}, IQR {_ms(t.iqr)} "
-                     f"(min {_ms(t.min)}, max {_ms(t.max)}, {len(t.samples)} steps after {spec.warmup_steps} warm-up)")
-        lines.append(f"  throughput    {_num(result.samples_per_s, '.1f')} samples/s")
+        table.add_row("step time", f"median {_ms(t.median)}, IQR {_ms(t.iqr)} (min {_ms(t.min)}, max {_ms(t.max)}, "
+                                   f"{len(t.samples)} steps after {spec.warmup_steps} warm-up)")
+        table.add_row("throughput", f"{_num(result.samples_per_s, '.1f')} samples/s")
         gflop = _num(result.flops_per_step and result.flops_per_step / 1e9, ".3g")
-        work = f"  compute       {_num(result.tflops, '.3g')} TFLOP/s ({gflop} GFLOP/step)"
+        work = f"{_num(result.tflops, '.3g')} TFLOP/s ({gflop} GFLOP/step)"
         if result.mfu is not None:
             work += f", MFU {result.mfu:.1%} of {result.peak_tflops:g} peak"
-        lines.append(work)
+        table.add_row("compute", work)
     if result.peak_memory_bytes is not None:
-        lines.append(f"  peak memory   {result.peak_memory_bytes / 2**20:.1f} MiB ({result.memory_method})")
+        table.add_row("peak memory", f"{result.peak_memory_bytes / 2**20:.1f} MiB ({result.memory_method})")
     if result.losses:
-        lines.append(f"  loss          {result.losses[0]:.4g} -> {result.losses[-1]:.4g}")
+        table.add_row("loss", f"{result.losses[0]:.4g} -> {result.losses[-1]:.4g}")
     if result.loss_rel_diff_vs_fp32 is not None:
         compared = f"the first {len(result.fp32_losses)} steps (warm-up included)" if result.fp32_losses else "the run"
-        lines.append(f"  vs fp32       relative loss difference {result.loss_rel_diff_vs_fp32:.2e} over {compared}")
+        table.add_row("vs fp32", f"relative loss difference {result.loss_rel_diff_vs_fp32:.2e} over {compared}")
     if result.skipped_steps is not None:
-        lines.append(f"  loss scaling  {result.skipped_steps} skipped steps, final scale {result.final_loss_scale:g}")
+        table.add_row("loss scaling", f"{result.skipped_steps} skipped steps, final scale {result.final_loss_scale:g}")
     g = result.grad_stats
     if g is not None:
-        lines.append(f"  gradients     at scale {g.scale:g}: {g.underflow_fraction:.2%} would underflow in fp16, "
-                     f"{g.overflow_fraction:.2%} overflow; max |g| {g.max_abs:.3g}")
+        table.add_row("gradients", f"at scale {g.scale:g}: {g.underflow_fraction:.2%} would underflow in fp16, "
+                                   f"{g.overflow_fraction:.2%} overflow; max |g| {g.max_abs:.3g}")
     if result.ranks:
-        lines.append("  ranks         " + "; ".join(_rank_line(r) for r in result.ranks))
+        table.add_row("ranks", "; ".join(_rank_line(r) for r in result.ranks))
     for warning in result.warnings:
-        lines.append(f"  warning: {warning}")
+        table.add_row("warning", Text(warning, style="yellow"))
     if result.loop_overhead_fraction is not None:
-        lines.append(f"  (timed-loop overhead outside the steps: {result.loop_overhead_fraction:.3%}; "
-                     f"trial wall time {_num(result.wall_s, '.1f', ' s')})")
-    return "\n".join(lines)
+        table.add_row("", f"(timed-loop overhead outside the steps: {result.loop_overhead_fraction:.3%}; "
+                          f"trial wall time {_num(result.wall_s, '.1f', ' s')})")
+    style = "bold green" if result.status is Status.OK else "bold red"
+    return Group(Text(head, style=style), Padding(table, (0, 0, 0, 2), expand=False))
 
 
 def _rank_line(r: RankReport) -> str:
@@ -74,8 +85,8 @@ def _rank_line(r: RankReport) -> str:
 
 def render_diagnosis(d: Diagnosis, *, top: int = 8) -> str:
     """The culprits and their advice first, then the modules nearest fp16's limits."""
-    name = d.workload.rsplit("/", 1)[-1]
-    lines = [f"{name}: {d.dtype} on {d.device}, batch {d.batch_size}, {len(d.losses)} steps beside fp32"
+    source = readable(d.workload)
+    lines = [f"{_short(d.workload)}: {d.dtype} on {d.device}, batch {d.batch_size}, {len(d.losses)} steps beside fp32"
              + (f" (fp32 islands: {', '.join(d.fp32_modules)})" if d.fp32_modules else "")]
     bad = [i + 1 for i, x in enumerate(d.losses) if not math.isfinite(x)]
     if bad:
@@ -96,7 +107,8 @@ def render_diagnosis(d: Diagnosis, *, top: int = 8) -> str:
             lines.append(f"     {c.advice}")
         names = list(d.advised_islands())
         listed = ",".join(names)
-        lines.append(f"check the fix: amp-advisor diagnose {name} --dtype {d.dtype} --batch-size {d.batch_size} "
+        again = source.argument if source else d.workload
+        lines.append(f"check the fix: amp-advisor diagnose {again} --dtype {d.dtype} --batch-size {d.batch_size} "
                      f"--fp32-modules {listed}")
         lines.append(f"in training: MixedPrecision(\"{d.dtype}\", ..., fp32_modules={names!r}).prepare(model)")
     ranked = sorted(range(len(d.modules)), key=lambda m: -max(_finite(d.series(m, "ref_out_max")), default=0.0))
@@ -107,6 +119,11 @@ def render_diagnosis(d: Diagnosis, *, top: int = 8) -> str:
         drift = f"{err:8.2%}" if math.isfinite(err) else f"{'-':>8}"
         lines.append(f"  {d.modules[m][:48]:48s} {d.module_types[m][:18]:18s} |out| {peak:10.3g}   vs fp32 {drift}")
     return "\n".join(lines)
+
+
+def _short(ref: str) -> str:
+    source = readable(ref)
+    return source.short if source else ref
 
 
 def _finite(values: list[float]) -> list[float]:

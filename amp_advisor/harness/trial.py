@@ -189,7 +189,7 @@ class TrialResult:
     loop_overhead_fraction: float | None = None  # timed-loop time outside the steps / step time
     peak_memory_bytes: int | None = None
     memory_method: str | None = None
-    flops_per_step: float | None = None
+    flops_per_step: float | None = None  # forward + backward of one optimizer step (all micro-batches), one rank
     tflops: float | None = None
     mfu: float | None = None
     peak_tflops: float | None = None
@@ -204,6 +204,8 @@ class TrialResult:
     wall_s: float | None = None  # the whole trial as seen by the caller
     tf32: bool | None = None  # whether TF32 matmuls were on for the fp32 parts
     worker_pid: int | None = None
+    architecture: str | None = None  # the model: its class, or the workload's own description (hf)
+    parameters: int | None = None  # the model's parameter count
     # distributed trials (TrialSpec.parallel): this worker's failure came from the process group
     # (another rank stopped); in the merged result, every rank's side and the rank that failed
     comm_failure: bool = False
@@ -213,6 +215,13 @@ class TrialResult:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", Status(self.status))  # accept the plain string too
+
+    @property
+    def flops_per_sample(self) -> float | None:
+        """Training FLOPs (forward + backward) per sample, from the counted step (every rank's
+        step and samples in a distributed result)."""
+        samples = self.spec.samples_per_step * (len(self.ranks) or 1)
+        return self.flops_per_step / samples if self.flops_per_step else None
 
     @property
     def all_losses(self) -> tuple[float, ...]:

@@ -214,7 +214,7 @@ def run_diagnosis(spec: DiagnoseSpec, emit: Emit) -> Diagnosis:
     batches = []
     for _ in range(min(spec.steps, MAX_DISTINCT_BATCHES)):
         batch = workload.make_batch(spec.batch_size, device)
-        check_batch(workload.path, batch, device)
+        check_batch(workload.label, batch, device)
         batches.append(batch)
     amp = MixedPrecision(spec.dtype, device.type, init_scale=spec.init_scale, growth_interval=spec.growth_interval,
                          fp32_modules=spec.fp32_modules)
@@ -241,7 +241,7 @@ def run_diagnosis(spec: DiagnoseSpec, emit: Emit) -> Diagnosis:
                 with amp.autocast():
                     loss = workload.loss_fn(model, batch)
                 if step == 0:
-                    check_loss(workload.path, loss)
+                    check_loss(workload.label, loss)
                 amp.backward(loss)
             xray.begin("off")
             amp.step(optimizer)

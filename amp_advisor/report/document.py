@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Union
 
+from ..console import count
 from ..dtypes import Dtype
 from ..harness.trial import Status
 from ..snippets import torch_loop
@@ -122,10 +123,11 @@ def scale_text(value: float | None) -> str:
 def build(run: Run, plots: list[Plot]) -> Document:
     by_name = {p.name: p for p in plots}
     rec = run.recommendation
-    subtitle = (f"{run.settings.get('workload', 'unknown workload')} on {run.device_name} "
+    subtitle = (f"{run.workload} on {run.device_name} "
                 f"({run.settings.get('device', '?')}), run {run.state}")
     sections = (
         _answer(run),
+        _workload(run),
         _hardware(run),
         Section("measurements", "Speed and memory", tuple(
             Figure(by_name[n]) for n in ("throughput", "memory", "tflops"))),
@@ -207,6 +209,20 @@ def _answer(run: Run) -> Section:
              "--format lightning` (or accelerate, hf-trainer, deepspeed, toml)."),
     ]
     return Section("answer", "Recommendation", tuple(blocks))
+
+
+def _workload(run: Run) -> Section:
+    rows: list[tuple[str, str]] = [("given as", run.workload)]
+    built = run.architecture
+    if built is None:
+        return Section("workload", "Workload", (Facts(tuple(rows)), Para("No trial built the model.")))
+    unrecorded = "not recorded (runs before amp-advisor recorded the model)"
+    rows.append(("architecture", built.architecture or unrecorded))
+    rows.append(("parameters", count(built.parameters) if built.parameters is not None else unrecorded))
+    per_sample = built.flops_per_sample
+    rows.append(("FLOPs per sample", f"{per_sample / 1e9:.3g} GFLOP (forward + backward, counted by "
+                                     "torch.utils.flop_counter)" if per_sample else "not counted"))
+    return Section("workload", "Workload", (Facts(tuple(rows)),))
 
 
 def _hardware(run: Run) -> Section:

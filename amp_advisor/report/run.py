@@ -18,7 +18,8 @@ from ..errors import BadInputError
 from ..hardware.model import DeviceProfile
 from ..harness.memory import LinuxRssPeak
 from ..recommendation import Recommendation
-from ..harness.trial import Status
+from ..harness.trial import Status, TrialResult
+from ..workload_source import readable
 from ..diagnosis import Diagnosis
 from ..tuning.evidence import ConfigEvidence, Evidence
 from ..tuning.record import Role, TrialRecord
@@ -69,6 +70,23 @@ class Run:
     @property
     def context(self) -> dict[str, Any]:
         return self.info.get("context", {})
+
+    @property
+    def workload(self) -> str:
+        """The workload as the user gave it; a file relative to the run directory."""
+        ref = self.settings.get("workload")
+        if not ref:
+            return "unknown workload"
+        source = readable(ref)
+        return source.shown(self.dir) if source else ref
+
+    @property
+    def architecture(self) -> TrialResult | None:
+        """A trial that built the model and counted its FLOPs (its class or description, parameters),
+        or the best there is: runs before the model was recorded have only the FLOPs."""
+        results = [r.result for r in self.records]
+        ranked = sorted(results, key=lambda r: (r.parameters is None, not r.flops_per_step))
+        return ranked[0] if ranked and (ranked[0].parameters is not None or ranked[0].flops_per_step) else None
 
     @property
     def notes(self) -> list[str]:

@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterator
 
 from ..errors import BadInputError
 from ..harness import resolve_workload
+from ..hf import HfSpec
+from ..workload_source import WorkloadSource
 from ..harness.worker import Worker
 from .space import build_space
 from .store import RunStore
@@ -27,9 +29,9 @@ from .tuner import FLAGS, RESUMABLE, TuneResult, Tuner, TuneSettings, space_opti
 __all__ = ["tune", "TuneSettings", "TuneResult", "default_out_dir"]
 
 
-def default_out_dir(workload: Path, root: Path = Path("reports")) -> Path:
+def default_out_dir(workload: WorkloadSource, root: Path = Path("reports")) -> Path:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return root / f"{stamp}-{workload.stem}"
+    return root / f"{stamp}-{workload.name}"
 
 
 @contextlib.contextmanager
@@ -50,16 +52,18 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def tune(
-    model: str | os.PathLike | None = None,
+    model: str | os.PathLike | WorkloadSource | None = None,
     *,
     example: str | None = None,
+    hf: HfSpec | None = None,
     device: str = "auto",
     out: str | os.PathLike | None = None,
     resume: bool = False,
     on_event: Callable[[dict[str, Any]], None] | None = None,
     **settings: Any,
 ) -> TuneResult | None:
-    """Tune `model` (a model.py path, or `example=`) on `device`; see TuneSettings for the options.
+    """Tune `model` (a model.py path or a module:attr import string; or `example=`, or `hf=` a
+    Hugging Face architecture) on `device`; see TuneSettings for the options.
 
     Under torchrun with `parallel=` ("ddp" or "fsdp2"): rank 0 runs the search and returns the
     result; every other rank measures the trials rank 0 sends and returns None.
@@ -78,9 +82,10 @@ def tune(
         _workers(rank, device, settings, on_event)  # follows rank 0's trials until it stops
         return None
     if resume:
-        return _resume(model, example, out, on_event, {**settings, **({"device": device} if device != "auto" else {})})
-    path = resolve_workload(model, example)
-    store = RunStore(Path(out) if out is not None else default_out_dir(path))
+        given = {**settings, **({"device": device} if device != "auto" else {})}
+        return _resume(model, example, hf, out, on_event, given)
+    source = resolve_workload(model, example, hf)
+    store = RunStore(Path(out) if out is not None else default_out_dir(source))
     if store.exists:
         raise BadInputError(f"{store.dir} already holds a run: pass --resume to continue it, or another --out")
     created = not store.dir.exists()
@@ -91,13 +96,13 @@ def tune(
         try:
             if device == "auto":
                 device = worker.wait_ready()["default_device"]
-            tune_settings = TuneSettings(workload=str(path), device=device, **settings)
+            tune_settings = TuneSettings(workload=source.ref, device=device, **settings)
             profile, space = _checked(tune_settings, worker.world_size)
-            problem = worker.check(str(path))
+            problem = worker.check(source.ref)
             if problem:
                 raise BadInputError(problem)
             smallest = space.batch_sizes[0]
-            seconds = worker.calibrate(str(path), smallest, device)  # bounds the first steps of the trials
+            seconds = worker.calibrate(source.ref, smallest, device)  # bounds the first steps of the trials
             store.create(tune_settings.to_dict())
         except BaseException:
             store.discard(created)  # bad input leaves nothing behind
@@ -133,7 +138,7 @@ def _workers(rank, device: str, settings: dict[str, Any], on_event) -> Any:
         return coordinate(rank, device, settings["parallel"], timeout, on_event=on_event)
 
 
-def _resume(model, example, out, on_event, given: dict[str, Any]) -> TuneResult:
+def _resume(model, example, hf, out, on_event, given: dict[str, Any]) -> TuneResult:
     if out is None:
         raise BadInputError("--resume needs --out DIR: the run directory to continue")
     store = RunStore(Path(out))
@@ -144,10 +149,11 @@ def _resume(model, example, out, on_event, given: dict[str, Any]) -> TuneResult:
         info = store.run_info()
         saved = TuneSettings.from_dict(info["settings"])
         differs = []
-        if model is not None or example is not None:
-            path = resolve_workload(model, example)
-            if str(path) != saved.workload:
-                differs.append(f"MODEL {path} (the run tunes {saved.workload})")
+        saved_source = WorkloadSource.from_ref(saved.workload)
+        if model is not None or example is not None or hf is not None:
+            source = resolve_workload(model, example, hf)
+            if not source.same_as(saved_source):
+                differs.append(f"the workload {source.shown()} (the run tunes {saved_source.shown()})")
         for name, value in given.items():
             current = getattr(saved, name)
             if name not in RESUMABLE and value is not None and value != current:
@@ -161,7 +167,8 @@ def _resume(model, example, out, on_event, given: dict[str, Any]) -> TuneResult:
             saved = TuneSettings.from_dict({**saved.to_dict(), **changes})
         if info.get("state") == "complete":
             return _completed(store, info)
-        resolve_workload(Path(saved.workload), None)
+        if saved_source.path is not None:
+            resolve_workload(saved_source.path)  # the file is still there and parses
         rank = rank_env(saved.parallel, "tune")
         if rank is not None:
             world = ((info.get("context") or {}).get("space") or {}).get("world_size") or rank.world_size

@@ -258,11 +258,12 @@ class Tuner:
         best = self.evidence.best(confirmed=True) or self.evidence.best()
         self.emit({"event": "trial_end", "number": number, "label": candidate.label, "role": role.value,
                    "status": result.status.value, "samples_per_s": result.samples_per_s, "feasible": feasible,
-                   "why_not": why_not, "best": (best.candidate.label, best.score) if best else None})
+                   "why_not": why_not, "best": (best.candidate.label, best.score) if best else None,
+                   "peak_memory_bytes": result.peak_memory_bytes, "wall_s": result.wall_s})
         return record
 
     def _phase(self, name: str, planned: int) -> None:
-        self.emit({"event": "tune_phase", "phase": name, "planned": planned})
+        self.emit({"event": "tune_phase", "phase": name, "planned": planned, "budget_s": self.settings.time_budget_s})
 
     # --------------------------------------------------------------------------------- the run
     def run(self) -> TuneResult:

@@ -1,0 +1,156 @@
+"""How a workload is given: a model.py path, a built-in example, a `module:attr` import string,
+or a Hugging Face architecture by name (or from a local config).
+
+One text, the `ref`, carries it everywhere: to the worker (which alone imports or builds it), into
+run.json (`settings.workload`, so that --resume, `report` and `show` work for every kind) and into
+the recommendation. A file or an example is its absolute path (as runs have always saved it); a
+module or a Hugging Face model is a JSON object. Parsing a ref never imports anything.
+
+`shown()` is the workload as the user gave it: `example transformer`, `mypkg.workloads:gpt`,
+`--hf gpt2 --hf-layers 4`, or a file's path relative to the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from .errors import BadInputError
+from .hf import HfSpec
+
+# uvicorn/gunicorn's convention: dotted module, a colon, a dotted attribute
+IMPORT_STRING = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+EXAMPLES_PACKAGE = ("amp_advisor", "examples")  # a file there is a built-in example
+
+
+class Kind(str, Enum):
+    FILE = "file"
+    EXAMPLE = "example"
+    MODULE = "module"
+    HF = "hf"
+
+
+@dataclass(frozen=True)
+class WorkloadSource:
+    kind: Kind
+    target: str  # FILE/EXAMPLE: the absolute path; MODULE: "pkg.mod:attr"
+    search_path: str = ""  # MODULE: the directory it is imported from (the caller's working directory)
+    hf: HfSpec | None = field(default=None)  # HF: what to build
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def given(cls, model: str | os.PathLike | "WorkloadSource" | None = None, example: str | None = None,
+              hf: HfSpec | None = None) -> "WorkloadSource":
+        """What the command line or the library got -> a checked source. Only a file is read (parsed,
+        never run); a module is imported, and a Hugging Face model built, in the worker."""
+        from .workload import check_source, example_path
+
+        if isinstance(model, WorkloadSource) and example is None and hf is None:
+            return model
+        given = [x for x in (model, example, hf) if x is not None]
+        if len(given) != 1:
+            raise BadInputError("give one workload (exactly one of them): a model.py path, a module:attr import "
+                                "string, --example NAME, or --hf ARCH / --hf-config PATH")
+        if example is not None:
+            return cls(Kind.EXAMPLE, str(check_source(example_path(example))))
+        if hf is not None:
+            return cls(Kind.HF, hf.display_name(), hf=hf.checked())
+        text = os.fspath(model)  # type: ignore[arg-type]
+        if IMPORT_STRING.match(text) and not Path(text).exists():
+            return cls(Kind.MODULE, text, search_path=os.getcwd())
+        path = check_source(Path(text))
+        return cls(Kind.EXAMPLE if _in_examples(path) else Kind.FILE, str(path))
+
+    # -- the ref: the one text that travels -----------------------------------------------------
+
+    @property
+    def ref(self) -> str:
+        if self.kind in (Kind.FILE, Kind.EXAMPLE):
+            return self.target
+        if self.kind is Kind.MODULE:
+            return json.dumps({"kind": self.kind.value, "target": self.target, "search_path": self.search_path},
+                              sort_keys=True)
+        assert self.hf is not None
+        return json.dumps({"kind": self.kind.value, "hf": self.hf.to_dict()}, sort_keys=True)
+
+    @classmethod
+    def from_ref(cls, ref: str) -> "WorkloadSource":
+        if not ref.startswith("{"):
+            return cls(Kind.EXAMPLE if _in_examples(Path(ref)) else Kind.FILE, ref)
+        try:
+            data = json.loads(ref)
+            kind = Kind(data["kind"])
+            if kind is Kind.MODULE:
+                return cls(kind, str(data["target"]), search_path=str(data.get("search_path", "")))
+            if kind is Kind.HF:
+                spec = HfSpec.from_dict(data["hf"])
+                return cls(kind, spec.display_name(), hf=spec)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadInputError(f"workload {ref[:80]!r}: not a workload this version reads ({exc})") from None
+        raise BadInputError(f"workload {ref[:80]!r}: kind {kind.value} is not given by a ref")
+
+    # -- what people read ------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path | None:
+        """The file to import, when there is one (FILE, EXAMPLE)."""
+        return Path(self.target) if self.kind in (Kind.FILE, Kind.EXAMPLE) else None
+
+    @property
+    def name(self) -> str:
+        """Short, for directory names and headings: the file's stem, the example, the attribute,
+        the model type."""
+        if self.kind is Kind.MODULE:
+            return self.target.rsplit(":", 1)[1].rsplit(".", 1)[-1]
+        if self.kind is Kind.HF:
+            return f"hf-{self.target}"
+        return Path(self.target).stem
+
+    def shown(self, run_dir: str | os.PathLike | None = None) -> str:
+        """As the user gave it; a file relative to `run_dir` when there is one (a report travels
+        with its run directory, not with the machine's absolute paths)."""
+        if self.kind is Kind.EXAMPLE:
+            return f"example {self.name}"
+        if self.kind is Kind.MODULE:
+            return self.target
+        if self.kind is Kind.HF:
+            assert self.hf is not None
+            return self.hf.shown()
+        if run_dir is None:
+            return self.target
+        return os.path.relpath(self.target, Path(run_dir).resolve())
+
+    @property
+    def short(self) -> str:
+        """For a heading: a file by its name, anything else as given."""
+        return Path(self.target).name if self.kind is Kind.FILE else self.shown()
+
+    @property
+    def argument(self) -> str:
+        """What to type after a command to name this workload again."""
+        if self.kind is Kind.EXAMPLE:
+            return f"--example {self.name}"
+        return self.shown()
+
+    def same_as(self, other: "WorkloadSource") -> bool:
+        """Whether two runs tuned the same workload (another checkout of the same example counts)."""
+        if self.kind is Kind.EXAMPLE and other.kind is Kind.EXAMPLE:
+            return self.name == other.name
+        return self.ref == other.ref
+
+
+def _in_examples(path: Path) -> bool:
+    return path.suffix == ".py" and tuple(path.parts[-3:-1]) == EXAMPLES_PACKAGE
+
+
+def readable(ref: str) -> WorkloadSource | None:
+    """A saved ref, or None when this version cannot read it (shown as it is then)."""
+    try:
+        return WorkloadSource.from_ref(ref)
+    except BadInputError:
+        return None
