@@ -23,9 +23,10 @@ from .errors import BadInputError
 
 TASKS = ("causal-lm", "masked-lm", "seq2seq", "classification")
 SIZES = ("small", "config")
-# --hf's default shape: a couple of seconds per trial on a 2-core CPU, large enough that matmuls
-# (not Python) dominate a step.
-SMALL = {"layers": 2, "hidden": 256, "heads": 4, "vocab": 8192, "seq_len": 128}
+# --hf's default shape: one to four seconds per trial on a 2-core CPU (a first recommendation for
+# `--hf gpt2` within two minutes of `pip install` there, benchmarks/first_recommendation.py), large
+# enough that matmuls, not Python, dominate a step (bf16 1.65-1.73x fp32 on an AVX512-BF16 CPU).
+SMALL = {"layers": 2, "hidden": 256, "heads": 4, "vocab": 4096, "seq_len": 64}
 DEFAULT_SEQ_LEN = 128  # when the config names no sequence length of its own
 MASKED_FRACTION = 0.15  # masked LM: the share of positions that carry a label (BERT's)
 
@@ -175,11 +176,17 @@ class HfModel:
         transformers.logging.set_verbosity_error()  # random token ids trip its config warnings
         from transformers import AutoConfig
 
-        if spec.config_path is not None:
+        if spec.config_path is not None:  # any file name: read as JSON (never run), built by its model_type
+            data = json.loads(Path(spec.config_path).read_text(encoding="utf-8"))
+            model_type = data.pop("model_type")
+            from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+            if model_type not in CONFIG_MAPPING_NAMES:
+                raise _unknown(model_type)
             try:
-                base = AutoConfig.from_pretrained(str(Path(spec.config_path).parent), local_files_only=True)
-            except (ValueError, KeyError, OSError) as exc:
-                raise BadInputError(f"--hf-config {spec.config_path}: transformers cannot read it ({exc})") from None
+                base = AutoConfig.for_model(model_type, **data)
+            except Exception as exc:  # transformers validates a config with errors of its own
+                raise BadInputError(f"--hf-config {spec.config_path}: transformers cannot build it ({exc})") from None
         else:
             try:
                 base = AutoConfig.for_model(str(spec.model_type))

@@ -1,6 +1,7 @@
-"""Render a run's report.html (or another page amp-advisor writes: `compare`'s) in a real headless Chromium: a screenshot to look at, and a layout
-check that prints a table (page width vs viewport, elements sticking out of the page, images
-that failed to decode, overlapping figures, tables that need sideways scrolling). Exit code 1
+"""Render a run's report.html (or another page amp-advisor writes: `compare`'s) in a real headless
+Chromium: a screenshot to look at, and a layout check that prints a table (page width vs
+viewport, elements sticking out of the page, images that failed to decode, overlapping figures,
+tables that need sideways scrolling). Exit code 1
 when any is found (a table may scroll below 1200 px wide).
 
     python benchmarks/render_report.py reports/examples/cpu/transformer --out /tmp/shots
@@ -56,7 +57,7 @@ window.addEventListener("load", function () {
   var table = document.querySelector("table.sortable");
   if (table) {
     var heads = Array.prototype.slice.call(table.querySelectorAll("th"));
-    var col = heads.findIndex(function (th) { return /samples\/s$/.test(th.textContent.trim()); });
+    var col = heads.findIndex(function (th) { return th.textContent.trim().endsWith("samples/s"); });
     heads[col].click();
     out.sorted_column = Array.prototype.map.call(table.tBodies, function (b) {
       return b.rows[0].cells[col].getAttribute("data-sort"); });

@@ -166,8 +166,12 @@ def test_hf_config_builds_at_the_files_own_sizes(tmp_path):
     config = transformers.AutoConfig.for_model("llama", num_hidden_layers=1, hidden_size=64, num_attention_heads=2,
                                                intermediate_size=128, vocab_size=300, max_position_embeddings=32)
     config.save_pretrained(tmp_path / "tiny-llama")
-    result = run("bench", "--hf-config", str(tmp_path / "tiny-llama"), *QUICK_BENCH, "--json")
-    assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout)
-    assert "LlamaForCausalLM (llama, causal-lm): 1 layers, hidden 64, 2 heads, vocabulary 300, sequence 32" \
-        == doc["architecture"]
+    (tmp_path / "tiny-llama" / "config.json").rename(tmp_path / "llama-1.json")  # any file name
+    for given in (tmp_path / "llama-1.json", tmp_path):
+        if given == tmp_path:
+            (tmp_path / "llama-1.json").rename(tmp_path / "config.json")  # a directory holding config.json
+        result = run("bench", "--hf-config", str(given), *QUICK_BENCH, "--json")
+        assert result.exit_code == 0, result.output
+        doc = json.loads(result.stdout)
+        assert "LlamaForCausalLM (llama, causal-lm): 1 layers, hidden 64, 2 heads, vocabulary 300, sequence 32" \
+            == doc["architecture"]

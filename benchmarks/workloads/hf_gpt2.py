@@ -1,13 +1,13 @@
 """The oracle's side of `amp-advisor tune --hf gpt2` (bench_tune.py): the same GPT-2 shape written
 here with transformers directly, not with amp_advisor/hf.py, so the oracle shares no code with the
-tuner. The shape is --hf's default small size (2 layers, hidden 256, 4 heads, vocabulary 8192,
-sequence 128); bench_tune.py checks the parameter count against what the tuner's trials recorded."""
+tuner. The shape is --hf's default small size (2 layers, hidden 256, 4 heads, vocabulary 4096,
+sequence 64); bench_tune.py checks the parameter count against what the tuner's trials recorded."""
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-SEQ_LEN = 128
-VOCAB = 8192
+SEQ_LEN = 64
+VOCAB = 4096
 
 
 def build_model():
