@@ -37,7 +37,7 @@ class Kind(str, Enum):
 @dataclass(frozen=True)
 class WorkloadSource:
     kind: Kind
-    target: str  # FILE/EXAMPLE: the absolute path; MODULE: "pkg.mod:attr"
+    target: str = ""  # FILE/EXAMPLE: the absolute path; MODULE: "pkg.mod:attr"; HF: unused (see hf)
     search_path: str = ""  # MODULE: the directory it is imported from (the caller's working directory)
     hf: HfSpec | None = field(default=None)  # HF: what to build
 
@@ -59,7 +59,7 @@ class WorkloadSource:
         if example is not None:
             return cls(Kind.EXAMPLE, str(check_source(example_path(example))))
         if hf is not None:
-            return cls(Kind.HF, hf.display_name(), hf=hf.checked())
+            return cls(Kind.HF, hf=hf.checked())
         text = os.fspath(model)  # type: ignore[arg-type]
         if IMPORT_STRING.match(text) and not Path(text).exists():
             return cls(Kind.MODULE, text, search_path=os.getcwd())
@@ -88,8 +88,7 @@ class WorkloadSource:
             if kind is Kind.MODULE:
                 return cls(kind, str(data["target"]), search_path=str(data.get("search_path", "")))
             if kind is Kind.HF:
-                spec = HfSpec.from_dict(data["hf"])
-                return cls(kind, spec.display_name(), hf=spec)
+                return cls(kind, hf=HfSpec.from_dict(data["hf"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise BadInputError(f"workload {ref[:80]!r}: not a workload this version reads ({exc})") from None
         raise BadInputError(f"workload {ref[:80]!r}: kind {kind.value} is not given by a ref")
@@ -108,7 +107,8 @@ class WorkloadSource:
         if self.kind is Kind.MODULE:
             return self.target.rsplit(":", 1)[1].rsplit(".", 1)[-1]
         if self.kind is Kind.HF:
-            return f"hf-{self.target}"
+            assert self.hf is not None
+            return f"hf-{self.hf.display_name()}"
         return Path(self.target).stem
 
     def shown(self, run_dir: str | os.PathLike | None = None) -> str:

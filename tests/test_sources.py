@@ -107,9 +107,14 @@ def test_tune_an_import_string_then_resume_report_and_show_it(tmp_path, in_impor
 
 
 # ------------------------------------------------------------------------------ Hugging Face
-transformers = pytest.importorskip("transformers")  # the README's test command installs it (frameworks extra)
+try:  # the README's test command installs it (the frameworks extra); the tests above need none of it
+    import transformers
+except ImportError:  # pragma: no cover
+    transformers = None
+needs_transformers = pytest.mark.skipif(transformers is None, reason="needs transformers: pip install '.[hf]'")
 
 
+@needs_transformers
 @pytest.mark.parametrize("arch, model_class", [("gpt2", "GPT2LMHeadModel"), ("bert", "BertForMaskedLM")])
 def test_hf_architectures_bench_offline(arch, model_class):
     result = run("bench", "--hf", arch, *TINY_HF, *QUICK_BENCH, "--json", env={"HF_HUB_OFFLINE": "1"})
@@ -119,6 +124,7 @@ def test_hf_architectures_bench_offline(arch, model_class):
     assert "1 layers, hidden 64, 2 heads, vocabulary 512, sequence 16" in doc["architecture"]
 
 
+@needs_transformers
 @pytest.mark.parametrize("arch", ["gpt2", "bert"])
 def test_hf_architectures_tune_offline_and_the_report_names_them(tmp_path, arch):
     out = tmp_path / arch
@@ -131,6 +137,7 @@ def test_hf_architectures_tune_offline_and_the_report_names_them(tmp_path, arch)
     assert "| **parameters** |" in md and "GFLOP (forward + backward" in md
 
 
+@needs_transformers
 def test_seq2seq_and_classification_get_inputs_of_their_task():
     for spec, keys in [(HfSpec(model_type="t5"), {"input_ids", "labels"}),
                        (HfSpec(model_type="gpt2", task="classification"), {"input_ids", "labels"})]:
@@ -144,12 +151,14 @@ def test_seq2seq_and_classification_get_inputs_of_their_task():
         == (3,)
 
 
+@needs_transformers
 def test_a_bad_hf_name_lists_the_supported_model_types():
     result = run("bench", "--hf", "gtp2", *QUICK_BENCH)
     one_line_exit_2(result, "--hf 'gtp2': not a model type")
     assert "did you mean gpt2" in result.stderr and ", bert, " in result.stderr and ", llama, " in result.stderr
 
 
+@needs_transformers
 def test_hf_config_missing_malformed_or_not_a_config_is_one_line_exit_2(tmp_path):
     one_line_exit_2(run("bench", "--hf-config", str(tmp_path / "nope.json"), *QUICK_BENCH), "no such file")
     bad = tmp_path / "bad.json"
@@ -162,6 +171,7 @@ def test_hf_config_missing_malformed_or_not_a_config_is_one_line_exit_2(tmp_path
                     "--hf-hidden 65 is not a multiple of --hf-heads 2")
 
 
+@needs_transformers
 def test_hf_config_builds_at_the_files_own_sizes(tmp_path):
     config = transformers.AutoConfig.for_model("llama", num_hidden_layers=1, hidden_size=64, num_attention_heads=2,
                                                intermediate_size=128, vocab_size=300, max_position_embeddings=32)
