@@ -2,7 +2,9 @@
 
 Public API: ``probe`` (what this machine can do per device and dtype), ``bench`` (measure one
 training configuration), ``tune`` (search and recommend), ``Recommendation`` (use it in training
-code), ``MixedPrecision`` (the training-time helper a recommendation becomes). Heavy modules
+code), ``MixedPrecision`` (the training-time helper a recommendation becomes), ``HfSpec`` (a
+Hugging Face architecture as a workload: ``bench(hf=HfSpec("gpt2"), ...)``), ``compare`` (runs
+side by side). Heavy modules
 (torch, scikit-optimize) are imported on first use, so ``import amp_advisor`` and ``amp-advisor --help`` stay fast.
 """
 
@@ -28,6 +30,8 @@ _LAZY = {
     "tune": ".tuning",
     "Recommendation": ".recommendation",
     "MixedPrecision": ".runtime",
+    "HfSpec": ".hf",
+    "compare": ".report.compare",
 }
 
 __all__ = [*_LAZY, "Dtype", "AdvisorError", "BadInputError", "__version__"]
@@ -43,6 +47,8 @@ if TYPE_CHECKING:
     from .recommendation import Recommendation as Recommendation
     from .runtime import MixedPrecision as MixedPrecision
     from .tuning import tune as tune
+    from .hf import HfSpec as HfSpec
+    from .report.compare import compare as compare
 
 
 def __getattr__(name: str) -> Any:

@@ -343,7 +343,10 @@ def diagnose(workload: Any, dtype: str, batch_size: int, device: str, steps: int
         click.echo(f"amp-advisor: {exc}", err=True)
         sys.exit(1)
     progress.done()
-    click.echo(dumps(result.to_dict()) if as_json else render_diagnosis(result))
+    if as_json:
+        click.echo(dumps(result.to_dict()))
+    else:
+        print_out(render_diagnosis(result))
 
 
 @cli.command()

@@ -17,7 +17,7 @@ from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 LOG_WIDTH = 120  # off a terminal, without COLUMNS: wide enough that tables do not wrap in a log
@@ -58,10 +58,22 @@ def to_text(renderable: RenderableType, width: int = LOG_WIDTH) -> str:
     return console.export_text()
 
 
+class PlainTable(Table):
+    """A table whose strings are text, never rich markup: module names, reasons and paths carry
+    brackets ("+fp32[encoder.attn]", "[/tmp]") that markup would swallow or refuse."""
+
+    def __init__(self, *headers: str, title: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*(Column(header=Text(h)) for h in headers), title=Text(title) if title is not None else None,
+                         **kwargs)
+
+    def add_row(self, *cells: RenderableType | None, **kwargs: Any) -> None:
+        super().add_row(*(Text(c) if isinstance(c, str) else c for c in cells), **kwargs)
+
+
 def facts(title: str | None = None) -> Table:
     """A two-column label/value table without borders: the house style for key facts."""
-    table = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False,
-                  padding=(0, 2, 0, 0))
+    table = PlainTable(title=title, title_justify="left", show_header=False, box=None, pad_edge=False,
+                       padding=(0, 2, 0, 0))
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
     return table
@@ -69,8 +81,8 @@ def facts(title: str | None = None) -> Table:
 
 def grid(*columns: str, title: str | None = None) -> Table:
     """A table with a header row and a rule under it, right-aligned numbers left to the caller."""
-    return Table(*columns, title=title, title_justify="left", box=box.SIMPLE_HEAD, header_style="bold",
-                 pad_edge=False, show_edge=False)
+    return PlainTable(*columns, title=title, title_justify="left", box=box.SIMPLE_HEAD, header_style="bold",
+                      pad_edge=False, show_edge=False)
 
 
 class StatusLine:
@@ -87,10 +99,10 @@ class StatusLine:
         text = f"{self.prefix}{label} ..."
         if self.console.is_terminal:
             if self._status is None:
-                self._status = self.console.status(text)
+                self._status = self.console.status(Text(text))
                 self._status.start()
             else:
-                self._status.update(text)
+                self._status.update(Text(text))
         elif key is None or key != self._last_key:
             self.console.print(text, markup=False)
         self._last_key = key
@@ -203,7 +215,7 @@ class TuneDisplay:
         table = grid("#", "role", "configuration", "status", "samples/s", "peak memory", "")
         for column in table.columns:
             column.no_wrap = True
-            column.justify = "right" if column.header in ("#", "samples/s", "peak memory") else "left"
+            column.justify = "right" if str(column.header) in ("#", "samples/s", "peak memory") else "left"
         table.columns[3].overflow, table.columns[3].max_width = "ellipsis", 48
         rows = self.rows if latest is None else self.rows[-latest:]
         for row in rows:
@@ -217,7 +229,7 @@ class TuneDisplay:
                           f"{row.peak_memory_bytes / MiB:.0f} MiB" if row.peak_memory_bytes else "–",
                           Text("best so far", style="bold green") if best else "")
         if latest is not None and len(self.rows) > latest:
-            table.caption = f"(the latest {latest} of {len(self.rows)} trials)"
+            table.caption = Text(f"(the latest {latest} of {len(self.rows)} trials)")
         return table
 
     def stop(self) -> None:

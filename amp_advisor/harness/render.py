@@ -1,5 +1,5 @@
-"""A TrialResult (a rich table of its figures) and a Diagnosis (text) for the terminal. Returns
-them; never prints."""
+"""A TrialResult and a Diagnosis for the terminal: rich renderables (tables of their figures).
+Returns them; never prints."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from rich.console import Group, RenderableType
 from rich.padding import Padding
 from rich.text import Text
 
-from ..console import count, facts
+from ..console import count, facts, grid
 from ..diagnosis import Diagnosis
 from ..dtypes import FP16_MAX
 from ..workload_source import readable
@@ -83,23 +83,24 @@ def _rank_line(r: RankReport) -> str:
     return ", ".join(parts)
 
 
-def render_diagnosis(d: Diagnosis, *, top: int = 8) -> str:
+def render_diagnosis(d: Diagnosis, *, top: int = 8) -> RenderableType:
     """The culprits and their advice first, then the modules nearest fp16's limits."""
     source = readable(d.workload)
-    lines = [f"{_short(d.workload)}: {d.dtype} on {d.device}, batch {d.batch_size}, {len(d.losses)} steps beside fp32"
-             + (f" (fp32 islands: {', '.join(d.fp32_modules)})" if d.fp32_modules else "")]
+    head = (f"{_short(d.workload)}: {d.dtype} on {d.device}, batch {d.batch_size}, {len(d.losses)} steps beside fp32"
+            + (f" (fp32 islands: {', '.join(d.fp32_modules)})" if d.fp32_modules else ""))
+    summary = facts()
     bad = [i + 1 for i, x in enumerate(d.losses) if not math.isfinite(x)]
     if bad:
-        lines.append(f"  loss          non-finite at {len(bad)} of {len(d.losses)} steps (first: step {bad[0]})")
+        summary.add_row("loss", f"non-finite at {len(bad)} of {len(d.losses)} steps (first: step {bad[0]})")
     elif d.losses and d.ref_losses:
         diff = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(d.losses, d.ref_losses))
-        lines.append(f"  loss          finite; within {diff:.3%} of the fp32 run of the same weights and batch")
+        summary.add_row("loss", f"finite; within {diff:.3%} of the fp32 run of the same weights and batch")
     if d.scales:
-        lines.append(f"  loss scale    {d.scales[0]:g} at step 1, {d.scales[-1]:g} at step {len(d.scales)}")
+        summary.add_row("loss scale", f"{d.scales[0]:g} at step 1, {d.scales[-1]:g} at step {len(d.scales)}")
     culprits = d.culprits()
+    lines = []
     if not culprits:
-        lines.append(f"  culprits      none: every module kept to fp32's numerics within {d.dtype}'s "
-                     "rounding and range")
+        summary.add_row("culprits", f"none: every module kept to fp32's numerics within {d.dtype}'s rounding and range")
     else:
         lines.append("culprits, most likely first:")
         for k, c in enumerate(culprits, 1):
@@ -112,13 +113,18 @@ def render_diagnosis(d: Diagnosis, *, top: int = 8) -> str:
                      f"--fp32-modules {listed}")
         lines.append(f"in training: MixedPrecision(\"{d.dtype}\", ..., fp32_modules={names!r}).prepare(model)")
     ranked = sorted(range(len(d.modules)), key=lambda m: -max(_finite(d.series(m, "ref_out_max")), default=0.0))
-    lines.append(f"largest fp32 outputs (fp16's max is {FP16_MAX:g}):")
+    table = grid("module", "type", "largest |out|", "drift vs fp32",
+                 title=f"largest fp32 outputs (fp16's max is {FP16_MAX:g}):")
+    for column in table.columns[2:]:
+        column.justify = "right"
+    for column in table.columns[:2]:
+        column.overflow, column.max_width = "ellipsis", 48
     for m in ranked[:top]:
         peak = max(_finite(d.series(m, "ref_out_max")), default=float("nan"))
         err = max(_finite(d.series(m, "rel_err")), default=float("nan"))
-        drift = f"{err:8.2%}" if math.isfinite(err) else f"{'-':>8}"
-        lines.append(f"  {d.modules[m][:48]:48s} {d.module_types[m][:18]:18s} |out| {peak:10.3g}   vs fp32 {drift}")
-    return "\n".join(lines)
+        table.add_row(d.modules[m], d.module_types[m], f"{peak:.3g}", f"{err:.2%}" if math.isfinite(err) else "-")
+    return Group(Text(head), Padding(summary, (0, 0, 0, 2), expand=False), *(Text(line) for line in lines),
+                 Padding(table, (0, 0, 0, 2), expand=False))
 
 
 def _short(ref: str) -> str:

@@ -4,6 +4,7 @@ rich table. Returns a renderable; never prints."""
 from __future__ import annotations
 
 from rich.console import RenderableType
+from rich.text import Text
 
 from ..console import facts
 from ..dtypes import Dtype
@@ -22,8 +23,8 @@ def render_summary(result: TuneResult) -> RenderableType:
     else:
         m = rec.measured
         accum = f" x {rec.grad_accumulation_steps} accumulation" if rec.grad_accumulation_steps > 1 else ""
-        table.add_row("recommendation", f"[bold]{rec.dtype}, batch {rec.batch_size}{accum}[/], "
-                                        f"{m.samples_per_s:.1f} samples/s")
+        table.add_row("recommendation", Text.assemble((f"{rec.dtype}, batch {rec.batch_size}{accum}", "bold"),
+                                                      f", {m.samples_per_s:.1f} samples/s"))
         versus = [f"{m.speedup_vs_fp32:.2f}x fp32 at the same batch"] if m.speedup_vs_fp32 else []
         if m.speedup_vs_best_fp32 and rec.dtype is not Dtype.FP32:
             versus.append(f"{m.speedup_vs_best_fp32:.2f}x the best fp32")
