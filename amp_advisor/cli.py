@@ -147,20 +147,17 @@ def _launch_if_needed(command: str, parallel: str | None, nproc_per_node: int | 
     sys.exit(launch(nproc_per_node or 1, argv))
 
 
-WORKLOAD_KWARGS = ("model", "example", "hf", "hf_config", "hf_task", "hf_size", "hf_layers", "hf_hidden", "hf_heads",
-                   "hf_vocab", "hf_seq_len")
-
-
 def _workload_options(command: Callable) -> Callable:
     """MODEL, --example and the Hugging Face options (bench, diagnose, tune); the command gets one
     `workload` argument (a WorkloadSource, or None when none was given)."""
     import functools
 
-    from .hf import SIZES, SMALL, TASKS
+    from .hf import DEFAULT_SEQ_LEN, SIZES, SMALL, TASKS
 
     @functools.wraps(command)
     def wrapped(**kwargs: Any) -> Any:
-        given = {name: kwargs.pop(name) for name in WORKLOAD_KWARGS}
+        given = {name: kwargs.pop(name) for name in list(kwargs)
+                 if name in ("model", "example", "hf") or name.startswith("hf_")}  # the options below
         kwargs["workload"] = _workload(**given)
         return command(**kwargs)
 
@@ -188,7 +185,8 @@ def _workload_options(command: Callable) -> Callable:
         click.option("--hf-heads", type=click.IntRange(1), metavar="N", help="Attention heads."),
         click.option("--hf-vocab", type=click.IntRange(1), metavar="N", help="Vocabulary size."),
         click.option("--hf-seq-len", type=click.IntRange(1), metavar="N",
-                     help="Tokens per sample [default: 128, or fewer when the model has fewer positions]."),
+                     help=f"Tokens per sample [default: {SMALL['seq_len']} at --hf-size small, else "
+                          f"{DEFAULT_SEQ_LEN} or fewer when the model has fewer positions]."),
     ]):
         wrapped = option(wrapped)
     return wrapped
@@ -409,17 +407,19 @@ def tune(workload: Any, device: str, out: str | None, resume: bool, strategy: st
         option_of = {"time_budget_s": "time_budget", "trial_timeout_s": "timeout",
                      "collective_timeout_s": "collective_timeout"}
         settings = {k: v for k, v in settings.items() if option_of.get(k, k) in typed}
+    interrupted = False
     try:
         result = run_tune(workload, device=device, out=out, resume=resume, on_event=progress,
                           **settings)
     except KeyboardInterrupt:
-        progress.stop()
+        interrupted = True
+    finally:
+        progress.stop()  # however the run ends: the live table leaves the screen as it was
+    if interrupted:
         where = f" --out {out}" if out else ""
         click.echo(f"interrupted: the run directory is consistent; continue with `amp-advisor tune --resume{where}`",
                    err=True)
         sys.exit(130)
-    finally:
-        progress.stop()
     if result is None:
         return  # a rank other than 0: rank 0 reports the run
     print_out(render_summary(result))

@@ -136,7 +136,7 @@ class TuneDisplay:
     phase: str = "starting"
     planned: int = 0  # trials this phase plans
     done_in_phase: int = 0
-    best: tuple[str, float] | None = None
+    best: str | None = None  # the label of the best configuration so far
     budget_s: float | None = None
     _live: Live | None = None
     _final: bool = False
@@ -165,16 +165,13 @@ class TuneDisplay:
         self._refresh()
 
     def _ended(self, event: dict[str, Any]) -> None:
-        row = next((r for r in reversed(self.rows) if r.number == event["number"]), None)
-        if row is None:
-            row = TrialRow(event["number"], event["role"], event["label"])
-            self.rows.append(row)
+        row = self.rows[-1]  # the tuner ends each trial before it starts the next
         row.status, row.samples_per_s, row.feasible = event["status"], event.get("samples_per_s"), event["feasible"]
         row.why_not, row.peak_memory_bytes, row.wall_s = event.get("why_not"), event.get("peak_memory_bytes"), \
             event.get("wall_s")
         self.done_in_phase += 1
         if event.get("best"):
-            self.best = (event["best"][0], event["best"][1])
+            self.best = event["best"][0]
         outcome = f"{row.samples_per_s:.1f} samples/s" if row.feasible and row.samples_per_s else row.why_not
         self._log(f"trial {row.number} ({row.role}): {row.label}: {row.status}, {outcome}")
 
@@ -219,7 +216,7 @@ class TuneDisplay:
         table.columns[3].overflow, table.columns[3].max_width = "ellipsis", 48
         rows = self.rows if latest is None else self.rows[-latest:]
         for row in rows:
-            best = self.best is not None and row.label == self.best[0] and row.feasible
+            best = row.label == self.best and row.feasible
             if row.feasible or row.status == "running":
                 status = Text(row.status, style="green" if row.feasible else "yellow")
             else:

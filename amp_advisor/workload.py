@@ -74,7 +74,8 @@ class Workload:
     architecture: str | None = None  # a description of the model, when the workload knows one (hf)
 
     @classmethod
-    def providing(cls, provider: Any, label: str, path: Path | None) -> "Workload":
+    def providing(cls, provider: Any, label: str, path: Path | None = None,
+                  architecture: str | None = None) -> "Workload":
         """The contract's names, read off a module or any object that has them."""
         missing = [name for name in REQUIRED if not callable(getattr(provider, name, None))]
         if missing:
@@ -91,6 +92,7 @@ class Workload:
             build_optimizer=getattr(provider, "build_optimizer", None) or default_optimizer,
             custom_loss=custom_loss,
             path=path,
+            architecture=architecture,
         )
 
 
@@ -105,9 +107,7 @@ def load(ref: str | os.PathLike) -> Workload:
     if source.kind is Kind.HF:
         assert source.hf is not None
         built = source.hf.build()
-        return Workload(label=source.shown(), build_model=built.build_model, make_batch=built.make_batch,
-                        loss_fn=default_loss_fn, build_optimizer=default_optimizer, custom_loss=False,
-                        architecture=built.describe())
+        return Workload.providing(built, source.shown(), architecture=built.describe())
     return load_file(ref)
 
 

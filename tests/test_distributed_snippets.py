@@ -126,14 +126,20 @@ def test_deepspeed_carries_the_global_batch_and_the_comm_dtype():
     assert config["train_batch_size"] == 16 and config["communication_data_type"] == "fp16"
 
 
+
+def executed(code: str) -> dict:
+    """Run a snippet as a user would paste it; its names."""
+    namespace: dict = {}
+    exec(compile(code, "<snippet>", "exec"), namespace)
+    return namespace
+
 @pytest.mark.parametrize("dtype, parallel, comm", CASES, ids=IDS)
 def test_lightning_builds_the_strategy(dtype, parallel, comm, tmp_path, monkeypatch):
     pytest.importorskip("lightning")
     monkeypatch.chdir(tmp_path)
     rec = rec_for(dtype, parallel, comm)
     code = snippets.lightning(rec)
-    namespace = {}
-    exec(compile(code, "<snippet>", "exec"), namespace)
+    namespace = executed(code)
     strategy = namespace["strategy"]
     if parallel == "ddp":
         trainer = namespace["trainer"]
@@ -163,8 +169,7 @@ def test_accelerate_builds_the_handlers_and_plugin(dtype, parallel, comm, fresh_
     import torch
 
     rec = rec_for(dtype, parallel, comm)
-    namespace = {}
-    exec(compile(snippets.accelerate(rec), "<snippet>", "exec"), namespace)
+    namespace = executed(snippets.accelerate(rec))
     accelerator = namespace["accelerator"]
     if parallel == "ddp":
         hook = accelerator.ddp_handler.comm_hook.value if accelerator.ddp_handler else "no"
@@ -187,8 +192,7 @@ def test_transformers_builds_the_training_arguments(dtype, parallel, comm, tmp_p
     monkeypatch.chdir(tmp_path)
     rec = rec_for(dtype, parallel, comm)
     code = snippets.hf_trainer(rec)
-    namespace = {}
-    exec(compile(code, "<snippet>", "exec"), namespace)
+    namespace = executed(code)
     args = namespace["args"]
     if parallel == "ddp":
         assert args.ddp_backend == "gloo"

@@ -135,6 +135,9 @@ def test_hf_architectures_tune_offline_and_the_report_names_them(tmp_path, arch)
     md = (out / "report.md").read_text()
     assert f"| **given as** | --hf {arch} --hf-layers 1" in md
     assert "| **parameters** |" in md and "GFLOP (forward + backward" in md
+    again = run("tune", "--resume", "--out", str(out))  # the run directory alone says what to build
+    assert again.exit_code == 0 and "already complete" in again.output
+    assert run("show", str(out), "--format", "json").exit_code == 0
 
 
 @needs_transformers

@@ -24,7 +24,7 @@ from ..errors import BadInputError
 from ..jsonio import write_text_atomic
 from ..workload_source import Kind, readable
 from .document import Cell, Document, Facts, Figure, Para, Section, Table, gib, number
-from .plots import DTYPE_COLORS, Plot, _figure, _png
+from .plots import DTYPE_COLORS, Plot, new_figure, to_png
 from .run import Run, load_run
 
 LOG_SCALE_ABOVE = 20.0  # the plot's throughput axis goes logarithmic when runs differ by more than this
@@ -81,15 +81,17 @@ class Comparison:
     workload: str  # as the first run was given it
     forced_over: str | None  # why the runs did not count as one workload, when --force overrode it
 
-    def configs(self) -> list[str]:
-        """Every configuration any run measured cleanly, by dtype then batch size."""
+    def per_config(self) -> list[tuple[str, list[tuple[float, int | None] | None]]]:
+        """Every configuration any run measured cleanly, by dtype then batch size, with each run's
+        (best samples/s, peak memory) for it, None where that run has no clean measurement."""
         order = {d: i for i, d in enumerate(Dtype)}
         seen = {}
         for compared in self.runs:
             for c in compared.run.configs():
                 if c.score:
                     seen[c.candidate.label] = (order[c.candidate.dtype], c.candidate.batch_size, c.candidate.label)
-        return [label for label, _ in sorted(seen.items(), key=lambda item: item[1])]
+        best = [c.best_per_config() for c in self.runs]
+        return [(label, [b.get(label) for b in best]) for label, _ in sorted(seen.items(), key=lambda item: item[1])]
 
 
 def compare(run_dirs: list[str | os.PathLike], force: bool = False) -> Comparison:
@@ -127,7 +129,7 @@ def _identity(run: Run) -> Identity:
         named = f"hf-config {source.name} {source.hf.sizes}"  # the same config.json in another place
     else:
         named = source.shown()
-    built = run.architecture
+    built = run.built_model
     return named, built.architecture if built else None, built.parameters if built else None
 
 
@@ -137,7 +139,7 @@ def _same(a: Identity, b: Identity) -> bool:
 
 
 def _describe(run: Run) -> str:
-    built = run.architecture
+    built = run.built_model
     if built is None or built.parameters is None:
         return run.workload
     return f"{run.workload}: {built.architecture}, {count(built.parameters)} parameters"
@@ -166,7 +168,7 @@ def _rows(comparison: Comparison) -> list[tuple[str, list[str]]]:
         value = getattr(rec.measured, attr) if rec else None
         return "–" if value is None else f"{value:{fmt}}{unit}"
 
-    built = [c.run.architecture for c in runs]
+    built = [c.run.built_model for c in runs]
     return [
         ("device", each(lambda c: c.device)),
         ("hardware", each(lambda c: c.hardware)),
@@ -194,9 +196,8 @@ def render_comparison(comparison: Comparison) -> RenderableType:
                       "(best clean measurement; – not measured or not clean)")
     for column in per_config.columns[1:]:
         column.justify = "right"
-    best = [c.best_per_config() for c in comparison.runs]
-    for label in comparison.configs():
-        per_config.add_row(label, *(f"{b[label][0]:.1f}" if label in b else "–" for b in best))
+    for label, measured in comparison.per_config():
+        per_config.add_row(label, *(f"{m[0]:.1f}" if m else "–" for m in measured))
     parts: list[RenderableType] = [side, Text(""), per_config]
     if comparison.forced_over:
         parts.insert(0, Text(f"forced: {comparison.forced_over}", style="yellow"))
@@ -211,7 +212,7 @@ def comparison_plot(comparison: Comparison) -> Plot:
     dtypes = [d for d in DTYPE_COLORS if any(d in b for b in best)]
     if not dtypes:
         return Plot("compare", title, caption, None, "no run has a clean measurement")
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     width = 0.8 / len(dtypes)
     values = [v for b in best for v in b.values()]
@@ -238,7 +239,7 @@ def comparison_plot(comparison: Comparison) -> Plot:
     ax.set_ylabel("samples / s")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title="dtype", title_fontsize=8)
-    return Plot("compare", title, caption, _png(fig))
+    return Plot("compare", title, caption, to_png(fig))
 
 
 def _wrapped(name: str, width: int = 22) -> str:
@@ -252,16 +253,10 @@ def document(comparison: Comparison, plot: Plot) -> Document:
     names = tuple(c.name for c in comparison.runs)
     side = Table(("",) + names, tuple((Cell(label, kind=""),) + tuple(Cell(v) for v in values)
                                      for label, values in _rows(comparison)))
-    best = [c.best_per_config() for c in comparison.runs]
-    per_config = Table(
-        ("configuration",) + tuple(f"{n}: samples/s" for n in names) + tuple(f"{n}: peak memory" for n in names),
-        tuple((Cell(label),)
-              + tuple(Cell(number(b[label][0]), b[label][0], "num") if label in b else Cell("–", None, "num")
-                      for b in best)
-              + tuple(Cell(gib(b[label][1]), b[label][1], "num") if label in b and b[label][1] else
-                      Cell("–", None, "num") for b in best)
-              for label in comparison.configs()),
-        sortable=True)
+    rows = [(Cell(label), *(_num_cell(m and m[0], number) for m in measured),
+             *(_num_cell(m and m[1], gib) for m in measured)) for label, measured in comparison.per_config()]
+    per_config = Table(("configuration", *(f"{n}: samples/s" for n in names), *(f"{n}: peak memory" for n in names)),
+                       tuple(rows), sortable=True)
     where = Facts(tuple((c.name, str(c.run.dir)) for c in comparison.runs))
     intro = [Para(f"Forced: {comparison.forced_over}.")] if comparison.forced_over else []
     sections = (
@@ -274,6 +269,11 @@ def document(comparison: Comparison, plot: Plot) -> Document:
     )
     subtitle = f"{comparison.workload}: {len(names)} runs ({', '.join(names)})"
     return Document("amp-advisor: runs compared", subtitle, (), sections)
+
+
+def _num_cell(value: float | None, text) -> Cell:
+    """A number sorted by its value; "–" (sorted last) where there is none."""
+    return Cell(text(value), value, "num") if value else Cell("–", None, "num")
 
 
 def write_comparison(comparison: Comparison, out: str | os.PathLike | None = None) -> Path:

@@ -213,7 +213,7 @@ def _answer(run: Run) -> Section:
 
 def _workload(run: Run) -> Section:
     rows: list[tuple[str, str]] = [("given as", run.workload)]
-    built = run.architecture
+    built = run.built_model
     if built is None:
         return Section("workload", "Workload", (Facts(tuple(rows)), Para("No trial built the model.")))
     unrecorded = "not recorded (runs before amp-advisor recorded the model)"

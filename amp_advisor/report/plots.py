@@ -33,14 +33,14 @@ class Plot:
     missing: str | None = None  # why it is not drawn
 
 
-def _figure():
+def new_figure():
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=FIG_SIZE, dpi=DPI, layout="constrained")
     return fig
 
 
-def _png(fig) -> bytes:
+def to_png(fig) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
@@ -98,7 +98,7 @@ def throughput_vs_batch(run: Run) -> Plot:
     failed = [r for r in run.records if r.result.status is not Status.OK or not r.feasible]
     if not configs and not failed:
         return Plot("throughput", title, caption, None, "no trials yet")
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     sizes = [r.candidate.batch_size for r in run.records]
     _line_per_dtype(ax, configs, lambda c: c.score)
@@ -119,7 +119,7 @@ def throughput_vs_batch(run: Run) -> Plot:
     handles, _ = ax.get_legend_handles_labels()
     ax.legend(handles=handles + _failure_legend(statuses), loc="upper left", bbox_to_anchor=(1.01, 1),
               fontsize=8, title="dtype / failure", title_fontsize=8)
-    return Plot("throughput", title, caption, _png(fig))
+    return Plot("throughput", title, caption, to_png(fig))
 
 
 def memory_vs_batch(run: Run) -> Plot:
@@ -129,7 +129,7 @@ def memory_vs_batch(run: Run) -> Plot:
     configs = [c for c in run.configs() if c.peak_memory_bytes]
     if not configs:
         return Plot("memory", title, caption, None, "no trial measured its peak memory")
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     _line_per_dtype(ax, configs, lambda c: _gib(c.peak_memory_bytes))
     limit = run.memory_limit_bytes
@@ -152,7 +152,7 @@ def memory_vs_batch(run: Run) -> Plot:
     ax.set_ylabel("peak memory (GiB)")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    return Plot("memory", title, caption, _png(fig))
+    return Plot("memory", title, caption, to_png(fig))
 
 
 def search_progress(run: Run) -> Plot:
@@ -162,7 +162,7 @@ def search_progress(run: Run) -> Plot:
     series = run.best_so_far()
     if not series:
         return Plot("search", title, caption, None, "no search trials yet")
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     by_number = {r.number: r for r in run.records}
     failures = set()
@@ -189,7 +189,7 @@ def search_progress(run: Run) -> Plot:
     ax.set_ylim(bottom=0)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
-    return Plot("search", title, caption, _png(fig))
+    return Plot("search", title, caption, to_png(fig))
 
 
 def gradient_ranges(run: Run) -> Plot:
@@ -216,7 +216,7 @@ def gradient_ranges(run: Run) -> Plot:
                         fp16_lo - math.log2(scale), fp16_hi - math.log2(scale), DTYPE_COLORS[Dtype.FP16]))
     lo = min(min(hist), *(w[1] for w in windows[1:])) - 2
     hi = max(max(hist) + 1, *(w[2] for w in windows[1:])) + 2
-    fig = _figure()
+    fig = new_figure()
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[1, 3])
     for y, (label, start, end, color) in enumerate(windows):
         top.barh(y, min(end, hi) - max(start, lo), left=max(start, lo), color=color, height=0.6)
@@ -242,7 +242,7 @@ def gradient_ranges(run: Run) -> Plot:
     bottom.set_ylabel("fraction of elements")
     bottom.grid(alpha=0.3)
     bottom.set_title(f"trial {trial.number}: {trial.candidate.label}", fontsize=9, loc="left")
-    return Plot("gradients", title, caption, _png(fig))
+    return Plot("gradients", title, caption, to_png(fig))
 
 
 def _fraction_below(hist: Mapping[int, int], log2_edge: float) -> float:
@@ -279,7 +279,7 @@ def loss_vs_fp32(run: Run) -> Plot:
     losses = trial.result.all_losses
     if not losses:
         return Plot("loss", title, caption, None, "the recommended trial recorded no losses")
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     ax.plot(range(1, len(losses) + 1), losses, "-o", color=DTYPE_COLORS[trial.candidate.dtype], markersize=3,
             label=f"trial {trial.number}: {trial.candidate.label}")
@@ -297,7 +297,7 @@ def loss_vs_fp32(run: Run) -> Plot:
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return Plot("loss", title, caption, _png(fig))
+    return Plot("loss", title, caption, to_png(fig))
 
 
 def achieved_tflops(run: Run) -> Plot:
@@ -317,7 +317,7 @@ def achieved_tflops(run: Run) -> Plot:
     if not best:
         return Plot("tflops", title, caption, None, "no clean trial measured its FLOPs")
     keys = sorted(best, key=lambda k: (list(DTYPE_COLORS).index(k[0]), k[1]))
-    fig = _figure()
+    fig = new_figure()
     fig.set_size_inches(FIG_SIZE[0], max(FIG_SIZE[1], 1.2 + 0.28 * len(keys)))
     ax = fig.add_subplot()
     values = [best[k][0] for k in keys]
@@ -343,7 +343,7 @@ def achieved_tflops(run: Run) -> Plot:
     ax.set_xlabel("TFLOP/s")
     ax.set_xlim(0, max(values + list(known.values())) * 1.2)
     ax.grid(alpha=0.3, axis="x")
-    return Plot("tflops", title, caption, _png(fig))
+    return Plot("tflops", title, caption, to_png(fig))
 
 
 XRAY_ROWS = 30  # modules shown: the culprits, then those nearest fp16's limit
@@ -367,7 +367,7 @@ def numerics_xray(run: Run) -> Plot:
     steps = len(d.values)
     grid = [[math.log10(max(v, 1e-30)) if math.isfinite(v := d.value(s, m, "ref_out_max")) else math.nan
              for s in range(steps)] for m in rows]
-    fig = _figure()
+    fig = new_figure()
     fig.set_size_inches(FIG_SIZE[0], max(FIG_SIZE[1], 1.0 + 0.22 * len(rows)))
     ax = fig.add_subplot()
     limit = math.log10(FP16_MAX)
@@ -389,7 +389,7 @@ def numerics_xray(run: Run) -> Plot:
                "(red beyond fp16's max of 65504, at the black line of the scale); x: the reduced run produced "
                f"inf/NaN there; * a culprit. {len(rows)} of {len(d.modules)} modules shown (the culprits and "
                "the largest), in the order the forward pass finishes them.")
-    return Plot("xray", title, caption, _png(fig))
+    return Plot("xray", title, caption, to_png(fig))
 
 
 STRAGGLER_RATIO = 1.10  # a rank whose median step is this much slower than the fastest rank's is a straggler
@@ -403,7 +403,7 @@ def rank_step_times(run: Run) -> Plot:
     if not rows:
         return Plot("ranks", title, "", None, "no trial ran on several ranks")
     world = max(len(steps) for _, steps in rows)
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     for rank in range(world):
         points = [(n, steps[rank] * 1e3) for n, steps in rows if rank < len(steps)]
@@ -424,7 +424,7 @@ def rank_step_times(run: Run) -> Plot:
     caption = (f"{len(rows)} trials on {world} ranks: every rank's median step. A step waits for the slowest rank "
                f"(collectives), so the trial's step is the slowest rank's; {len(stragglers)} trials had a straggler "
                f"(a rank more than {STRAGGLER_RATIO - 1:.0%} slower than the fastest).")
-    return Plot("ranks", title, caption, _png(fig))
+    return Plot("ranks", title, caption, to_png(fig))
 
 
 PLOTS: tuple[Callable[[Run], Plot], ...] = (throughput_vs_batch, memory_vs_batch, search_progress, gradient_ranges,

@@ -81,7 +81,7 @@ class Run:
         return source.shown(self.dir) if source else ref
 
     @property
-    def architecture(self) -> TrialResult | None:
+    def built_model(self) -> TrialResult | None:
         """A trial that built the model and counted its FLOPs (its class or description, parameters),
         or the best there is: runs before the model was recorded have only the FLOPs."""
         results = [r.result for r in self.records]
