@@ -19,6 +19,7 @@ from ..errors import BadInputError
 from ..harness import resolve_workload
 from ..hf import HfSpec
 from ..workload_source import WorkloadSource
+from ..harness.executor import WorkloadExecutor
 from ..harness.worker import Worker
 from .space import build_space
 from .store import RunStore
@@ -91,6 +92,7 @@ def tune(
     created = not store.dir.exists()
     store.lock()  # first, so that a second start on this directory is refused at once
     worker = _workers(rank, device, settings, on_event)
+    assert worker is not None  # one process, or rank 0: the other ranks returned above
     worker.spawn()  # imports torch while the rest is checked
     try:
         try:
@@ -126,7 +128,7 @@ def _checked(settings: TuneSettings, world_size: int = 1):
     return profile, space
 
 
-def _workers(rank, device: str, settings: dict[str, Any], on_event) -> Any:
+def _workers(rank, device: str, settings: dict[str, Any], on_event) -> WorkloadExecutor | None:
     """The trial worker: one process; under --parallel (distributed.ranks.coordinate) every rank's
     for rank 0, while any other rank follows rank 0's trials until it stops and gets None."""
     if rank is None:
@@ -176,6 +178,7 @@ def _resume(model, example, hf, out, on_event, given: dict[str, Any]) -> TuneRes
                 raise BadInputError(f"{out}: the run was tuned on {world} ranks and this launch has "
                                     f"{rank.world_size}: resume it with --nproc_per_node giving {world} ranks")
         worker = _workers(rank, saved.device, saved.to_dict(), on_event)
+        assert worker is not None  # tune() sent the other ranks to follow rank 0 before resuming
         worker.spawn()
         try:
             profile, _ = _checked(saved, worker.world_size)
@@ -201,7 +204,7 @@ def _completed(store: RunStore, info: dict[str, Any]) -> TuneResult:
                       report=report, report_error=None if report else "the run has no report.html")
 
 
-def _run(store: RunStore, settings: TuneSettings, worker: Any, profile, on_event,
+def _run(store: RunStore, settings: TuneSettings, worker: WorkloadExecutor, profile, on_event,
          calibration: tuple[int, float] | None = None) -> TuneResult:
     """The run, in a locked and created directory. However it ends, run.json says how: complete,
     interrupted (Ctrl-C, SIGTERM, a full disk: --resume continues) or failed (with the reason)."""

@@ -39,6 +39,7 @@ from ..dtypes import Dtype, uses_tf32
 from ..errors import BadInputError
 from ..limits import MAX_STEPS, MAX_TIME_BUDGET_S, MAX_TRIAL_TIMEOUT_S, MAX_TRIALS
 from ..harness.trial import Status, TrialSpec
+from ..harness.executor import TrialExecutor
 from ..harness.worker import DiagnoseError, Worker
 from ..jsonio import check_fields
 from ..recommendation import Distributed, GradScalerConfig, Measured, Recommendation, fingerprint_of
@@ -157,17 +158,23 @@ class TuneResult:
 
 class Tuner:
     def __init__(self, settings: TuneSettings, store: RunStore, *, on_event: EventFn | None = None,
-                 worker: Worker | None = None, device_profile=None,
-                 calibration: tuple[int, float] | None = None) -> None:
+                 worker: TrialExecutor | None = None, device_profile=None,
+                 calibration: tuple[int, float] | None = None, clock: Callable[[], float] = time.monotonic,
+                 memory_total_bytes: int | None = None) -> None:
         """`calibration`: (samples, seconds) of building the model and one fp32 step, measured
         before the run (tune() does it at the smallest batch size). `worker`: one process, or
-        every rank's under --parallel (distributed.ranks.RankWorkers)."""
+        every rank's under --parallel (distributed.ranks.RankWorkers), or a simulated machine.
+        `clock`: what the time budget is counted on (a simulated machine keeps its own).
+        `memory_total_bytes`: the device's memory when the caller knows it (else read from the
+        probe, or /proc/meminfo on a CPU)."""
         self.calibration = calibration
         self.settings = settings
         self.store = store
         self.emit = on_event or (lambda event: None)
         self._own_worker = worker is None
-        self.worker = worker or Worker()
+        self.worker: TrialExecutor = worker or Worker()
+        self.clock = clock
+        self._memory_total = memory_total_bytes
         self.profile = device_profile
         self.records: list[TrialRecord] = []
         self.notes: list[str] = []
@@ -188,7 +195,7 @@ class Tuner:
                       fast={d: v.fast for d, v in self.profile.dtypes.items()})
 
     def _elapsed(self) -> float:
-        return time.monotonic() - self._started
+        return self.clock() - self._started
 
     def _out_of_time(self) -> bool:
         return self.settings.time_budget_s is not None and self._elapsed() >= self.settings.time_budget_s
@@ -269,7 +276,7 @@ class Tuner:
     def run(self) -> TuneResult:
         from ..hardware import probe
 
-        self._started = time.monotonic()
+        self._started = self.clock()
         self.worker.spawn()  # boots (imports torch) while the probe runs here
         try:
             if self.profile is None:
@@ -296,8 +303,8 @@ class Tuner:
                           self._elapsed(), decision)
 
     def _read_memory_limit(self) -> int | None:
-        total = getattr(self.profile.identity, "memory_total_bytes", None)
-        if self.profile.kind == "cpu":
+        total = self._memory_total or getattr(self.profile.identity, "memory_total_bytes", None)
+        if self.profile.kind == "cpu" and self._memory_total is None:
             try:
                 for line in Path("/proc/meminfo").read_text().splitlines():
                     if line.startswith("MemAvailable:"):
