@@ -93,7 +93,8 @@ def main() -> None:
             print(f"{name:13s} {family:12s} {len(fam):5d} {median:7.3f} {p5:6.3f} {min(q):6.3f} "
                   f"{sum(v >= 0.95 for v in q) / len(q):7.0%} {statistics.median(o.trials for o in fam):6.0f} "
                   f"{statistics.median(o.sim_wall_s for o in fam):6.0f} {invalid:7d}  "
-                  + ("" if family == "all" else ("meets" if ok else "MISSES") + f" ({target or 'reported'}, 0 invalid)"))
+                  + ("" if family == "all" else ("meets" if ok else "MISSES")
+                     + f" ({target or 'reported'}, 0 invalid)"))
     print(f"\n{len(outcomes)} simulated tunes in {took:.0f} s; targets {'met' if met else 'NOT met'}")
     for name in names:
         rows = sorted((o for o in outcomes if o.settings == name), key=lambda o: (o.invalid is None, o.quality))

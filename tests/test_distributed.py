@@ -38,7 +38,7 @@ def test_the_space_multiplies_the_reduced_precisions_by_the_comms_and_keeps_fp32
     assert by_dtype[Dtype.FP32] == {"fp32"} and by_dtype[Dtype.BF16] == {"fp32", "bf16"}
     assert Candidate(Dtype.FP32, 8, comm="bf16").canonical().comm == "fp32"
     assert Candidate(Dtype.BF16, 8, comm="bf16").fp32_twin == Candidate(Dtype.FP32, 8, comm="fp32")
-    assert space.scout(Dtype.BF16).comm == "fp32"
+    assert space.point(Dtype.BF16, 8).comm == "fp32"
 
 
 def test_the_global_batch_counts_every_rank():

@@ -29,7 +29,8 @@ CPU = probe("cpu").devices[0]
 def test_space_from_the_probe():
     space, notes = build_space(CPU)
     assert Dtype.TF32 not in space.dtypes and any("tf32 left out" in n for n in notes)
-    assert len(space.candidates()) == len(space.batch_sizes) * (2 + 3 * 3)  # fp32, bf16, fp16 x scaler grid
+    # the points that change speed: fp32, bf16, fp16 (at one scaler setting: the scaler is judged on numerics)
+    assert len(space.candidates()) == len(space.batch_sizes) * 3
     gpu_space, _ = build_space(H100, global_batch=48)
     assert gpu_space.batch_sizes == (8, 16) and gpu_space.grad_accum(16) == 3
 
@@ -132,11 +133,11 @@ def test_a_dtype_clearly_slower_is_pruned_and_then_ruled_out(tmp_path):
     result, _ = run_tuner(tmp_path, worker, fake_cpu_profile(CPUINFO_EPYC_AVX2), device="cpu",
                           batch_sizes=(8, 16, 32, 64))
     slow = [s for s in worker.specs if s.dtype in (Dtype.BF16, Dtype.FP16)]
-    assert slow and all(s.batch_size == 8 for s in slow)  # at most one scout each, at the smallest batch
-    assert len({s.dtype for s in slow}) == len(slow)
+    assert slow and len({s.dtype for s in slow}) == len(slow)  # at most one scout each
     assert result.recommendation.dtype is Dtype.FP32
     why = result.recommendation.why
-    assert f"{slow[0].dtype} was stopped early at batch 8 (trial" in why and "the first step took" in why
+    assert f"{slow[0].dtype} was stopped early at batch {slow[0].batch_size} (trial" in why
+    assert "the first step took" in why
     assert "clearly slower (" not in why  # no verdict by default: what was pruned and why
 
 
@@ -297,9 +298,9 @@ def test_a_slow_period_during_the_first_trials_does_not_decide(tmp_path):
 
 def test_one_noisy_trial_does_not_pick_the_batch_size(tmp_path):
     """The conv net on the AVX512-BF16 EPYC: bf16's throughput rises with the batch, but its first
-    trials at the larger sizes ran in slow moments. Refine measures the unmeasured size nearest
-    the leader even when its neighbours were measured, the leading dtype's runner-up takes part
-    in the rounds, and the recommendation lands on the best batch."""
+    trials at the larger sizes ran in slow moments. The climb follows bf16 to the larger sizes,
+    the leader's batch neighbours take part in the rounds, and the recommendation lands on the
+    best batch."""
     bf16 = {8: 560.0, 16: 640.0, 32: 770.0, 64: 790.0}
     fp32 = {8: 370.0, 16: 430.0, 32: 450.0, 64: 470.0}
     rate_at = {**{(Dtype.BF16, b): r for b, r in bf16.items()}, **{(Dtype.FP32, b): r for b, r in fp32.items()}}
@@ -309,8 +310,8 @@ def test_one_noisy_trial_does_not_pick_the_batch_size(tmp_path):
                           batch_sizes=(8, 16, 32, 64))
     rec = result.recommendation
     assert rec.dtype is Dtype.BF16 and rec.batch_size in (32, 64)
-    measured = {(r.candidate.dtype, r.candidate.batch_size) for r in result.records}
-    assert {(Dtype.BF16, b) for b in bf16} <= measured
+    confirmed = {(r.candidate.dtype, r.candidate.batch_size) for r in result.records if r.role == "confirm"}
+    assert {(Dtype.BF16, 32), (Dtype.BF16, 64)} <= confirmed  # the rounds decide the batch size
 
 
 def test_neighbours_that_do_not_fit_are_rechecked(tmp_path):

@@ -5,9 +5,10 @@ Rules, and why:
 - out of memory, a crash (often the kernel's OOM killer) or a hang at some batch: the same dtype
   at that batch and above is not worth a trial;
 - a trial stopped early (pruned: its first step took PRUNE_FACTOR x longer than the best rate so
-  far needs for its batch, at least MIN_ABANDON_S) rules out
-  its configuration. It rules out the whole dtype (with the Bayesian strategy) only when the dtype
-  never ran cleanly, and, for a dtype the probe calls fast, only after a second pruned trial: one
+  far needs for its batch, at least MIN_ABANDON_S) rules out its configuration, unless that
+  dtype and batch also ran cleanly (then the stall was the machine's, not the configuration's).
+  It rules out the whole dtype (with the Bayesian strategy) only when the dtype never ran
+  cleanly, and, for a dtype the probe calls fast, only after a second pruned trial: one
   stalled first step on a busy machine is no verdict on a fast dtype;
 - measured peak memory past the device's memory less the margin, or a linear model of the measured
   peaks that predicts it, rules a batch out.
@@ -59,7 +60,9 @@ def predicted_peak(evidence: Evidence, candidate: Candidate) -> float | None:
 def derive(evidence: Evidence, space: SearchSpace | None, *, memory_limit: int | None = None,
            memory_margin: float = 0.10, whole_dtype_pruning: bool = True,
            fast: Mapping[Dtype, bool] | None = None) -> Constraints:
-    candidates = space.candidates() if space is not None else [r.candidate for r in evidence.records]
+    # the space's points and whatever else was measured (the edge phase bisects between them)
+    seen = [c.canonical() for c in evidence.configs]
+    candidates = list(dict.fromkeys((space.candidates() if space is not None else []) + seen))
     fast = fast or {}
     ruled: dict[Candidate, str] = {}
     dtypes_out: dict[Dtype, str] = {}
@@ -67,13 +70,19 @@ def derive(evidence: Evidence, space: SearchSpace | None, *, memory_limit: int |
     def rule(c: Candidate, why: str) -> None:
         ruled.setdefault(c.canonical(), why)
 
+    clean = {(r.candidate.dtype, r.candidate.batch_size) for r in evidence.records
+             if r.feasible and r.role.measures_speed}
+
+    def clean_at(dtype: Dtype, batch: int) -> bool:
+        return (dtype, batch) in clean
+
     for r in evidence.records:
         c, status = r.candidate, r.result.status
         if status.is_resource_failure:
             for other in candidates:
                 if other.dtype is c.dtype and other.batch_size >= c.batch_size:
                     rule(other, f"{c.dtype} failed with {status} at batch {c.batch_size} (trial {r.number})")
-        elif status is Status.PRUNED:
+        elif status is Status.PRUNED and not clean_at(c.dtype, c.batch_size):
             for other in candidates:  # the scaler settings do not change the speed
                 if other.dtype is c.dtype and other.batch_size == c.batch_size:
                     rule(other, f"{r.result.error} (trial {r.number}; {PRUNE_RULE})")

@@ -2,8 +2,9 @@
 
 - Contenders for confirmation: the best configuration of every dtype that ran cleanly (by its
   exploration score), so a dtype whose trials happened to run in a slow moment still gets measured
-  beside the others, and the leading dtype's runner-up when it explored close to its best, so that
-  the batch size is decided in the rounds too, not by one noisy exploration trial.
+  beside the others, and the leading dtype's runner-up when it explored close to its best (or
+  when no other dtype ran cleanly), so that the batch size is decided in the rounds too, not by
+  one noisy exploration trial.
 - Only confirmed configurations can win: the leader is the best over the main rounds (those in
   which every contender was measured).
 - A reduced precision (tf32, bf16, fp16) is recommended when it beats the best fp32 configuration
@@ -25,6 +26,8 @@ from .space import Candidate
 
 NOT_WORSE_MARGIN = 0.02  # reduced precision must beat the best fp32 by more than this
 RUNNER_UP_WITHIN = 0.15  # the leading dtype's second-best joins the rounds when explored this close
+NEIGHBOUR_WITHIN = 0.5  # the leader's batch neighbours join the rounds when explored this close
+CLOSE_CALL = 0.08  # the two best within this of each other in the rounds: more rounds
 
 
 @dataclass(frozen=True)
@@ -65,11 +68,32 @@ def contenders(evidence: Evidence, constraints: Constraints) -> list[Candidate]:
     pool = list(best)
     if best:
         top = best[0]
+        pool += batch_neighbours(evidence, constraints, top)
         second = evidence.best(dtype=top.candidate.dtype,
                                allowed=lambda c: c != top.candidate and constraints.allows(c))
-        if second is not None and _explored(second) >= (1 - RUNNER_UP_WITHIN) * _explored(top):
+        # the runner-up joins when close, or when the leader would otherwise have no one to meet
+        # in the rounds: a recommendation always rests on confirmation rounds
+        if second is not None and (_explored(second) >= (1 - RUNNER_UP_WITHIN) * _explored(top) or len(pool) == 1):
             pool.append(second)
-    return [e.candidate for e in sorted(pool, key=_explored, reverse=True)]
+    return list(dict.fromkeys(e.candidate for e in sorted(pool, key=_explored, reverse=True)))
+
+
+def batch_neighbours(evidence: Evidence, constraints: Constraints, top: ConfigEvidence) -> list[ConfigEvidence]:
+    """The leader's dtype at the measured batch sizes next to the leader's (one smaller, one
+    larger), when explored within NEIGHBOUR_WITHIN of it: one exploration trial in a slow patch
+    can put the leader one size off its best, and the rounds tell."""
+    c = top.candidate
+    same = [e for e in evidence.configs.values()
+            if e.candidate.dtype is c.dtype and e.candidate.comm == c.comm and not e.candidate.fp32_modules
+            and e.explore_score and constraints.allows(e.candidate) and e.candidate != c]
+    smaller = [e for e in same if e.candidate.batch_size < c.batch_size]
+    larger = [e for e in same if e.candidate.batch_size > c.batch_size]
+    out = []
+    if smaller:
+        out.append(max(smaller, key=lambda e: e.candidate.batch_size))
+    if larger:
+        out.append(min(larger, key=lambda e: e.candidate.batch_size))
+    return [e for e in out if _explored(e) >= (1 - NEIGHBOUR_WITHIN) * _explored(top)]
 
 
 def _explored(e: ConfigEvidence) -> float:
@@ -86,6 +110,15 @@ def ranked_in_main_rounds(evidence: Evidence, constraints: Constraints,
               if constraints.allows(e.candidate) and (dtype is None or e.candidate.dtype is dtype)
               and (score := evidence.in_rounds(e.candidate, main)) is not None]
     return max(scored, key=lambda se: se[0])[1] if scored else None
+
+
+def close_call(evidence: Evidence, constraints: Constraints) -> bool:
+    """Whether the two best configurations of the main rounds are within CLOSE_CALL of each other
+    (and so more rounds are worth their time)."""
+    main = evidence.main_rounds()
+    scores = sorted((score for e in evidence.configs.values() if constraints.allows(e.candidate)
+                     and (score := evidence.in_rounds(e.candidate, main)) is not None), reverse=True)
+    return len(scores) >= 2 and scores[1] >= (1 - CLOSE_CALL) * scores[0]
 
 
 def leader(evidence: Evidence, constraints: Constraints) -> ConfigEvidence | None:

@@ -38,8 +38,10 @@ class ConfigEvidence:
 
     @property
     def clean(self) -> bool:
-        """Every measurement ran and kept fp32's numerics."""
-        return bool(self.records) and all(r.feasible for r in self.records)
+        """Every measurement ran and kept fp32's numerics. A first step stopped early (pruned) says
+        nothing of either: the tuner measures such a configuration again when its dtype runs
+        cleanly elsewhere (a stall of the machine, not of the configuration)."""
+        return bool(self.records) and all(r.feasible for r in self.records if r.result.status is not Status.PRUNED)
 
     @property
     def explore_records(self) -> tuple[TrialRecord, ...]:
@@ -50,9 +52,10 @@ class ConfigEvidence:
         return tuple(r for r in self.records if r.role is Role.CONFIRM)
 
     def _best_of(self, records: tuple[TrialRecord, ...]) -> float | None:
-        """The best score of `records`, if the configuration is clean and every one has a score."""
-        scores = [r.score for r in records if r.score is not None]
-        return max(scores) if self.clean and scores and len(scores) == len(records) else None
+        """The best score of `records`, if the configuration is clean and every one that ran has a score."""
+        ran = [r for r in records if r.result.status is not Status.PRUNED]
+        scores = [r.score for r in ran if r.score is not None]
+        return max(scores) if self.clean and scores and len(scores) == len(ran) else None
 
     @property
     def explore_score(self) -> float | None:
@@ -60,6 +63,9 @@ class ConfigEvidence:
 
     @property
     def confirmed_score(self) -> float | None:
+        scores = [r.score for r in self.confirm_records]
+        if len(scores) >= 3 and self.clean and all(s is not None for s in scores):
+            return round_score([s for s in scores if s is not None])
         return self._best_of(self.confirm_records)
 
     @property
@@ -111,6 +117,15 @@ class Paired:
     def trials(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         return (tuple(r.number for r in self.a.confirm_records if r.round in self.rounds),
                 tuple(r.number for r in self.b.confirm_records if r.round in self.rounds))
+
+
+def round_score(scores: list[float]) -> float:
+    """A configuration's figure over confirmation rounds: the best of two (a slow patch only ever
+    slows a round down); over three or more, the mean of all but the slowest, which still drops a
+    slow patch and no longer rewards a configuration for one lucky round."""
+    if len(scores) < 3:
+        return max(scores)
+    return statistics.fmean(sorted(scores)[1:])
 
 
 class Evidence:
@@ -188,7 +203,7 @@ class Evidence:
         if config is None or not config.clean or not rounds or any(k not in config.rounds for k in rounds):
             return None
         scores = [s for k in rounds if (s := config.rounds[k]) is not None]
-        return max(scores) if len(scores) == len(rounds) else None
+        return round_score(scores) if len(scores) == len(rounds) else None
 
     def spread(self, candidate: Candidate) -> tuple[float, float, tuple[int, ...]] | None:
         """(slowest, fastest, trials) over every clean measurement of a configuration: the same

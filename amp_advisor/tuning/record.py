@@ -15,13 +15,14 @@ from .space import Candidate
 class Role(str, Enum):
     """Why a trial ran. A ``str`` enum: JSON holds its value."""
 
-    SEARCH = "search"  # proposed by the strategy (the fp32 baseline and the scouts included)
-    REFINE = "refine"  # the unmeasured batch size next to the leader's, from the search budget
+    SEARCH = "search"  # the fp32 baseline, a dtype's scout, or proposed by the strategy
+    REFINE = "refine"  # a climb: the next batch size toward a contending dtype's best (plan.py)
     RECHECK = "recheck"  # re-measured: its throughput did not fit its neighbours' (a slow moment?)
     BISECT = "bisect"  # between the largest batch that ran and the smallest that failed
     CONFIRM = "confirm"  # an interleaved confirmation round: the figures the decision rests on
     STABILITY = "stability"  # the chosen fp16 configuration, run longer, judged on numerics only
     REPAIR = "repair"  # a dtype that failed on numerics, again with the fp32 islands its diagnosis advised
+    WARMUP = "warmup"  # the first trial of a fresh worker process: it runs cold, and is measured again
 
     def __str__(self) -> str:
         return self.value
@@ -33,7 +34,7 @@ class Role(str, Enum):
 
     @property
     def measures_speed(self) -> bool:
-        return self is not Role.STABILITY
+        return self not in (Role.STABILITY, Role.WARMUP)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ class GridStrategy:
 
 
 class BayesStrategy:
-    """scikit-optimize's ask/tell Optimizer over the dimensions (dtype, batch size, scaler, comm); minimises -score."""
+    """scikit-optimize's ask/tell Optimizer over the points that change speed (dtype, batch size,
+    comm); minimises -score. Tells are buffered and fitted at the next ask: one fit per proposal."""
 
     name = "bayes"
 
@@ -47,40 +48,38 @@ class BayesStrategy:
         from skopt import Optimizer  # scikit-learn comes with it: ~3 s to import, so only here
         from skopt.space import Categorical
 
-        self._dims = [
+        self._space = space
+        dims = [
             Categorical([d.value for d in space.dtypes], name="dtype"),
             Categorical(list(space.batch_sizes), name="batch_size"),
-            Categorical(list(space.init_scales), name="init_scale"),
-            Categorical(list(space.growth_intervals), name="growth_interval"),
             Categorical(list(space.comms or ("",)), name="comm"),  # under --parallel: what gradients are reduced in
         ]
         # Extra trees handle categorical dimensions well and fit in milliseconds.
-        self._opt = Optimizer(self._dims, base_estimator="ET", n_initial_points=initial_points,
+        self._opt = Optimizer(dims, base_estimator="ET", n_initial_points=initial_points,
                               acq_func="EI", random_state=seed)
         self._scale: float | None = None  # scores are divided by the first one: y near -1
-
-    def _point(self, c: Candidate) -> list:
-        """Non-fp16 candidates ignore the scaler dimensions: they are told at the first category."""
-        scale = c.init_scale if c.dtype is Dtype.FP16 else self._dims[2].categories[0]
-        growth = c.growth_interval if c.dtype is Dtype.FP16 else self._dims[3].categories[0]
-        return [c.dtype.value, c.batch_size, scale, growth, c.comm]
+        self._pending: list[tuple[list, float]] = []
 
     def ask(self) -> Candidate | None:
         with warnings.catch_warnings():
             # skopt warns when it re-proposes a measured point; the tuner answers those from its records
             warnings.filterwarnings("ignore", message="The objective has been evaluated", category=UserWarning)
-            dtype, bs, scale, growth, comm = self._opt.ask()
+            if self._pending:
+                xs, ys = zip(*self._pending)
+                self._pending = []
+                self._opt.tell(list(xs), list(ys))
+            dtype, bs, comm = self._opt.ask()
         # skopt hands back numpy scalars; the rest of the program wants plain Python values
-        return Candidate(Dtype(str(dtype)), int(bs), float(scale), int(growth), comm=str(comm)).canonical()
+        return self._space.point(Dtype(str(dtype)), int(bs), str(comm))
 
     def tell(self, candidate: Candidate, score: float | None) -> None:
         if score is not None and self._scale is None:
             self._scale = score
         # infeasible: worse than any feasible (the first score seen sets the scale)
         y = 0.0 if score is None or self._scale is None else -score / self._scale
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The objective has been evaluated", category=UserWarning)
-            self._opt.tell(self._point(candidate), y)
+        if candidate.comm not in (self._space.comms or ("",)) or candidate.batch_size not in self._space.batch_sizes:
+            return  # a point outside the grid (an edge bisection): not a point of the dimensions
+        self._pending.append(([candidate.dtype.value, candidate.batch_size, candidate.comm], y))
 
 
 def make_strategy(name: str, space: SearchSpace, seed: int) -> SearchStrategy:

@@ -128,18 +128,19 @@ class SearchSpace:
         return self.batch_sizes[len(self.batch_sizes) // 2]
 
     @property
-    def scout_batch(self) -> int:
-        """A dtype's first trial: the smallest batch, where finding out that it is slow costs least."""
-        return self.batch_sizes[0]
+    def fp16_scale(self) -> float:
+        """fp16's init_scale in the speed trials: the seed (the middle of the choices around it).
+        The scaler's settings do not change the speed; they are judged on numerics (the
+        stability run), so the search measures fp16 at one setting."""
+        return self.init_scales[len(self.init_scales) // 2]
 
-    def scout(self, dtype: Dtype, like: Candidate | None = None) -> Candidate:
-        """The dtype's first trial, at scout_batch: with `like`'s scaler settings, else the space's
-        first (the scaler does not change the speed a scout measures)."""
-        if like is not None:
-            return Candidate(dtype, self.scout_batch, like.init_scale, like.growth_interval,
-                             comm=self.base_comm).canonical()
-        return next(c for c in self.candidates() if c.dtype is dtype and c.batch_size == self.scout_batch
-                    and c.comm == self.base_comm)
+    def point(self, dtype: Dtype, batch_size: int, comm: str | None = None) -> Candidate:
+        """The configuration the search measures for (dtype, batch, comm): fp16 at fp16_scale and
+        torch's default growth interval."""
+        comm = self.base_comm if comm is None else comm
+        if dtype.needs_grad_scaler:
+            return Candidate(dtype, batch_size, self.fp16_scale, DEFAULT_GROWTH_INTERVAL, comm=comm)
+        return Candidate(dtype, batch_size, comm=comm).canonical()
 
     def with_init_scale_seed(self, seed: float) -> "SearchSpace":
         """fp16's init_scale choices around the seed (from the baseline's largest gradient)."""
@@ -147,19 +148,12 @@ class SearchSpace:
         return dataclasses.replace(self, init_scales=scales)
 
     def candidates(self) -> list[Candidate]:
-        """Every distinct configuration: the scaler settings only multiply fp16's, the comms every
-        reduced precision's (fp32, the yardstick, reduces in fp32: a compressed all-reduce is a
-        reduced precision, judged against it)."""
-        out = []
-        for dtype in self.dtypes:
-            for bs in self.batch_sizes:
-                for comm in self.comms or ("",):
-                    if dtype.needs_grad_scaler:
-                        out += [Candidate(dtype, bs, s, g, comm=comm)
-                                for s in self.init_scales for g in self.growth_intervals]
-                    else:
-                        out.append(Candidate(dtype, bs, comm=comm))
-        return list(dict.fromkeys(c.canonical() for c in out))  # fp32's comms are one: canonical() says so
+        """Every point that changes speed: dtype x batch size x comm, fp16 at one scaler setting
+        (point()). The comms multiply every reduced precision's (fp32, the yardstick, reduces in
+        fp32: a compressed all-reduce is a reduced precision, judged against it)."""
+        out = [self.point(dtype, bs, comm) for dtype in self.dtypes for bs in self.batch_sizes
+               for comm in self.comms or ("",)]
+        return list(dict.fromkeys(out))  # fp32's comms are one: canonical() says so
 
     def to_dict(self) -> dict:
         return {"dtypes": [d.value for d in self.dtypes], "batch_sizes": list(self.batch_sizes),

@@ -44,18 +44,22 @@ from ..harness.worker import DiagnoseError, Worker
 from ..jsonio import check_fields
 from ..recommendation import Distributed, GradScalerConfig, Measured, Recommendation, fingerprint_of
 from .constraints import MIN_ABANDON_S, PRUNE_FACTOR, Constraints, derive
-from .decision import NOT_WORSE_MARGIN, Decision, Figure, contenders, decide, explain, machine_busy, needed_twins
+from .decision import (NOT_WORSE_MARGIN, Decision, Figure, close_call, contenders, decide, explain, machine_busy,
+                       needed_twins)
 from .evidence import Evidence
 from .record import Role, TrialRecord, judge
-from .search import make_strategy
+from . import plan
+from .search import SearchStrategy, make_strategy
 from .space import Candidate, SearchSpace, build_space, seeded_init_scale
 from .store import RunStore
 
 MAX_REPEATED_ASKS = 10  # the strategy keeps proposing measured points: it has converged
 TRIAL_MEASURE_S = 2.5  # aim for this much measured time per trial: enough steps, not more
+CONFIRM_MEASURE_S = 1.0  # ... per confirmation round: more, shorter rounds average the machine's drift better
 MIN_STEPS = 3
 COMPARE_STEPS = 6  # loss agreement with fp32 over the first steps: one fp32 curve per batch size serves all
 CONFIRM_ROUNDS = 2  # interleaved re-measurements of the contenders: this machine drifts over seconds
+MAX_CONFIRM_ROUNDS = 3  # ... and as many as this when the call is close (decision.close_call)
 # Rounds of the leader beside a twin it did not meet in the main rounds (its batch size was open,
 # or the leader changed): one, so that a run with a close runner-up stays within 30% of the grid;
 # the decision against the best fp32 rests on the main rounds when that twin is not faster.
@@ -65,10 +69,10 @@ TWIN_ROUNDS = 1
 # noticed in seconds-to-minutes, not after the worker's 10-minute default.
 FIRST_STEP_FACTOR = 10.0
 FIRST_STEP_FLOOR_S = 30.0
-RECHECK_FACTOR = 3.0  # a batch this much slower per sample than its neighbour is measured again
-SEARCH_SHARE = 0.10  # bayes: search trials as a share of the space (at least MIN_SEARCH_TRIALS)
-MIN_SEARCH_TRIALS = 5
-REFINE_TRIALS = 2  # of the search budget (bayes): the unmeasured batch sizes nearest to the leader
+# bayes: search trials as a share of the points that change speed (dtype x batch x reduction),
+# at least MIN_SEARCH_TRIALS: 6 of a CPU's 12, 14 of an H100's 28
+SEARCH_SHARE = 0.5
+MIN_SEARCH_TRIALS = 6
 
 EventFn = Callable[[dict[str, Any]], None]
 
@@ -214,15 +218,20 @@ class Tuner:
         if steps is None and same_dtype:
             expected = samples / max(same_dtype)
             # a big batch on a slow device: fewer (long) steps measure as well as many short ones
-            steps = max(MIN_STEPS, min(self.settings.steps, round(TRIAL_MEASURE_S / expected)))
+            aim = CONFIRM_MEASURE_S if remeasure else TRIAL_MEASURE_S
+            steps = max(MIN_STEPS, min(self.settings.steps, round(aim / expected)))
             warmup = 1 if expected > 1.0 else warmup
         steps = steps or self.settings.steps
         if remeasure:
             warmup = min(warmup, 1)
         if candidate.dtype is Dtype.FP32 and not remeasure:
             steps = max(steps, COMPARE_STEPS - warmup)  # long enough to be its batch size's fp32 reference
+        # Stopped early when the first step takes PRUNE_FACTOR x the step the dtype's own best rate
+        # implies (the best rate of any dtype, for a dtype's first trials): a slow dtype is found
+        # out by its scout, and a big batch of a fast one is not mistaken for it.
         abandon_after = None
-        best = evidence.best(allowed=self.constraints.allows)
+        allows = self.constraints.allows
+        best = evidence.best(dtype=candidate.dtype, allowed=allows) or evidence.best(allowed=allows)
         if abandon and best is not None and (best_score := best.explore_score):
             abandon_after = max(PRUNE_FACTOR * samples / best_score, MIN_ABANDON_S)
         tf32_fast = self.profile.dtypes[Dtype.TF32].fast
@@ -252,13 +261,47 @@ class Tuner:
         return max(FIRST_STEP_FLOOR_S, FIRST_STEP_FACTOR * bound)
 
     def _run(self, candidate: Candidate, role: Role, *, round: int | None = None, **spec_kw: Any) -> TrialRecord:
+        """One trial, durable before anything else happens. A fresh worker's first trial runs slow
+        (its allocator, caches and kernels are cold: 20-40% here), so when a trial turns out to be
+        the first of its worker process it is recorded as that worker's warm-up and the
+        configuration is measured again: no figure rests on a cold worker. A trial stopped early
+        although its dtype ran cleanly before is measured again in full."""
+        spec = self._spec(candidate, **spec_kw)
+        if role.measures_speed and self._fresh_worker():
+            # a short run first (no numerics): the worker warms up on what it is about to measure
+            warm = dataclasses.replace(spec, steps=MIN_STEPS, warmup_steps=1, compare_fp32=False, grad_stats=False)
+            first = self._trial(candidate, role, warm, round, warmup=True)
+            if first.role is not Role.WARMUP:
+                return first  # it failed (out of memory, pruned...): that is the configuration's result
+        record = self._trial(candidate, role, spec, round)
+        if record.role is Role.WARMUP:  # a worker replaced unexpectedly (it crashed in between)
+            record = self._trial(candidate, role, spec, round)
+        if record.result.status is Status.PRUNED and any(r.feasible and r.role.measures_speed
+                                                         for r in self.evidence.of_dtype(candidate.dtype)):
+            # the dtype runs cleanly elsewhere: a first step this slow was the machine stalling
+            # (or a big batch's one-time costs), not a hopeless configuration; measured in full
+            record = self._run(candidate, role, round=round, **{**spec_kw, "abandon": False})
+        return record
+
+    def _fresh_worker(self) -> bool:
+        """Whether the next trial starts a worker process: the run's first, or the one after a
+        trial that killed its worker (stopped early, hung, crashed)."""
+        last = self.records[-1] if self.records else None
+        return last is None or last.result.status in (Status.PRUNED, Status.TIMEOUT, Status.CRASH)
+
+    def _trial(self, candidate: Candidate, role: Role, spec: TrialSpec, round: int | None,
+               warmup: bool = False) -> TrialRecord:
         number = len(self.records) + 1
         self.emit({"event": "trial_start", "number": number, "label": candidate.label, "role": role.value})
         load = _load_average()
-        result = self.worker.run(self._spec(candidate, **spec_kw))
+        result = self.worker.run(spec)
         if result.bad_input:
             raise BadInputError(result.error or "the workload broke the contract")
         feasible, why_not = judge(result, self.settings.tolerance, self.settings.max_skip_rate)
+        pids = {r.result.worker_pid for r in self.records}
+        fresh = result.worker_pid is not None and result.worker_pid not in pids
+        if feasible and role.measures_speed and (warmup or fresh):
+            role = Role.WARMUP
         record = TrialRecord(number, role, candidate, result, feasible, why_not, round, load)
         self.store.append(record)  # durable before anything else happens
         self.records.append(record)
@@ -289,7 +332,6 @@ class Tuner:
             self.notes += space_notes
             self._seed_init_scale(self._baseline())
             stopped = self._search()
-            self._refine()
             self._recheck()
             self._edge()
             self._repair()
@@ -324,7 +366,7 @@ class Tuner:
         for bs in [b for b in reversed(self.space.batch_sizes) if b <= self.space.baseline_batch]:
             if self._out_of_time():
                 return None
-            record = self._run(Candidate(Dtype.FP32, bs, comm=self.space.base_comm), Role.SEARCH)
+            record = self._run(self.space.point(Dtype.FP32, bs), Role.SEARCH)
             if record.result.status is Status.OK:
                 return record
         return None
@@ -341,128 +383,66 @@ class Tuner:
 
     # --------------------------------------------------------------------------------- search
     def search_limit(self) -> int:
+        """Search trials (the baseline, scouts, climbs and the strategy's): --max-trials, or with
+        the Bayesian strategy SEARCH_SHARE of the points that change speed (at least
+        MIN_SEARCH_TRIALS), or every one of them (grid)."""
         n = len(self.space.candidates())
         if self.settings.max_trials:
             return self.settings.max_trials
         if self.settings.strategy == "grid":
             return n
-        # at least the baseline, a scout for every dtype the probe calls fast, and the refine trials
-        return max(MIN_SEARCH_TRIALS, math.ceil(SEARCH_SHARE * n), 1 + self._scouts() + REFINE_TRIALS)
+        return min(n, max(MIN_SEARCH_TRIALS, math.ceil(SEARCH_SHARE * n)))
 
-    def _scouts(self) -> int:
-        return sum(1 for d in self.space.dtypes if d is not Dtype.FP32 and self.profile.dtypes[d].fast)
-
-    def refine_trials(self) -> int:
-        """The refine phase's share of the search budget: what is left after the baseline and the
-        scouts (a small --max-trials goes to the dtypes first), at most REFINE_TRIALS."""
-        if self.settings.strategy == "grid":
-            return 0
-        return min(REFINE_TRIALS, max(0, self.search_limit() - 1 - self._scouts()))
+    def _searched(self) -> int:
+        return len(self.evidence.of_role(Role.SEARCH)) + len(self.evidence.of_role(Role.REFINE))
 
     def _search(self) -> str:
-        candidates = self.space.candidates()
+        """The plan (plan.py: scouts like with like, each contending dtype climbed toward its best
+        batch), then the strategy for what budget is left; with --strategy grid, every point."""
         limit = self.search_limit()
-        strategy = make_strategy(self.settings.strategy, self.space, self.settings.seed)
-        for record in self.records:
-            if record.role is Role.SEARCH and record.candidate.canonical() in set(candidates):
-                strategy.tell(record.candidate.canonical(), record.score)
-        # the last REFINE_TRIALS of the budget go to the sizes nearest the leader's (refine), when the
-        # strategy has left them unmeasured
-        limit = max(limit - self.refine_trials(), 1)
-        self._phase("search", max(0, limit - len(self.evidence.of_role(Role.SEARCH))))
-        # Every dtype the probe calls fast gets its scout first: a small budget must not leave the
-        # likely winner untried. (A dtype the probe calls slow is left to the strategy.)
-        for dtype in self.space.dtypes:
-            if self.profile.dtypes[dtype].fast and not self.evidence.of_dtype(dtype) and not self._out_of_time():
-                if len(self.evidence.of_role(Role.SEARCH)) >= limit:
-                    break
-                scout = self.space.scout(dtype)
-                strategy.tell(scout, self._run(scout, Role.SEARCH).score)
+        self._phase("search", max(0, limit - self._searched()))
+        fast = {d: v.fast for d, v in self.profile.dtypes.items()}
+        order = plan.scout_order(self.space, fast, {d: self.profile.peak_tflops(d) for d in self.space.dtypes})
+        strategy: SearchStrategy | None = None
         repeated = 0
         while True:
             evidence, constraints = self.evidence, self.constraints
-            if len(evidence.of_role(Role.SEARCH)) >= limit:
-                return f"reached {limit + self.refine_trials()} search trials"
+            if self._searched() >= limit:
+                return f"reached {limit} search trials"
             if self._out_of_time():
                 return f"time budget of {self.settings.time_budget_s:g} s used"
-            if all(evidence.measured(c) or not constraints.allows(c) for c in candidates):
+            if all(evidence.measured(c) or not constraints.allows(c) for c in self.space.candidates()):
                 return "every candidate was measured or ruled out"
+            step = None if self.settings.strategy == "grid" else plan.next_step(evidence, constraints, self.space,
+                                                                               order, fast)
+            if step is not None:
+                self._run(step.candidate, step.role, abandon=step.role is not Role.RECHECK)
+                continue
+            strategy = strategy or self._strategy()
             candidate = strategy.ask()
             if candidate is None:
                 return "every candidate was tried"
-            candidate = candidate.canonical()
-            if evidence.measured(candidate) or not constraints.allows(candidate):
-                config = evidence.config(candidate)
+            config = evidence.config(candidate)
+            if config is not None or not constraints.allows(candidate):
                 strategy.tell(candidate, config.explore_score if config else None)
                 repeated += 1
                 if repeated > MAX_REPEATED_ASKS:
                     return "the search kept proposing measured or ruled-out configurations: converged"
                 continue
             repeated = 0
-            if not evidence.of_dtype(candidate.dtype):
-                scout = self.space.scout(candidate.dtype, like=candidate)
-                if scout != candidate:
-                    strategy.tell(scout, self._run(scout, Role.SEARCH).score)
-                    continue
             strategy.tell(candidate, self._run(candidate, Role.SEARCH).score)
 
-    # --------------------------------------------------------------------------------- refine
-    def nearest_to_leader(self) -> Candidate | None:
-        """The allowed batch size of the leader's dtype nearest to the leader's in the space that
-        no trial measured yet (larger first at equal distance: throughput usually rises with the
-        batch). Not only the next size: when the neighbours were measured, a single noisy
-        measurement can have put the leader at the wrong end of the curve, and a size between
-        two measured ones is where that shows."""
-        evidence, constraints = self.evidence, self.constraints
-        best = evidence.best(allowed=constraints.allows)
-        if best is None:
-            return None
-        c, sizes = best.candidate, self.space.batch_sizes
-        if c.batch_size not in sizes:
-            return None
-        i = sizes.index(c.batch_size)
-        measured = {e.candidate.batch_size for e in evidence.configs.values() if e.candidate.dtype is c.dtype}
-        by_distance = sorted(range(len(sizes)), key=lambda j: (abs(j - i), -j))
-        for j in by_distance:
-            near = dataclasses.replace(c, batch_size=sizes[j], fp32_modules=())
-            if sizes[j] not in measured and constraints.allows(near):
-                return near
-        return None
-
-    def _refine(self) -> None:
-        if self.settings.strategy == "grid":
-            return
-        budget = self.search_limit() - len(self.evidence.of_role(Role.SEARCH)) - len(self.evidence.of_role(Role.REFINE))
-        for _ in range(max(0, budget)):
-            near = self.nearest_to_leader()
-            if near is None or self._out_of_time():
-                return
-            self._phase("refine", 1)
-            self._run(near, Role.REFINE)
+    def _strategy(self) -> SearchStrategy:
+        """The strategy, told every point explored so far (the plan's included)."""
+        strategy = make_strategy(self.settings.strategy, self.space, self.settings.seed)
+        for config in self.evidence.configs.values():
+            if config.explore_records and config.candidate in set(self.space.candidates()):
+                strategy.tell(config.candidate, config.explore_score)
+        return strategy
 
     # -------------------------------------------------------------------------------- recheck
-    def inconsistent(self) -> list[Candidate]:
-        """Configurations whose throughput does not fit the next batch size of the same dtype: a
-        smaller batch whose step took RECHECK_FACTOR x longer than a bigger one's, or a bigger
-        batch RECHECK_FACTOR x slower per sample. Each is rechecked once."""
-        evidence, out = self.evidence, []
-        by_dtype: dict[Dtype, list] = {}
-        for config in evidence.configs.values():
-            if config.explore_score and not any(r.role is Role.RECHECK for r in config.records):
-                by_dtype.setdefault(config.candidate.dtype, []).append(config)
-        for configs in by_dtype.values():
-            configs.sort(key=lambda c: c.candidate.batch_size)
-            for small, big in zip(configs, configs[1:]):
-                small_step = small.candidate.batch_size / small.explore_score
-                big_step = big.candidate.batch_size / big.explore_score
-                if small_step > RECHECK_FACTOR * big_step:
-                    out.append(small.candidate)
-                elif big.explore_score * RECHECK_FACTOR < small.explore_score:
-                    out.append(big.candidate)
-        return list(dict.fromkeys(out))
-
     def _recheck(self) -> None:
-        suspects = self.inconsistent()
+        suspects = plan.inconsistent(self.evidence)
         if suspects:
             self._phase("recheck", len(suspects))
         for candidate in suspects:
@@ -532,13 +512,20 @@ class Tuner:
         if len(pool) < 2:
             return  # one configuration in contention: nothing to compare it with
         self._rounds(pool, 1, CONFIRM_ROUNDS)
+        # A close call (the two best within CLOSE_CALL of each other in the rounds) gets more
+        # rounds of the same contenders, up to MAX_CONFIRM_ROUNDS: a batch size 7% better is lost
+        # in two rounds of a machine whose trials spread by 8%, and found in four.
+        rounds = CONFIRM_ROUNDS
+        while rounds < MAX_CONFIRM_ROUNDS and close_call(self.evidence, self.constraints) and not self._out_of_time():
+            rounds += 1
+            self._rounds(pool, rounds, 1)
         # The twins the decision needs, now that the leader is known: those not yet measured in a
         # round beside it get rounds of their own, with the leader.
         evidence = self.evidence
         wanted = needed_twins(evidence, self.constraints)
         missing = [c for c in wanted[1:] if evidence.paired(wanted[0], c) is None]
         if missing:
-            self._rounds([wanted[0], *missing], CONFIRM_ROUNDS + 1, TWIN_ROUNDS)
+            self._rounds([wanted[0], *missing], max(evidence.main_rounds()) + 1, TWIN_ROUNDS)
 
     # -------------------------------------------------------------------------------- repair
     def _repair(self) -> None:

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Noise:
     sigma: float = 0.03
-    patch_rate: float = 0.06
-    patch_trials: tuple[int, int] = (2, 5)
-    patch_slowdown: tuple[float, float] = (1.15, 1.8)
+    patch_rate: float = 0.04
+    patch_trials: tuple[int, int] = (1, 4)
+    patch_slowdown: tuple[float, float] = (1.1, 1.8)  # skewed toward the low end: most patches are mild
     fresh_slowdown: tuple[float, float] = (1.1, 1.45)
     drift: float = 0.06
     drift_period_s: float = 240.0
@@ -53,7 +53,8 @@ class NoiseState:
             self.patch_left -= 1
         if self.patch_left == 0 and self.rng.random() < n.patch_rate:
             self.patch_left = self.rng.randint(*n.patch_trials)
-            self.patch_factor = self.rng.uniform(*n.patch_slowdown)
+            low, high = n.patch_slowdown
+            self.patch_factor = low + (high - low) * self.rng.random() ** 2
 
     def factor(self, now_s: float, fresh: bool, sigma: float | None = None) -> float:
         """What the true samples/s is multiplied by in this trial (< 1: slower)."""

@@ -76,8 +76,8 @@ def _line(landscape: Landscape, r) -> str:
     true = landscape.true_rate(c.dtype, c.batch_size, bool(c.fp32_modules))
     measured = f"{r.result.samples_per_s:.1f}" if r.result.samples_per_s else "-"
     where = f" round {r.round}" if r.round is not None else ""
-    return (f"{r.number:3d} {r.role.value:9s}{where:9s} {c.label:34s} {r.result.status.value:9s} measured {measured:>8s}"
-            f" true {true:8.1f}" + ("" if r.feasible else f"  [{r.why_not}]"))
+    return (f"{r.number:3d} {r.role.value:9s}{where:9s} {c.label:34s} {r.result.status.value:9s} "
+            f"measured {measured:>8s} true {true:8.1f}" + ("" if r.feasible else f"  [{r.why_not}]"))
 
 
 def _invalid(landscape: Landscape, result, rec, islands: bool) -> str | None:
@@ -87,7 +87,7 @@ def _invalid(landscape: Landscape, result, rec, islands: bool) -> str | None:
     chosen = result.decision.candidate if result.decision else None
     if chosen is not None:
         failed = [r.number for r in result.records if r.candidate.canonical() == chosen.canonical()
-                  and r.role.measures_speed and not r.feasible]
+                  and r.role.measures_speed and not r.feasible and r.result.status.value != "pruned"]
         if failed:
             return f"{chosen.label} rests on failed trials {failed}"
     if result.decision is not None and not result.decision.confirmed:

@@ -1,0 +1,155 @@
+"""What the search measures next: pure functions of the evidence, the constraints and the space.
+
+The search is a plan, not a guess: the points that change speed are dtype x batch size (x the
+gradient reduction under --parallel), and throughput along the batch axis rises, peaks and falls.
+So, after the fp32 baseline at the middle batch size:
+
+- scout: each reduced precision's first trial is at the leader's batch size (at first the
+  baseline's), so that the first comparison is like with like. A dtype whose lead grows with the
+  batch (bf16 on AMX, every dtype on tensor cores) would lose a comparison at a smaller batch;
+- climb: the leader is followed toward its best batch size: the unmeasured neighbours of its
+  plateau (the sizes it explored within PLATEAU of its best), larger first. A plateau, not one
+  point, so that one noisy dip does not stop the climb;
+- contention: every other dtype whose best is within CONTENTION of the leader's dtype at the same
+  batch size is followed to its own best batch size too: its lead may lie at a batch the
+  leader's climb never reached;
+- the dtypes the probe calls fast are scouted before the leader's rivals are followed; those it
+  calls slow (emulated) last, as one scout each settles them.
+
+Before any of these, a configuration whose throughput does not fit its neighbours' is measured
+again (recheck). next_step returns None when the plan is done; the search strategy (search.py) fills what budget
+is left. GradScaler's settings do not change the speed: fp16 is measured at one setting
+(space.point) and its scaler is judged on numerics (the tuner's stability run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Mapping
+
+from ..dtypes import Dtype
+from .constraints import Constraints
+from .evidence import ConfigEvidence, Evidence
+from .record import Role
+from .space import Candidate, SearchSpace
+
+PLATEAU = 0.05  # sizes explored within this share of a dtype's best are its plateau
+CONTENTION = 0.6  # a dtype whose best explored is at least this share of the leader's is followed
+# A batch this much slower per sample than its neighbour (or a smaller one whose step takes this
+# much longer than a bigger one's) is measured again: a CPU loses 10-30% per doubling past its peak
+RECHECK_FACTOR = 2.0
+
+
+@dataclass(frozen=True)
+class Step:
+    candidate: Candidate
+    role: Role  # SEARCH (a scout), REFINE (a climb) or RECHECK (measured again)
+
+
+def scout_order(space: SearchSpace, fast: Mapping[Dtype, bool], peaks: Mapping[Dtype, float | None]) -> list[Dtype]:
+    """The reduced precisions, the ones the probe calls fast first, by their peak (vendor figures,
+    when known), then in the space's order."""
+    reduced = [d for d in space.dtypes if d is not Dtype.FP32]
+    return sorted(reduced, key=lambda d: (not fast.get(d, False), -(peaks.get(d) or 0.0), space.dtypes.index(d)))
+
+
+def baseline(space: SearchSpace) -> Candidate:
+    return space.point(Dtype.FP32, space.baseline_batch)
+
+
+def climb(evidence: Evidence, constraints: Constraints, space: SearchSpace, best: ConfigEvidence) -> Candidate | None:
+    """The next batch size for `best`'s dtype (and comm): an unmeasured, allowed neighbour of its
+    plateau in the space, the larger one first; None when both are measured or ruled out (it
+    has converged)."""
+    c = best.candidate
+    same = [e for e in evidence.configs.values()
+            if e.candidate.dtype is c.dtype and e.candidate.comm == c.comm and not e.candidate.fp32_modules]
+    top = best.explore_score or 0.0
+    plateau = [e.candidate.batch_size for e in same if (e.explore_score or 0.0) >= (1 - PLATEAU) * top]
+    measured = {e.candidate.batch_size for e in same}
+    sizes = space.batch_sizes
+    above = [b for b in sizes if b > max(plateau)]
+    below = [b for b in sizes if b < min(plateau)]
+    for b in ([above[0]] if above else []) + ([below[-1]] if below else []):
+        near = space.point(c.dtype, b, c.comm)
+        if b not in measured and constraints.allows(near):
+            return near
+    return None
+
+
+def in_contention(evidence: Evidence, rival: ConfigEvidence, lead: ConfigEvidence) -> bool:
+    """Whether `rival` (a dtype's best) may still beat the leader's dtype: within CONTENTION of it
+    at the same batch size (like with like: the leader's dtype may have climbed to a batch the
+    rival never ran at), or of the leader itself when that batch was not measured."""
+    same = dataclasses.replace(lead.candidate, batch_size=rival.candidate.batch_size, fp32_modules=())
+    there = evidence.config(same)
+    yardstick = (there.explore_score if there is not None else None) or lead.explore_score or 0.0
+    return (rival.explore_score or 0.0) >= CONTENTION * yardstick
+
+
+def _tried(evidence: Evidence, dtype: Dtype) -> bool:
+    return bool(evidence.of_dtype(dtype))
+
+
+def scout(space: SearchSpace, constraints: Constraints, dtype: Dtype, at: int) -> Candidate | None:
+    """`dtype`'s first trial at batch `at`, or the allowed size nearest to it."""
+    for b in sorted(space.batch_sizes, key=lambda b: (abs(b - at), -b)):
+        candidate = space.point(dtype, b)
+        if constraints.allows(candidate):
+            return candidate
+    return None
+
+
+def inconsistent(evidence: Evidence) -> list[Candidate]:
+    """Configurations whose throughput does not fit the next batch size of the same dtype: a
+    smaller batch whose step took RECHECK_FACTOR x longer than a bigger one's, or a bigger batch
+    RECHECK_FACTOR x slower per sample. Each is measured again once: probably a slow moment of
+    the machine, and a climb must not stop on it."""
+    out = []
+    by_dtype: dict[tuple[Dtype, str], list[ConfigEvidence]] = {}
+    for config in evidence.configs.values():
+        if config.explore_score and not any(r.role is Role.RECHECK for r in config.records):
+            by_dtype.setdefault((config.candidate.dtype, config.candidate.comm), []).append(config)
+    for configs in by_dtype.values():
+        configs.sort(key=lambda c: c.candidate.batch_size)
+        for small, big in zip(configs, configs[1:]):
+            small_step = small.candidate.batch_size / (small.explore_score or 1.0)
+            big_step = big.candidate.batch_size / (big.explore_score or 1.0)
+            if small_step > RECHECK_FACTOR * big_step:
+                out.append(small.candidate)
+            elif (big.explore_score or 0.0) * RECHECK_FACTOR < (small.explore_score or 0.0):
+                out.append(big.candidate)
+    return list(dict.fromkeys(out))
+
+
+def next_step(evidence: Evidence, constraints: Constraints, space: SearchSpace, order: list[Dtype],
+              fast: Mapping[Dtype, bool]) -> Step | None:
+    """What the plan measures next (see the module docstring), or None when it is done."""
+    for suspect in inconsistent(evidence):
+        if constraints.allows(suspect):
+            return Step(suspect, Role.RECHECK)
+    lead = evidence.best(allowed=constraints.allows)
+    if lead is None:
+        return None
+    at = lead.candidate.batch_size
+    untried = [d for d in order if not _tried(evidence, d) and d not in constraints.dtypes_out]
+    fast_untried = [d for d in untried if fast.get(d, False)]
+    # the first fast reduced precision is scouted before fp32 climbs: a small budget must not
+    # be spent on the yardstick alone
+    if lead.candidate.dtype is not Dtype.FP32 or not fast_untried:
+        step = climb(evidence, constraints, space, lead)
+        if step is not None:
+            return Step(step, Role.REFINE)
+    for dtype in fast_untried:
+        if (candidate := scout(space, constraints, dtype, at)) is not None:
+            return Step(candidate, Role.SEARCH)
+    rivals = sorted((e for d, e in evidence.best_per_dtype(allowed=constraints.allows).items()
+                     if d is not lead.candidate.dtype), key=lambda e: e.explore_score or 0.0, reverse=True)
+    for rival in rivals:
+        if in_contention(evidence, rival, lead) and (step := climb(evidence, constraints, space, rival)) is not None:
+            return Step(step, Role.REFINE)
+    for dtype in untried:
+        if (candidate := scout(space, constraints, dtype, at)) is not None:
+            return Step(candidate, Role.SEARCH)
+    return None
