@@ -107,6 +107,10 @@ class StatusLine:
             self.console.print(text, markup=False)
         self._last_key = key
 
+    def note(self, text: str) -> None:
+        """A line that stays (above the transient status line on a terminal)."""
+        self.console.print(Text(f"{self.prefix}{text}"))
+
     def done(self) -> None:
         if self._status is not None:
             self._status.stop()
@@ -169,7 +173,9 @@ class TuneDisplay:
         row.status, row.samples_per_s, row.feasible = event["status"], event.get("samples_per_s"), event["feasible"]
         row.why_not, row.peak_memory_bytes, row.wall_s = event.get("why_not"), event.get("peak_memory_bytes"), \
             event.get("wall_s")
-        self.done_in_phase += 1
+        row.role = event.get("role", row.role)  # a trial that found its worker fresh ends as its warm-up
+        if row.role != "warmup":  # a worker's warm-up is not one of the phase's planned trials
+            self.done_in_phase += 1
         if event.get("best"):
             self.best = event["best"][0]
         outcome = f"{row.samples_per_s:.1f} samples/s" if row.feasible and row.samples_per_s else row.why_not

@@ -61,9 +61,9 @@ COMPARE_STEPS = 6  # loss agreement with fp32 over the first steps: one fp32 cur
 CONFIRM_ROUNDS = 2  # interleaved re-measurements of the contenders: this machine drifts over seconds
 MAX_CONFIRM_ROUNDS = 3  # ... and as many as this when the call is close (decision.close_call)
 # Rounds of the leader beside a twin it did not meet in the main rounds (its batch size was open,
-# or the leader changed): one, so that a run with a close runner-up stays within 30% of the grid;
-# the decision against the best fp32 rests on the main rounds when that twin is not faster.
-TWIN_ROUNDS = 1
+# or the leader changed): two, as the main rounds, so that one slow round (a 3x outlier in the
+# simulator) cannot make the leader look slower than fp32.
+TWIN_ROUNDS = 2
 # The first step of a trial (model build included) may take this many times what the calibration
 # step or a finished trial took, scaled by the samples per step, and at least the floor: a hang is
 # noticed in seconds-to-minutes, not after the worker's 10-minute default.
@@ -292,7 +292,8 @@ class Tuner:
     def _trial(self, candidate: Candidate, role: Role, spec: TrialSpec, round: int | None,
                warmup: bool = False) -> TrialRecord:
         number = len(self.records) + 1
-        self.emit({"event": "trial_start", "number": number, "label": candidate.label, "role": role.value})
+        shown = Role.WARMUP if warmup else role
+        self.emit({"event": "trial_start", "number": number, "label": candidate.label, "role": shown.value})
         load = _load_average()
         result = self.worker.run(spec)
         if result.bad_input:
