@@ -222,6 +222,8 @@ def _trial_progress(progress: StatusLine, steps: int, warmup: int) -> Callable[[
             progress(f"{phase} step {index + 1}/{total}", key=phase)
         elif event.get("event") == "phase":
             progress(str(phase), key=phase)
+        elif event.get("event") == "notice":
+            progress.note(str(event.get("text")))
 
     return on_event
 

@@ -207,3 +207,21 @@ def test_skipped_steps_count_the_measured_steps_only(worker):
     r = worker.run(spec("tiny", Dtype.FP16, steps=4, warmup_steps=30, init_scale=2.0**40, compare_fp32=False))
     assert r.status == "ok"
     assert r.final_loss_scale < 2.0**40 and r.skipped_steps == 0
+
+
+def test_a_dtype_without_a_fast_path_is_announced_before_its_first_step_and_timed_after_it():
+    """An emulated dtype (bf16 on an AVX2-only CPU: a step 15-38x slower than fp32) says so before
+    the first step, and after it how long the rest will take, not only in the final result."""
+    slow = [d for d in (Dtype.BF16, Dtype.FP16) if not probe("cpu").devices[0].dtypes[d].fast]
+    if not slow:
+        pytest.skip("every reduced precision has a fast path on this CPU")
+    events = []
+    result = bench(str(WORKLOADS / "tiny.py"), dtype=slow[0], batch_size=4, device="cpu", steps=2, warmup_steps=1, on_event=events.append)
+    kinds = [(e.get("event"), e.get("phase")) for e in events]
+    notices = [i for i, (kind, _) in enumerate(kinds) if kind == "notice"]
+    first_step = kinds.index(("step", "warmup"))
+    assert len(notices) == 2 and notices[0] < first_step < notices[1]
+    assert "no fast path" in events[notices[0]]["text"]
+    assert "the first step took" in events[notices[1]]["text"] and "the 2 steps left take about" in \
+        events[notices[1]]["text"]
+    assert result.status == "ok"

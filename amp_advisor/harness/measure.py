@@ -142,6 +142,16 @@ def _run_steps(step: TrainingStep, steps: int, after_step: Callable[[int], None]
     return times, losses
 
 
+def slow_step_notice(spec: TrialSpec, first_step_s: float) -> str:
+    """What the first step of a dtype without a fast path says about the trial's time."""
+    left = max(spec.warmup_steps - 1, 0) + spec.steps
+    text = (f"{spec.dtype}: the first step took {first_step_s:.1f} s; the {left} steps left take about "
+            f"{left * first_step_s:.0f} s")
+    if spec.compare_fp32 and spec.dtype is not Dtype.FP32:
+        text += ", then the fp32 reference of the same steps"
+    return text
+
+
 def make_batches(workload: Workload, spec: TrialSpec, device: torch.device, rank: int = 0) -> list[Any]:
     """The trial's data, made once under the trial's seed and reused by every run of it; each
     rank of a distributed trial gets its own (as a sampler would give it)."""
@@ -246,8 +256,11 @@ class TrialRunner:
         workload = load(spec.workload)
         self._workload_path = workload.path
         warnings = []
-        if not profile.dtypes[spec.dtype].fast:
+        slow = not profile.dtypes[spec.dtype].fast
+        if slow:
             warnings.append(f"{spec.dtype} has no fast path on {spec.device}: {profile.dtypes[spec.dtype].why}")
+            # said before the first step, not only in the result: an emulated step can take seconds
+            self.emit({"event": "notice", "text": f"{warnings[-1]}; its time follows the first step"})
         tf32_on = spec.tf32_on(profile.dtypes[Dtype.TF32].fast)
 
         batches = make_batches(workload, spec, device, rank)
@@ -266,6 +279,8 @@ class TrialRunner:
                 warmup_losses.append(float(step()))  # float() waits for the device
                 seconds = time.perf_counter() - t0
                 self.emit({"event": "step", "phase": "warmup", "index": i, "seconds": seconds})
+                if i == 0 and slow:
+                    self.emit({"event": "notice", "text": slow_step_notice(spec, seconds)})
                 if i == 0 and spec.abandon_after_s and seconds > spec.abandon_after_s:
                     tracker.stop()
                     return failed(spec, Status.PRUNED, pruned_reason(seconds, spec.abandon_after_s),
