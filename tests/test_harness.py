@@ -216,7 +216,8 @@ def test_a_dtype_without_a_fast_path_is_announced_before_its_first_step_and_time
     if not slow:
         pytest.skip("every reduced precision has a fast path on this CPU")
     events = []
-    result = bench(str(WORKLOADS / "tiny.py"), dtype=slow[0], batch_size=4, device="cpu", steps=2, warmup_steps=1, on_event=events.append)
+    result = bench(str(WORKLOADS / "tiny.py"), dtype=slow[0], batch_size=4, device="cpu", steps=2, warmup_steps=1,
+                   on_event=events.append)
     kinds = [(e.get("event"), e.get("phase")) for e in events]
     notices = [i for i, (kind, _) in enumerate(kinds) if kind == "notice"]
     first_step = kinds.index(("step", "warmup"))
