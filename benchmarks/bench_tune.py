@@ -57,6 +57,17 @@ AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}  # the oracle's own d
 HOPELESS = 0.25  # below this fraction of fp32 at the smallest batch: measured there only
 
 
+ISA_FLAGS = {"amx_bf16", "amx_tile", "avx2", "avx512_bf16", "avx512_fp16", "avx512f"}  # what a landscape records
+
+
+def cpu_flags() -> set[str]:
+    try:
+        return {f for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
+                for f in line.split(":", 1)[1].split()}
+    except OSError:
+        return set()
+
+
 def cpu_name() -> str:
     flags, model = set(), platform.processor() or "unknown CPU"
     try:
@@ -184,13 +195,15 @@ def write_landscape(directory: Path, name: str, path: Path, measured: dict, ever
                "samples_per_s": rate, "first_step_s": round(FIRST_STEP.get((path.stem, d, b), 0.0), 4)}
               for (d, b), rate in sorted(measured.items())]
     gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") else None
-    data = {"workload": str(path.relative_to(ROOT)), **({"gpu": gpu} if gpu else {"cpu": cpu_name()}),
+    where = {"gpu": gpu} if gpu else {"cpu": cpu_name(), "flags": sorted(cpu_flags() & ISA_FLAGS)}
+    data = {"workload": str(path.relative_to(ROOT)), **where,
             "torch": torch.__version__, "measured": time.strftime("%Y-%m-%d"),
             "method": f"benchmarks/bench_tune.py's oracle: torch.utils.benchmark blocked_autorange median per round, "
                       f"{rounds} interleaved rounds (ABBA), min_run_time {min_run_time} s; first_step_s = the first "
                       "training step after build", "points": points}
     directory.mkdir(parents=True, exist_ok=True)
-    kind = (gpu or "cpu").split()[-1].lower()
+    kind = gpu.split()[-1].lower() if gpu else ("cpu-amx" if "amx_bf16" in where["flags"] else
+                                                "cpu-avx512bf16" if "avx512_bf16" in where["flags"] else "cpu-avx2")
     out = directory / f"{kind}-{name}.json"
     out.write_text(json.dumps(data, indent=1) + "\n")
     return out

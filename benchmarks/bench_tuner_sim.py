@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_tune import cpu_name  # noqa: E402  (the machine line every benchmark prints)
 from tests.simulator import simulate, suite  # noqa: E402
 
 SETTINGS = {"default": {}, "max-trials 6": {"max_trials": 6}, "max-trials 8": {"max_trials": 8}}
@@ -65,9 +66,8 @@ def main() -> None:
     args = parser.parse_args()
     names = [n.strip() for n in args.settings.split(",") if n.strip()]
     pairs = suite(args.per_family, args.seed)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
-          f"{platform.python_version()}; {len(pairs)} (landscape, seed) pairs x {len(names)} settings, "
-          f"{args.jobs} jobs\n")
+    print(f"machine: {cpu_name()}, Python {platform.python_version()} (simulated quality does not depend on "
+          f"it); {len(pairs)} (landscape, seed) pairs x {len(names)} settings, {args.jobs} jobs\n")
     jobs = [(i, args.per_family, args.seed, name) for name in names for i in range(len(pairs))]
     start = time.perf_counter()
     with multiprocessing.Pool(args.jobs) as pool:

@@ -36,9 +36,10 @@ from .space import Candidate, SearchSpace
 
 PLATEAU = 0.05  # sizes explored within this share of a dtype's best are its plateau
 CONTENTION = 0.5  # a dtype whose best explored is at least this share of the leader's is followed
-# A batch this much slower per sample than its neighbour (or a smaller one whose step takes this
-# much longer than a bigger one's) is measured again: a CPU loses 10-30% per doubling past its peak
-RECHECK_FACTOR = 2.0
+# A batch this much slower per sample than the next smaller one (or a smaller one whose step takes
+# this much longer than a bigger one's) is measured again: a CPU loses 10-30% per doubling past its
+# peak, and one 3x outlier must not stop a climb
+RECHECK_FACTOR = 1.5
 
 
 @dataclass(frozen=True)

@@ -55,14 +55,14 @@ from .store import RunStore
 
 MAX_REPEATED_ASKS = 10  # the strategy keeps proposing measured points: it has converged
 TRIAL_MEASURE_S = 2.5  # aim for this much measured time per trial: enough steps, not more
-CONFIRM_MEASURE_S = 1.0  # ... per confirmation round: more, shorter rounds average the machine's drift better
+CONFIRM_MEASURE_S = 0.75  # ... per confirmation round: more, shorter rounds average the machine's drift better
 MIN_STEPS = 3
 COMPARE_STEPS = 6  # loss agreement with fp32 over the first steps: one fp32 curve per batch size serves all
 CONFIRM_ROUNDS = 2  # interleaved re-measurements of the contenders: this machine drifts over seconds
 MAX_CONFIRM_ROUNDS = 3  # ... and as many as this when the call is close (decision.close_call)
 # Rounds of the leader beside a twin it did not meet in the main rounds (its batch size was open,
-# or the leader changed): two, as the main rounds, so that one slow round (a 3x outlier in the
-# simulator) cannot make the leader look slower than fp32.
+# or the leader changed): two, as the main rounds, so that one slow round (a 3x outlier) cannot
+# make the leader look slower than fp32, and an fp32 twin that is faster is seen to be.
 TWIN_ROUNDS = 2
 # The first step of a trial (model build included) may take this many times what the calibration
 # step or a finished trial took, scaled by the samples per step, and at least the floor: a hang is

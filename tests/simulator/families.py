@@ -320,11 +320,16 @@ ADVERSARIAL = (best_only_at_largest, fp32_wins_small, close_pair, oom_above_midd
 
 
 # ---------------------------------------------------------------------------------- suites
+def _covers(path: Path, sizes: tuple[int, ...]) -> bool:
+    """Whether a CPU sweep measured fp32 at every one of `sizes` (then it also runs as --batch-sizes)."""
+    data = json.loads(path.read_text())
+    return not data.get("gpu") and {b for b in sizes} <= {p["batch_size"] for p in data["points"]
+                                                         if p["dtype"] == "fp32" and not p.get("compiled")}
 def suite(per_family: int, seed: int = 0) -> list[tuple[Landscape, int]]:
     """(landscape, noise seed) pairs: `per_family` of each family, spread over its members."""
     pairs: list[tuple[Landscape, int]] = []
     files = measured_files()
-    variants = [(f, None) for f in files] + [(f, CPU_SIZES) for f in files if "gpu" not in f.name]
+    variants = [(f, None) for f in files] + [(f, CPU_SIZES) for f in files if _covers(f, CPU_SIZES)]
     for i in range(per_family):
         f, sizes = variants[i % len(variants)]
         pairs.append((measured(f, seed + i, sizes), seed + i))
