@@ -1,23 +1,23 @@
-"""The tuning loop, in phases: baseline -> search -> recheck -> edge -> confirm -> stability ->
-choose. The tuner runs trials and records them; what they mean is decided elsewhere, by pure
-functions of the records: Evidence (evidence.py), Constraints (constraints.py) and the decision
-rules (decision.py). Nothing is replayed: each question is answered from the records as they are.
+"""The tuning loop, in phases: baseline -> search -> recheck -> edge -> repair -> confirm ->
+stability -> choose. The tuner runs trials and records them; what they mean is decided elsewhere,
+by pure functions of the records: Evidence (evidence.py), Constraints (constraints.py), the plan
+(plan.py) and the decision rules (decision.py). Nothing is replayed: each question is answered
+from the records as they are.
 
 Phases, and why:
 - baseline: fp32 at the middle batch size first: the reference speed, and the fp32 gradients that
   seed GradScaler's init_scale (the largest power of two keeping the largest gradient 8x under
-  fp16's maximum);
-- search: the strategy proposes (skopt ask/tell, or the grid), the constraints veto; a dtype's
-  first trial scouts at the smallest batch, and a trial whose first step takes PRUNE_FACTOR x
-  longer than the best rate needs is stopped early;
-- refine: the last trials of the search budget measure the unmeasured batch sizes nearest to the
-  leader's (skopt's few trials can leave them unmeasured, and the optimum is often there);
-- recheck: a throughput that does not fit its neighbours (a batch RECHECK_FACTOR x slower per
-  sample than the next) was probably measured in a slow moment of the machine: measured again;
+  fp16's maximum). A fresh worker warms up on a short trial first (Role.WARMUP): its first trial
+  runs slow;
+- search: the plan (scouts at the leader's batch, climbs of every contending dtype toward its best
+  batch, rechecks of what does not fit), then the strategy (skopt ask/tell, or the grid) for the
+  budget left; the constraints veto; a trial whose first step takes PRUNE_FACTOR x longer than
+  the dtype's best rate needs is stopped early;
+- recheck: what still does not fit its neighbours is measured again;
 - edge: between the largest batch that ran and the smallest that failed, as the space allows;
-- confirm: the best configuration of every dtype (and the leading dtype's close runner-up), and
-  fp32 at the leader's batch, in interleaved rounds; the twins the leader did not meet get a round
-  of their own with it;
+- repair: a reduced precision that failed on numerics everywhere, X-rayed and measured with islands;
+- confirm: the contenders (decision.contenders) in interleaved rounds, a close call in one more,
+  and the twins the leader did not meet in rounds of their own;
 - stability: a chosen fp16 configuration runs longer, judged on skipped steps.
 """
 
