@@ -364,7 +364,7 @@ def diagnose(workload: Any, dtype: str, batch_size: int, device: str, steps: int
               help="Stop searching after this long.")
 @click.option("--max-trials", type=int, metavar="N",
               help=f"Search trials at most, before the confirmation rounds [default: bayes {SEARCH_SHARE:.0%} of the "
-                   f"space (at least {MIN_SEARCH_TRIALS}), grid all of it].")
+                   f"points that change speed, dtype x batch size (at least {MIN_SEARCH_TRIALS}), grid all of them].")
 @click.option("--timeout", type=float, metavar="SECONDS", help="Per-trial limit [default: progress watchdog].")
 @click.option("--tolerance", type=float, default=TuneSettings.tolerance, show_default=True,
               help=f"Largest relative loss difference from fp32 over the first {COMPARE_STEPS} steps.")
