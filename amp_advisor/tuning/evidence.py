@@ -51,22 +51,19 @@ class ConfigEvidence:
     def confirm_records(self) -> tuple[TrialRecord, ...]:
         return tuple(r for r in self.records if r.role is Role.CONFIRM)
 
-    def _best_of(self, records: tuple[TrialRecord, ...]) -> float | None:
-        """The best score of `records`, if the configuration is clean and every one that ran has a score."""
+    def _figure(self, records: tuple[TrialRecord, ...], combine: Callable[[list[float]], float]) -> float | None:
+        """`records`' scores combined, if the configuration is clean and every one that ran has a score."""
         ran = [r for r in records if r.result.status is not Status.PRUNED]
         scores = [r.score for r in ran if r.score is not None]
-        return max(scores) if self.clean and scores and len(scores) == len(ran) else None
+        return combine(scores) if self.clean and scores and len(scores) == len(ran) else None
 
     @property
     def explore_score(self) -> float | None:
-        return self._best_of(self.explore_records)
+        return self._figure(self.explore_records, max)
 
     @property
     def confirmed_score(self) -> float | None:
-        scores = [r.score for r in self.confirm_records]
-        if len(scores) >= 3 and self.clean and all(s is not None for s in scores):
-            return round_score([s for s in scores if s is not None])
-        return self._best_of(self.confirm_records)
+        return self._figure(self.confirm_records, round_score)
 
     @property
     def confirmed(self) -> bool:

@@ -55,10 +55,6 @@ def scout_order(space: SearchSpace, fast: Mapping[Dtype, bool], peaks: Mapping[D
     return sorted(reduced, key=lambda d: (not fast.get(d, False), -(peaks.get(d) or 0.0), space.dtypes.index(d)))
 
 
-def baseline(space: SearchSpace) -> Candidate:
-    return space.point(Dtype.FP32, space.baseline_batch)
-
-
 def climb(evidence: Evidence, constraints: Constraints, space: SearchSpace, best: ConfigEvidence) -> Candidate | None:
     """The next batch size for `best`'s dtype (and comm): an unmeasured, allowed neighbour of its
     plateau in the space, the larger one first; None when both are measured or ruled out (it
@@ -87,10 +83,6 @@ def in_contention(evidence: Evidence, rival: ConfigEvidence, lead: ConfigEvidenc
     there = evidence.config(same)
     yardstick = (there.explore_score if there is not None else None) or lead.explore_score or 0.0
     return (rival.explore_score or 0.0) >= CONTENTION * yardstick
-
-
-def _tried(evidence: Evidence, dtype: Dtype) -> bool:
-    return bool(evidence.of_dtype(dtype))
 
 
 def scout(space: SearchSpace, constraints: Constraints, dtype: Dtype, at: int) -> Candidate | None:
@@ -134,7 +126,7 @@ def next_step(evidence: Evidence, constraints: Constraints, space: SearchSpace, 
     if lead is None:
         return None
     at = lead.candidate.batch_size
-    untried = [d for d in order if not _tried(evidence, d) and d not in constraints.dtypes_out]
+    untried = [d for d in order if not evidence.of_dtype(d) and d not in constraints.dtypes_out]
     fast_untried = [d for d in untried if fast.get(d, False)]
     # the first fast reduced precision is scouted before fp32 climbs: a small budget must not
     # be spent on the yardstick alone

@@ -262,10 +262,11 @@ class Tuner:
 
     def _run(self, candidate: Candidate, role: Role, *, round: int | None = None, **spec_kw: Any) -> TrialRecord:
         """One trial, durable before anything else happens. A fresh worker's first trial runs slow
-        (its allocator, caches and kernels are cold: 20-40% here), so when a trial turns out to be
-        the first of its worker process it is recorded as that worker's warm-up and the
-        configuration is measured again: no figure rests on a cold worker. A trial stopped early
-        although its dtype ran cleanly before is measured again in full."""
+        (its allocator, caches and kernels are cold: 20-40% here), so a worker that is about to
+        start warms up on a short run of the configuration first (Role.WARMUP), and a trial that
+        turns out to be the first of a worker nobody expected (it was replaced in between) is
+        recorded as its warm-up and measured again: no figure rests on a cold worker. A trial
+        stopped early although its dtype ran cleanly before is measured again in full."""
         spec = self._spec(candidate, **spec_kw)
         if role.measures_speed and self._fresh_worker():
             # a short run first (no numerics): the worker warms up on what it is about to measure
@@ -436,8 +437,9 @@ class Tuner:
     def _strategy(self) -> SearchStrategy:
         """The strategy, told every point explored so far (the plan's included)."""
         strategy = make_strategy(self.settings.strategy, self.space, self.settings.seed)
+        points = set(self.space.candidates())
         for config in self.evidence.configs.values():
-            if config.explore_records and config.candidate in set(self.space.candidates()):
+            if config.explore_records and config.candidate in points:
                 strategy.tell(config.candidate, config.explore_score)
         return strategy
 

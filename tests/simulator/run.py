@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from amp_advisor.dtypes import Dtype
+from amp_advisor.harness.trial import Status
 from amp_advisor.tuning.space import build_space
 from amp_advisor.tuning.store import RunStore
 from amp_advisor.tuning.tuner import Tuner, TuneSettings
@@ -87,7 +88,7 @@ def _invalid(landscape: Landscape, result, rec, islands: bool) -> str | None:
     chosen = result.decision.candidate if result.decision else None
     if chosen is not None:
         failed = [r.number for r in result.records if r.candidate.canonical() == chosen.canonical()
-                  and r.role.measures_speed and not r.feasible and r.result.status.value != "pruned"]
+                  and r.role.measures_speed and not r.feasible and r.result.status is not Status.PRUNED]
         if failed:
             return f"{chosen.label} rests on failed trials {failed}"
     if result.decision is not None and not result.decision.confirmed:
