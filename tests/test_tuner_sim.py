@@ -80,3 +80,28 @@ def test_the_simulated_machine_answers_as_a_worker_does():
     pid = machine.pid
     assert machine.run(TrialSpec("w", Dtype.FP32, 8, device="cuda:0", abandon_after_s=0.01)).status == "pruned"
     assert machine.pid == pid + 1 and machine.fresh
+
+
+def test_two_rounds_that_overlap_are_a_close_call():
+    """The AMX Xeon's MLP: bf16 bs=64 is 1.17x fp16 bs=64. Two rounds measured fp16 at 1677 and
+    2371 samples/s (a slow patch, then a fast moment) and bf16 at 2141 and 1982: the best of two
+    put fp16 10% ahead, outside the close-call margin, and fp16 was recommended (quality 0.857).
+    Rounds that overlap settle nothing: more rounds ran, and bf16 wins them."""
+    land = families.measured(next(f for f in families.measured_files() if f.name == "xeon-amx-2c-mlp.json"), 27)
+    outcome = simulate(land, 27)
+    assert outcome.recommended == "bf16 bs=64" and outcome.quality == pytest.approx(1.0)
+
+
+def test_a_dtype_far_behind_spends_no_confirmation_rounds():
+    """fp16 at 0.4x bf16 at every batch size: out of contention, so it is not measured again in
+    the rounds (each round would spend a trial on a configuration noise cannot lift 2.5x)."""
+    quiet = families.Noise(sigma=0.01, patch_rate=0.0, drift=0.0, outlier_rate=0.0, fresh_slowdown=(1.0, 1.0))
+    rates = {Dtype.FP32: 100.0, Dtype.BF16: 300.0, Dtype.FP16: 120.0}
+    points = {(d, b): Point(rate * (1 + b / 256), 0.05 * b / 8, 2**30) for d, rate in rates.items()
+              for b in (8, 16, 32, 64)}
+    land = Landscape("fp16-far-behind", "test", "cpu-amx", points, 64 * 2**30, max_grad=0.1, noise=quiet,
+                     batch_sizes=(8, 16, 32, 64))
+    outcome = simulate(land, 0)
+    assert outcome.recommended == "bf16 bs=64" and outcome.quality == pytest.approx(1.0)
+    rounds = [line for line in outcome.log if " confirm " in line]
+    assert rounds and not any(" fp16 " in line for line in rounds)

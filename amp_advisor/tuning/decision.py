@@ -1,10 +1,13 @@
 """The decision rules, as pure functions of the evidence (what "right" means).
 
 - Contenders for confirmation: the best configuration of every dtype that ran cleanly (by its
-  exploration score), so a dtype whose trials happened to run in a slow moment still gets measured
-  beside the others, and the leading dtype's runner-up when it explored close to its best (or
-  when no other dtype ran cleanly), so that the batch size is decided in the rounds too, not by
+  exploration score) and is still in contention (plan.in_contention: within half of the leader's
+  dtype at its batch size), so a dtype whose trials happened to run in a slow moment still gets
+  measured beside the others, while one that is 2x behind does not spend rounds; and the
+  leading dtype's runner-up when it explored close to its best (or when no other dtype ran
+  cleanly), so that the batch size is decided in the rounds too, not by
   one noisy exploration trial.
+- More rounds when the main rounds leave the two best unseparated (close_call).
 - Only confirmed configurations can win: the leader is the best over the main rounds (those in
   which every contender was measured).
 - A reduced precision (tf32, bf16, fp16) is recommended when it beats the best fp32 configuration
@@ -22,6 +25,7 @@ from typing import Mapping
 from ..dtypes import Dtype
 from .constraints import Constraints
 from .evidence import ConfigEvidence, Evidence, Paired
+from .plan import in_contention
 from .space import Candidate
 
 NOT_WORSE_MARGIN = 0.02  # reduced precision must beat the best fp32 by more than this
@@ -60,11 +64,12 @@ class Decision:
 
 
 def contenders(evidence: Evidence, constraints: Constraints) -> list[Candidate]:
-    """The best of each dtype that ran cleanly and is still allowed, and the leading dtype's
+    """The best of each dtype that ran cleanly, is still allowed and in contention, and the leading dtype's
     second-best configuration when it explored within RUNNER_UP_WITHIN of its best (one
     exploration trial each cannot tell two batch sizes that close apart on a noisy machine);
     fastest first."""
     best = sorted(evidence.best_per_dtype(allowed=constraints.allows).values(), key=_explored, reverse=True)
+    best = [e for e in best if e is best[0] or in_contention(evidence, e, best[0])]
     pool = list(best)
     if best:
         top = best[0]
@@ -113,12 +118,22 @@ def ranked_in_main_rounds(evidence: Evidence, constraints: Constraints,
 
 
 def close_call(evidence: Evidence, constraints: Constraints) -> bool:
-    """Whether the two best configurations of the main rounds are within CLOSE_CALL of each other
-    (and so more rounds are worth their time)."""
+    """Whether the main rounds leave the two best configurations unseparated, so that more rounds
+    are worth their time: within CLOSE_CALL of each other, or with overlapping rounds (the
+    leader's slowest round below the runner-up's fastest: two rounds of a machine that spreads
+    by 8-30% settle nothing then)."""
     main = evidence.main_rounds()
-    scores = sorted((score for e in evidence.configs.values() if constraints.allows(e.candidate)
-                     and (score := evidence.in_rounds(e.candidate, main)) is not None), reverse=True)
-    return len(scores) >= 2 and scores[1] >= (1 - CLOSE_CALL) * scores[0]
+    ranked = sorted(((score, e) for e in evidence.configs.values() if constraints.allows(e.candidate)
+                     and (score := evidence.in_rounds(e.candidate, main)) is not None),
+                    key=lambda pair: pair[0], reverse=True)
+    if len(ranked) < 2:
+        return False
+    (top, lead), (second, runner) = ranked[0], ranked[1]
+    if second >= (1 - CLOSE_CALL) * top:
+        return True
+    lead_rounds = [s for k in main if (s := lead.rounds.get(k))]
+    runner_rounds = [s for k in main if (s := runner.rounds.get(k))]
+    return min(lead_rounds) < max(runner_rounds)
 
 
 def leader(evidence: Evidence, constraints: Constraints) -> ConfigEvidence | None:

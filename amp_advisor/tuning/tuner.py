@@ -59,7 +59,7 @@ CONFIRM_MEASURE_S = 0.75  # ... per confirmation round: more, shorter rounds ave
 MIN_STEPS = 3
 COMPARE_STEPS = 6  # loss agreement with fp32 over the first steps: one fp32 curve per batch size serves all
 CONFIRM_ROUNDS = 2  # interleaved re-measurements of the contenders: this machine drifts over seconds
-MAX_CONFIRM_ROUNDS = 3  # ... and as many as this when the call is close (decision.close_call)
+MAX_CONFIRM_ROUNDS = 4  # ... and as many as this when the call is close (decision.close_call)
 # Rounds of the leader beside a twin it did not meet in the main rounds (its batch size was open,
 # or the leader changed): two, as the main rounds, so that one slow round (a 3x outlier) cannot
 # make the leader look slower than fp32, and an fp32 twin that is faster is seen to be.
