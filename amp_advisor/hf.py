@@ -14,12 +14,12 @@ hidden size in the architecture's own ratio, and the per-head width follows hidd
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import BadInputError
+from .jsonio import read_json
 
 TASKS = ("causal-lm", "masked-lm", "seq2seq", "classification")
 SIZES = ("small", "config")
@@ -111,18 +111,19 @@ class HfSpec:
         return HfModel.of(self)
 
 
+CONFIG_EXPECTED = "a Hugging Face config.json, or a model directory holding one"
+
+
+def read_config(path: Path) -> Any:
+    """A --hf-config file's JSON, read as jsonio reads every document: bounded, never run."""
+    return read_json(path, f"--hf-config {path}", expected=CONFIG_EXPECTED)
+
+
 def config_file(path: Path) -> Path:
     """--hf-config: a config.json, or a model directory holding one; read as JSON, never run."""
     if path.is_dir():
         path = path / "config.json"
-    if not path.exists():
-        raise BadInputError(f"--hf-config {path}: no such file (expected a Hugging Face config.json, or a model "
-                            "directory holding one)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadInputError(f"--hf-config {path}: not valid JSON ({exc}); expected a Hugging Face config.json") \
-            from None
+    data = read_config(path)
     if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
         raise BadInputError(f"--hf-config {path}: no \"model_type\" in it; expected a Hugging Face config.json "
                             "(save one with config.save_pretrained(DIR))")
@@ -177,7 +178,7 @@ class HfModel:
         from transformers import AutoConfig
 
         if spec.config_path is not None:  # any file name: read as JSON (never run), built by its model_type
-            data = json.loads(Path(spec.config_path).read_text(encoding="utf-8"))
+            data = read_config(Path(spec.config_path))
             model_type = data.pop("model_type")
             from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 

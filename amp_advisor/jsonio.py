@@ -8,6 +8,7 @@ import enum
 import json
 import math
 import os
+import stat
 import tempfile
 import types
 import typing
@@ -76,14 +77,78 @@ def _umask() -> int:
 MAX_DOCUMENT_BYTES = 16 * 2**20  # a recommendation or run file is kilobytes; a trials line as much
 
 
+MAX_DEPTH = 32  # the deepest document amp-advisor writes or reads is 6 levels
+
+
+def read_document(path: Path, origin: str | None = None, *, expected: str = "a file amp-advisor wrote",
+                  limit: int = MAX_DOCUMENT_BYTES) -> str:
+    """The text of a file the tool reads (saved state, a config, a user's source), read
+    defensively: a regular file (not a FIFO, a device or a directory), at most `limit` bytes,
+    checked before reading, and UTF-8. Every failure is one BadInputError that starts with
+    `origin` (default: the path) and says what was `expected`."""
+    origin = origin or str(path)
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise BadInputError(f"{origin}: no such file (expected {expected})") from None
+    except OSError as exc:
+        raise BadInputError(f"{origin}: cannot open it ({exc.strerror or exc}); expected {expected}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise BadInputError(f"{origin}: a directory, expected {expected}")
+        if not stat.S_ISREG(st.st_mode):
+            raise BadInputError(f"{origin}: not a regular file (a device, pipe or socket), expected {expected}")
+        if st.st_size > limit:
+            raise BadInputError(f"{origin}: {st.st_size} bytes, over the {limit}-byte limit for {expected}")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise BadInputError(f"{origin}: cannot read it ({exc.strerror or exc}); expected {expected}") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:  # it grew while we read it
+        raise BadInputError(f"{origin}: over the {limit}-byte limit for {expected}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"{origin}: not UTF-8 text (byte {exc.start}); expected {expected}") from None
+
+
+def check_depth(value: Any, origin: str, limit: int = MAX_DEPTH) -> Any:
+    """`value` (parsed JSON or TOML), if no list or object in it is nested deeper than `limit`;
+    iterative, so a deep document cannot exhaust the stack of whatever reads it next."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                raise BadInputError(f"{origin}: nested more than {limit} levels deep, deeper than any file "
+                                    "amp-advisor reads")
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return value
+
+
 def loads(text: str, origin: str) -> Any:
     """JSON from a file we wrote, read defensively: bounded size and nesting."""
     if len(text) > MAX_DOCUMENT_BYTES:
         raise BadInputError(f"{origin}: {len(text)} bytes, larger than any file amp-advisor writes")
     try:
-        return json.loads(text)  # a JSONDecodeError (a ValueError) is the caller's to word
+        data = json.loads(text)  # a JSONDecodeError (a ValueError) is the caller's to word
     except RecursionError:
         raise BadInputError(f"{origin}: nested too deeply to be a file amp-advisor wrote") from None
+    return check_depth(data, origin)
+
+
+def read_json(path: Path, origin: str | None = None, *, expected: str = "a file amp-advisor wrote",
+              limit: int = MAX_DOCUMENT_BYTES) -> Any:
+    """read_document, parsed as JSON: a file that is not JSON is one BadInputError too."""
+    origin = origin or str(path)
+    try:
+        return loads(read_document(path, origin, expected=expected, limit=limit), origin)
+    except ValueError as exc:
+        raise BadInputError(f"{origin}: not valid JSON ({exc}); expected {expected}") from None
 
 
 def check_fields(cls: type, data: Any, where: str, *, finite: bool = False) -> None:

@@ -22,7 +22,7 @@ from . import tf32 as tf32_mode
 from .dtypes import (DEFAULT_BACKOFF_FACTOR, DEFAULT_GROWTH_FACTOR, DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE,
                      Dtype, torch_dtype)
 from .errors import BadInputError
-from .jsonio import check_fields, loads, write_atomic
+from .jsonio import check_depth, check_fields, loads, read_document, write_atomic
 from .limits import MAX_BATCH_SIZE
 
 RECOMMENDATION_SCHEMA_VERSION = 4
@@ -290,17 +290,13 @@ class Recommendation:
         path = Path(path)
         if path.is_dir():
             path = path / "recommendation.json"
+        expected = "a recommendation.json written by `amp-advisor tune`, or the run directory holding it"
+        text = read_document(path, expected=expected)
         try:
-            text = path.read_text(encoding="utf-8")
-            data = _parse_toml(text) if path.suffix == ".toml" else loads(text, str(path))
+            data = _parse_toml(text, str(path)) if path.suffix == ".toml" else loads(text, str(path))
         except RecursionError:
             raise BadInputError(f"{path}: nested too deeply to be a file amp-advisor wrote") from None
-        except FileNotFoundError:
-            raise BadInputError(f"{path}: no such file (expected a recommendation.json written by `amp-advisor tune`, "
-                                "or the run directory holding it)") from None
-        except IsADirectoryError:
-            raise BadInputError(f"{path}: a directory, expected a recommendation file") from None
-        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        except ValueError as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
             kind = "TOML" if path.suffix == ".toml" else "JSON"
             raise BadInputError(f"{path}: corrupt recommendation file, not {kind} ({exc})") from None
         rec = cls.from_dict(data, origin=str(path))
@@ -317,14 +313,14 @@ class Recommendation:
                           HardwareMismatchWarning, stacklevel=3)
 
 
-def _parse_toml(text: str) -> dict[str, Any]:
+def _parse_toml(text: str, origin: str) -> dict[str, Any]:
     """`amp-advisor show --format toml` output read back; TOML has no null, so absent = None."""
     if sys.version_info >= (3, 11):
         import tomllib
     else:
         import tomli as tomllib
 
-    data = tomllib.loads(text)
+    data = check_depth(tomllib.loads(text), origin)
     data.setdefault("hardware", {})
     return data
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import BadInputError
+from .jsonio import read_document
 
 REQUIRED = ("build_model", "make_batch")
 
@@ -46,19 +47,23 @@ def example_path(name: str) -> Path:
     return Path(str(resources.files("amp_advisor.examples").joinpath(f"{name}.py")))
 
 
+SOURCE_EXPECTED = "a model.py defining build_model and make_batch"
+MAX_SOURCE_BYTES = 16 * 2**20  # a model file is kilobytes; a bigger one is not a model.py
+
+
 def check_source(path: str | Path) -> Path:
     """Fail fast, without executing anything: the file exists, is Python, and parses."""
     path = Path(path)
-    if not path.exists():
-        raise WorkloadError(f"{path}: no such file (expected a model.py defining build_model and make_batch)")
-    if not path.is_file():
-        raise WorkloadError(f"{path}: is a directory, expected a Python file")
     try:
-        ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        text = read_document(path, expected=SOURCE_EXPECTED, limit=MAX_SOURCE_BYTES)
+    except BadInputError as exc:
+        raise WorkloadError(str(exc)) from None
+    try:
+        ast.parse(text, filename=str(path))
     except SyntaxError as exc:
         raise WorkloadError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
-    except UnicodeDecodeError as exc:
-        raise WorkloadError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
+    except (RecursionError, MemoryError):
+        raise WorkloadError(f"{path}: nested too deeply for Python to parse; expected {SOURCE_EXPECTED}") from None
     return path.resolve()
 
 

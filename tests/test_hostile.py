@@ -3,14 +3,18 @@ and exit 2, never an internal error. The mutated documents come from Hypothesis.
 
 import dataclasses
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from amp_advisor import jsonio
 from amp_advisor.cli import cli
+from amp_advisor.errors import BadInputError
 from amp_advisor.dtypes import Dtype
 from amp_advisor.recommendation import GradScalerConfig, Measured, Recommendation
 from amp_advisor.snippets import FORMATS, render
@@ -111,7 +115,24 @@ def test_deeply_nested_and_huge_documents_are_one_line(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "trials.jsonl").write_text("[" * 100_000 + "]" * 100_000 + "\n")
     _invoke("report", str(tmp_path / "run"))  # the line is left out, and the report says so
-    assert "trials.jsonl: its last line is torn" in (tmp_path / "run" / "report.md").read_text()
+    assert "trials.jsonl: line 1 is corrupt" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_a_whole_last_line_that_fails_the_schema_is_refused_not_deleted(finished_run, tmp_path):
+    """Class 10: a complete, valid JSON last line of another schema is corrupt, like a middle
+    line: resume refuses it and keeps it; only a line a kill cut short (no newline) is torn."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    trials = run / "trials.jsonl"
+    whole = trials.read_text() + json.dumps({"schema": "from another version"}) + "\n"
+    trials.write_text(whole)
+    result = _invoke("tune", "--resume", "--out", str(run))
+    assert result.exit_code == 2 and "corrupt trial record" in result.stderr and trials.read_text() == whole
+    _invoke("report", str(run))
+    assert "is corrupt" in (run / "report.md").read_text() and "torn" not in (run / "report.md").read_text()
+    trials.write_text(whole[:-20])  # cut short mid-write: torn
+    _invoke("report", str(run))
+    assert "its last line is torn" in (run / "report.md").read_text()
 
 
 def test_wrong_types_are_refused_naming_the_field(tmp_path):
@@ -155,3 +176,75 @@ def test_a_search_space_without_its_optional_fields_reports(finished_run, tmp_pa
     del doc["context"]["space"]["global_batch"]  # optional in the schema: loading must not need it
     (run / "run.json").write_text(json.dumps(doc))
     assert _invoke("report", str(run)).exit_code == 0
+
+
+# ------------------------------------------------------------------ class 1: files the tool reads
+def _bad_files(tmp_path):
+    """Every way a file the tool reads can be wrong: (name, path)."""
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.json"
+    with open(huge, "wb") as f:
+        f.truncate(17 * 2**20)  # sparse: over the 16 MiB limit without writing it
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (tmp_path / "deep-object.json").write_text('{"model_type": ' + "[" * 500 + "]" * 500 + "}")
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00garbage")
+    (tmp_path / "dir.json").mkdir()
+    return {"dev-zero": Path("/dev/zero"), "fifo": fifo, "huge": huge, "deep": tmp_path / "deep.json",
+            "deep-object": tmp_path / "deep-object.json", "binary": tmp_path / "binary.json",
+            "directory": tmp_path / "dir.json", "missing": tmp_path / "missing.json"}
+
+
+def one_line(stderr: str) -> bool:
+    """The message is one line (click's usage lines above its one "Error:" line aside)."""
+    return len([line for line in stderr.splitlines() if line.strip() and not line.startswith(("Usage:", "Try "))]) == 1
+
+
+def _as_run_dir(tmp_path, name, path):
+    """A run directory whose run.json is `path` (a link, so that devices and FIFOs stay what they are)."""
+    run = tmp_path / f"run-{name}"
+    run.mkdir()
+    if path.exists() or path.is_fifo():
+        (run / "run.json").symlink_to(path)
+    return run
+
+
+READERS = {
+    "show": lambda tmp, name, path: ["show", str(path)],
+    "report": lambda tmp, name, path: ["report", str(_as_run_dir(tmp, name, path))],
+    "compare": lambda tmp, name, path: ["compare", str(_as_run_dir(tmp, name, path)),
+                                        str(_as_run_dir(tmp, name + "-b", path))],
+    "bench --hf-config": lambda tmp, name, path: ["bench", "--hf-config", str(path), "--dtype", "fp32",
+                                                  "--batch-size", "2", "--device", "cpu"],
+    "bench MODEL": lambda tmp, name, path: ["bench", str(path), "--dtype", "fp32", "--batch-size", "2",
+                                            "--device", "cpu"],
+    "tune --resume": lambda tmp, name, path: ["tune", "--resume", "--out", str(_as_run_dir(tmp, name, path))],
+}
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_every_file_the_tool_reads_is_bounded_and_one_line(tmp_path, reader):
+    """A device, a FIFO, a directory, a file over the size limit, one nested 100,000 deep, one
+    that is not UTF-8, one that is missing: exit 2, one line, never a hang or an internal error.
+    `report` writes what it can of a damaged run (exit 0) and names the file it could not read."""
+    for name, path in _bad_files(tmp_path).items():
+        outcome = invoke(*READERS[reader](tmp_path, name, path))
+        assert outcome.clean, f"{reader} {name}: {outcome.stderr}"
+        if reader == "report":
+            assert "run.json" in outcome.stderr, f"{reader} {name}: {outcome.stderr}"
+            continue
+        assert outcome.exit_code == 2, f"{reader} {name}: {outcome.stderr}"
+        assert one_line(outcome.stderr), f"{reader} {name}: {outcome.stderr}"
+
+
+@given(depth=st.integers(1, 3000), kind=st.sampled_from(["[", '{"a": ']))
+@settings(max_examples=60, deadline=None)
+def test_document_depth_is_bounded_at_every_depth(depth, kind):
+    closing = "]" if kind == "[" else "}"
+    text = kind * depth + "0" + closing * depth
+    try:
+        value = jsonio.loads(text, "doc")
+    except BadInputError as exc:
+        assert depth > jsonio.MAX_DEPTH and "nested" in str(exc)
+    else:
+        assert depth <= jsonio.MAX_DEPTH and value is not None

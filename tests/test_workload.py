@@ -36,7 +36,7 @@ def test_unknown_example_lists_the_known_ones():
 def test_missing_file_and_directory_and_syntax_error_name_the_file(tmp_path):
     with pytest.raises(WorkloadError, match="nope.py: no such file"):
         check_source(tmp_path / "nope.py")
-    with pytest.raises(WorkloadError, match="is a directory"):
+    with pytest.raises(WorkloadError, match="a directory, expected a model.py"):
         check_source(tmp_path)
     with pytest.raises(WorkloadError, match=r"syntax_error.py:1: syntax error"):
         check_source(WORKLOADS / "syntax_error.py")

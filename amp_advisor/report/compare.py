@@ -100,7 +100,16 @@ def compare(run_dirs: list[str | os.PathLike], force: bool = False) -> Compariso
     if len(run_dirs) < 2:
         raise BadInputError(f"compare needs two run directories or more, got {len(run_dirs)}: "
                             "amp-advisor compare RUN_DIR RUN_DIR...")
+    seen: dict[Path, str] = {}
+    for d in run_dirs:
+        if (key := Path(d).resolve()) in seen:
+            raise BadInputError(f"{d} is the same run directory as {seen[key]}: compare needs two different runs")
+        seen[key] = str(d)
     runs = [load_run(d) for d in run_dirs]
+    for run in runs:
+        if not run.info.get("settings"):
+            why = next((m for m in run.missing if m.startswith("run.json")), "run.json holds no settings")
+            raise BadInputError(f"{run.dir}: {why}; compare needs each run's settings to know what it tuned")
     names = _names([r.dir for r in runs])
     identities = [_identity(r) for r in runs]
     differ = None

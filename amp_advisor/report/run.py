@@ -304,8 +304,8 @@ def load_run(path: str | os.PathLike) -> Run:
         missing.append("run.json is missing: settings and tuning cost are incomplete")
 
     records, problems = store.read_records()
-    for line, why, is_last in problems:
-        where = "its last line is torn (the run was killed mid-write)" if is_last else f"line {line} is corrupt ({why})"
+    for line, why, torn in problems:
+        where = "its last line is torn (the run was killed mid-write)" if torn else f"line {line} is corrupt ({why})"
         missing.append(f"trials.jsonl: {where}; that trial is left out")
     if not records:
         missing.append("trials.jsonl holds no trials yet")

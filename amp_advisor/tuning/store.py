@@ -21,13 +21,16 @@ from typing import Any, Iterator
 from ..diagnosis import Diagnosis
 from ..dtypes import Dtype
 from ..errors import AdvisorError, BadInputError
-from ..jsonio import check_fields, dumps, loads, write_atomic
+from ..jsonio import MAX_DOCUMENT_BYTES, check_fields, dumps, loads, read_document, read_json, write_atomic
 from .record import Role, TrialRecord
 from .space import SearchSpace
 
 __all__ = ["RunStore", "TrialRecord", "Role", "RUN_SCHEMA_VERSION"]
 
 RUN_SCHEMA_VERSION = 1
+RUN_EXPECTED = "a run.json written by `amp-advisor tune` (is this a run directory?)"
+# a trial's line is kilobytes; --max-trials' limit of them, with their confirmation rounds, fits
+TRIALS_FILE_BYTES = 16 * MAX_DOCUMENT_BYTES
 
 
 @dataclass(frozen=True)
@@ -117,10 +120,7 @@ class RunStore:
 
     def run_info(self) -> dict[str, Any]:
         """run.json as written: schema_version, state, settings, context, and the end-of-run fields."""
-        try:
-            data = loads(self.run_file.read_text(encoding="utf-8"), str(self.run_file))
-        except (OSError, ValueError) as exc:
-            raise BadInputError(f"{self.run_file}: cannot read the run's settings ({exc})") from None
+        data = read_json(self.run_file, expected=RUN_EXPECTED)
         if not isinstance(data, dict) or data.get("schema_version") != RUN_SCHEMA_VERSION:
             version = data.get("schema_version") if isinstance(data, dict) else None
             raise BadInputError(f"{self.run_file}: schema_version {version!r:.40}, expected {RUN_SCHEMA_VERSION}")
@@ -165,7 +165,7 @@ class RunStore:
         for dtype in (Dtype.FP16, Dtype.BF16):
             path = self.diagnosis_file(dtype)
             try:
-                out.append(Diagnosis.from_dict(loads(path.read_text(encoding="utf-8"), str(path))))
+                out.append(Diagnosis.from_dict(read_json(path)))
             except (OSError, ValueError, TypeError, KeyError, RecursionError, AdvisorError):
                 continue
         return out
@@ -180,8 +180,8 @@ class RunStore:
         if not self.device_file.exists():
             return None
         try:
-            return DeviceProfile.from_dict(loads(self.device_file.read_text(encoding="utf-8"), str(self.device_file)))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            return DeviceProfile.from_dict(read_json(self.device_file))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BadInputError(f"{self.device_file}: cannot read the device profile ({exc})") from None
 
     def append(self, record: TrialRecord) -> None:
@@ -192,23 +192,28 @@ class RunStore:
             os.fsync(f.fileno())
 
     def records(self) -> Iterator[TrialRecord]:
-        """Every trial so far. A torn last line (a hard kill mid-write) is dropped from the file so
-        that a resumed run appends after whole records; a corrupt line elsewhere is an error."""
+        """Every trial so far. A torn last line (a hard kill mid-write: no newline ends it) is
+        dropped from the file so that a resumed run appends after whole records; any other line
+        that does not load, the last one included, is an error (a record of another version, an
+        edited file): it is never deleted."""
         records, problems = self.read_records()
-        for line_number, why, is_last in problems:
-            if not is_last:
-                raise BadInputError(f"{self.trials_file}:{line_number}: corrupt trial record ({why})")
+        for line_number, why, torn in problems:
+            if not torn:
+                raise BadInputError(f"{self.trials_file}:{line_number}: corrupt trial record ({why}); "
+                                    "it is a whole line, not one torn by a kill, so it was left as it is")
         if problems:
-            lines = self.trials_file.read_text(encoding="utf-8").splitlines()
+            lines = self._trials_text().splitlines()
             self._truncate_last_line(lines[:-1])
         yield from records
 
     def read_records(self) -> tuple[list[TrialRecord], list[tuple[int, str, bool]]]:
-        """Read-only: the records that parse, and (line number, why, is it the last line) for those
-        that do not."""
+        """Read-only: the records that parse, and (line number, why, torn) for those that do not.
+        Torn: the last line, cut short by a kill mid-write (every record is written as one line
+        and its newline in one write, so a line that ends with its newline is whole)."""
         if not self.trials_file.exists():
             return [], []
-        lines = self.trials_file.read_text(encoding="utf-8").splitlines()
+        text = self._trials_text()
+        lines = text.splitlines()
         records, problems = [], []
         for i, line in enumerate(lines):
             if not line.strip():
@@ -216,8 +221,12 @@ class RunStore:
             try:
                 records.append(TrialRecord.from_dict(loads(line, f"{self.trials_file}:{i + 1}")))
             except (KeyError, TypeError, ValueError, AttributeError, BadInputError) as exc:
-                problems.append((i + 1, str(exc), i == len(lines) - 1))
+                problems.append((i + 1, str(exc), i == len(lines) - 1 and not text.endswith("\n")))
         return records, problems
+
+    def _trials_text(self) -> str:
+        return read_document(self.trials_file, expected="a trials.jsonl written by `amp-advisor tune`",
+                             limit=TRIALS_FILE_BYTES)
 
     def _truncate_last_line(self, keep: list[str]) -> None:
         self.trials_file.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
