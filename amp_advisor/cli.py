@@ -7,6 +7,7 @@ progress goes to stderr.
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any, Callable
 
@@ -22,8 +23,19 @@ from .jsonio import dumps
 from .snippets import FORMATS as SNIPPET_FORMATS  # text only: cheap to import
 from .tuning.space import describe_default_batch_sizes  # the tuning modules import no torch: cheap
 from .diagnosis import DEFAULT_STEPS as DEFAULT_DIAGNOSE_STEPS
-from .limits import MAX_BATCH_SIZE, MAX_BENCH_SECONDS, MAX_STEPS, MAX_TRIAL_TIMEOUT_S
+from .limits import MAX_BATCH_SIZE, MAX_BENCH_SECONDS, MAX_INIT_SCALE, MAX_STEPS, MAX_TIME_BUDGET_S, MAX_TRIAL_TIMEOUT_S
 from .tuning.tuner import COMPARE_STEPS, MIN_SEARCH_TRIALS, SEARCH_SHARE, TuneSettings
+
+
+class Finite(click.FloatRange):
+    """A float option, finite and in range: click's FloatRange lets nan (and, unbounded, inf)
+    through, and no setting is infinite."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 _DEBUG_KEY = "amp_advisor.debug"
 
@@ -69,7 +81,7 @@ def cli() -> None:
     help="Also run a bounded matmul micro-benchmark per dtype: measured TFLOP/s and speed vs fp32.",
 )
 @click.option(
-    "--bench-seconds", type=click.FloatRange(min=0, min_open=True, max=MAX_BENCH_SECONDS), default=None,
+    "--bench-seconds", type=Finite(min=0, min_open=True, max=MAX_BENCH_SECONDS), default=None,
     metavar="SECONDS",
     help=f"Time budget per device for --bench [default: 1.5 on CPU, 3 on a GPU; at most {MAX_BENCH_SECONDS:g}].",
 )
@@ -106,7 +118,7 @@ def _parallel_options(command: Callable) -> Callable:
         click.option("--nproc-per-node", type=click.IntRange(1, 1024), metavar="N",
                      help="With --parallel: start N ranks on this node through torch's launcher (as torchrun "
                           "--standalone --nproc_per_node N) [default: 1]."),
-        click.option("--collective-timeout", type=click.FloatRange(0, MAX_TRIAL_TIMEOUT_S, min_open=True),
+        click.option("--collective-timeout", type=Finite(0, MAX_TRIAL_TIMEOUT_S, min_open=True),
                      default=DEFAULT_COLLECTIVE_TIMEOUT_S, show_default=True, metavar="SECONDS",
                      help="With --parallel: how long a rank waits in a collective for a rank that stopped before "
                           "the trial is failed, naming that rank."),
@@ -237,13 +249,14 @@ def _trial_progress(progress: StatusLine, steps: int, warmup: int) -> Callable[[
               help="Measured optimizer steps.")
 @click.option("--warmup-steps", default=3, show_default=True, type=click.IntRange(0, MAX_STEPS),
               help="Untimed steps first.")
-@click.option("--init-scale", default=DEFAULT_INIT_SCALE, show_default=True, type=float,
+@click.option("--init-scale", default=DEFAULT_INIT_SCALE, show_default=True,
+              type=Finite(0, MAX_INIT_SCALE, min_open=True),
               help="GradScaler init_scale (fp16 only).")
 @click.option("--growth-interval", default=DEFAULT_GROWTH_INTERVAL, show_default=True, type=int,
               help="GradScaler growth_interval (fp16 only).")
 @click.option("--grad-accum", default=1, show_default=True, type=int, metavar="A",
               help="Micro-batches per optimizer step.")
-@click.option("--timeout", type=click.FloatRange(0, MAX_TRIAL_TIMEOUT_S, min_open=True), metavar="SECONDS",
+@click.option("--timeout", type=Finite(0, MAX_TRIAL_TIMEOUT_S, min_open=True), metavar="SECONDS",
               help="Kill the trial after this long. "
                    "Default: when it stops making progress for 30 s + 20x its slowest step.")
 @click.option("--no-fp32-check", is_flag=True, help="Skip the fp32 reference run (no loss agreement figure).")
@@ -301,7 +314,7 @@ def bench(workload: Any, dtype: str, batch_size: int, device: str, steps: int,
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps; auto = cuda:0 if present.")
 @click.option("--steps", default=DEFAULT_DIAGNOSE_STEPS, show_default=True, type=click.IntRange(1, MAX_STEPS),
               help="Training steps to watch.")
-@click.option("--init-scale", default=DEFAULT_INIT_SCALE, show_default=True, type=click.FloatRange(0, 2.0**64,
+@click.option("--init-scale", default=DEFAULT_INIT_SCALE, show_default=True, type=Finite(0, MAX_INIT_SCALE,
               min_open=True), help="GradScaler init_scale (fp16 only).")
 @click.option("--fp32-modules", default="", metavar="NAMES",
               help="Comma-separated modules to keep in fp32 (names as in named_modules(), or class names): "
@@ -360,13 +373,15 @@ def diagnose(workload: Any, dtype: str, batch_size: int, device: str, steps: int
 @click.option("--batch-sizes", metavar="LIST",
               help=f"Batch sizes to consider, e.g. 16,32,64 [default: {describe_default_batch_sizes()}].")
 @click.option("--global-batch", type=int, metavar="B", help="Keep micro-batch x gradient accumulation = B.")
-@click.option("--time-budget", type=float, default=TuneSettings.time_budget_s, show_default=True, metavar="SECONDS",
+@click.option("--time-budget", type=Finite(0, MAX_TIME_BUDGET_S, min_open=True), default=TuneSettings.time_budget_s,
+              show_default=True, metavar="SECONDS",
               help="Stop searching after this long.")
 @click.option("--max-trials", type=int, metavar="N",
               help=f"Search trials at most, before the confirmation rounds [default: bayes {SEARCH_SHARE:.0%} of the "
                    f"points that change speed, dtype x batch size (at least {MIN_SEARCH_TRIALS}), grid all of them].")
-@click.option("--timeout", type=float, metavar="SECONDS", help="Per-trial limit [default: progress watchdog].")
-@click.option("--tolerance", type=float, default=TuneSettings.tolerance, show_default=True,
+@click.option("--timeout", type=Finite(0, MAX_TRIAL_TIMEOUT_S, min_open=True), metavar="SECONDS",
+              help="Per-trial limit [default: progress watchdog].")
+@click.option("--tolerance", type=Finite(0, 10.0, min_open=True), default=TuneSettings.tolerance, show_default=True,
               help=f"Largest relative loss difference from fp32 over the first {COMPARE_STEPS} steps.")
 @click.option("--steps", type=int, default=TuneSettings.steps, show_default=True,
               help="Measured steps per trial at most (fewer when steps are long).")

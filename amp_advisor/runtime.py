@@ -28,6 +28,7 @@ from .dtypes import (DEFAULT_BACKOFF_FACTOR, DEFAULT_GROWTH_FACTOR, DEFAULT_GROW
                      TRAINING_DTYPE_NAMES, TRAINING_DTYPES, Dtype, torch_dtype)
 from .errors import AdvisorError, BadInputError
 from .jsonio import write_atomic
+from .limits import MAX_GRAD_NORM, MAX_GROWTH_FACTOR, MAX_INIT_SCALE, out_of_range
 
 FLUSH_EVERY = 256  # optimizer steps between reads of the recorded scales: one sync per 256 steps
 STATE_VERSION = 1
@@ -84,8 +85,16 @@ class MixedPrecision:
                                 f"(expected one of {', '.join(TRAINING_DTYPE_NAMES)})")
         if grad_accumulation_steps < 1:
             raise BadInputError(f"grad_accumulation_steps must be >= 1, got {grad_accumulation_steps}")
-        if max_grad_norm is not None and not max_grad_norm > 0:
-            raise BadInputError(f"max_grad_norm must be > 0 (or None for no clipping), got {max_grad_norm}")
+        # GradScaler's own rules: growth above 1, backoff below 1
+        numbers = {"init_scale": (init_scale, 0, MAX_INIT_SCALE, False),
+                   "growth_factor": (growth_factor, 1, MAX_GROWTH_FACTOR, False),
+                   "backoff_factor": (backoff_factor, 0, 1, True)}
+        if max_grad_norm is not None:
+            numbers["max_grad_norm"] = (max_grad_norm, 0, MAX_GRAD_NORM, False)
+        for name, (value, low, high, high_open) in numbers.items():
+            if why := out_of_range(value, low, high, high_open=high_open):
+                unset = " (or None for no clipping)" if name == "max_grad_norm" else ""
+                raise BadInputError(f"{name}: {why}{unset}")
         self.device_type = device_type.split(":")[0]
         self.grad_accumulation_steps = grad_accumulation_steps
         self.max_grad_norm = max_grad_norm
@@ -123,6 +132,7 @@ class MixedPrecision:
         self._params_checked = False
         # resolved statistics, and what is still on the device
         self._pending_scales: list = []
+        self._pending_found: list = []  # per optimizer step: whether GradScaler found inf/nan (and skipped it)
         self._pending_norms: list = []
         self._scale = float(init_scale) if self._scaling else None
         self._scale_history: list[list[float]] = [[0, float(init_scale)]] if self._scaling else []
@@ -214,6 +224,7 @@ class MixedPrecision:
         if self._scaling:
             for optimizer in optimizers:
                 self.scaler.step(optimizer)
+            self._pending_found.append(self._found_inf(optimizers))
             self.scaler.update()
             self._pending_scales.append(self._scale_on_device())
         else:
@@ -293,6 +304,18 @@ class MixedPrecision:
             )
 
     # ---------------------------------------------------------------------------- statistics
+    def _found_inf(self, optimizers) -> Any:
+        """Whether GradScaler found inf/nan gradients in this step (and so skipped it), as a
+        tensor on the device: no sync here, read with the scales."""
+        import torch
+
+        flags = [flag.reshape(()).to(torch.float32) for optimizer in optimizers
+                 for flag in self.scaler._found_inf_per_device(optimizer).values()]
+        if not flags:
+            return torch.zeros(())
+        device = flags[0].device
+        return torch.stack([f.to(device) for f in flags]).amax()
+
     def _flush(self) -> None:
         """Read the scales and norms recorded on the device: one transfer for all of them."""
         import torch
@@ -303,8 +326,14 @@ class MixedPrecision:
             values = (torch.stack(pending).reshape(-1).tolist() if isinstance(pending[0], torch.Tensor)
                       else [float(s) for s in pending])
             self._pending_scales.clear()
-            for offset, scale in enumerate(values):
-                if scale < self._scale:  # backoff_factor < 1: the scale drops only on an overflow (a skipped step)
+            found = self._pending_found
+            skips = (torch.stack([f.to(found[0].device) for f in found]).reshape(-1).tolist() if found
+                     else [0.0] * len(values))
+            self._pending_found = []
+            for offset, (scale, skipped) in enumerate(zip(values, skips)):
+                # GradScaler's own verdict: it found inf/nan gradients and skipped the step. (The
+                # scale dropping is not the test: an infinite scale times the backoff stays inf.)
+                if skipped:
                     self._skipped += 1
                     self._skip_streak += 1
                 else:
@@ -416,6 +445,7 @@ class MixedPrecision:
             raise BadInputError("cannot resume from this MixedPrecision state: " + "; ".join(problems)
                                 + ". Build the helper with the checkpoint's settings, or start the counters fresh.")
         self._pending_scales.clear()
+        self._pending_found.clear()
         self._pending_norms.clear()
         if self._scaling:
             self.scaler.load_state_dict(dict(state["grad_scaler"]))

@@ -176,7 +176,7 @@ def test_a_dtype_the_device_cannot_run_is_bad_input(worker):
     [
         (dict(batch_size=0), "batch-size must be >= 1, got 0"),
         (dict(batch_size=8, steps=0), "steps must be >= 1"),
-        (dict(batch_size=8, init_scale=-1.0), "init-scale must be > 0"),
+        (dict(batch_size=8, init_scale=-1.0), "init-scale: expected a number > 0"),
         (dict(batch_size=8, dtype="fp8"), "fp8 cannot be trained"),
         (dict(batch_size=8, dtype="fp64"), "unknown dtype 'fp64'"),
     ],

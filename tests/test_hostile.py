@@ -3,6 +3,7 @@ and exit 2, never an internal error. The mutated documents come from Hypothesis.
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -16,7 +17,10 @@ from amp_advisor import jsonio
 from amp_advisor.cli import cli
 from amp_advisor.errors import BadInputError
 from amp_advisor.dtypes import Dtype
+from amp_advisor.harness.trial import TrialSpec
 from amp_advisor.recommendation import GradScalerConfig, Measured, Recommendation
+from amp_advisor.runtime import MixedPrecision
+from amp_advisor.tuning.tuner import TuneSettings
 from amp_advisor.snippets import FORMATS, render
 from tests.hostile_docs import CODE_FORMATS, PAYLOAD, code_outside_literals, invoke, mutated
 from tests.hostile_docs import finished_run as make_finished_run
@@ -248,3 +252,80 @@ def test_document_depth_is_bounded_at_every_depth(depth, kind):
         assert depth > jsonio.MAX_DEPTH and "nested" in str(exc)
     else:
         assert depth <= jsonio.MAX_DEPTH and value is not None
+
+
+# ------------------------------------------------------------------ class 2: float settings
+CLI_FLOATS = [("bench", "--init-scale"), ("bench", "--timeout"), ("bench", "--collective-timeout"),
+              ("tune", "--tolerance"), ("tune", "--time-budget"), ("tune", "--timeout"),
+              ("diagnose", "--init-scale"), ("probe", "--bench-seconds")]
+NOT_FINITE = ["inf", "-inf", "nan", "NaN", "1e400", "-1e400", "Infinity"]
+
+
+@pytest.mark.parametrize("command, option", CLI_FLOATS)
+def test_no_float_option_takes_a_value_that_is_not_finite(command, option, tmp_path):
+    """Exit 2 at the CLI, before a worker starts or a run directory is made."""
+    for value in NOT_FINITE:
+        args = [command, option, value] + ({"bench": ["--example", "mlp", "--dtype", "fp16", "--batch-size", "4"],
+                                            "tune": ["--example", "mlp", "--out", str(tmp_path / "run")],
+                                            "diagnose": ["--example", "mlp"], "probe": ["--bench"]}[command])
+        outcome = invoke(*args)
+        assert outcome.exit_code == 2 and outcome.clean, (args, outcome.stderr)
+        assert "finite" in outcome.stderr or "range" in outcome.stderr, (args, outcome.stderr)
+        assert not (tmp_path / "run").exists()
+
+
+@given(value=st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, -0.0, 2.0**64, 2.0**65, 5e-324]),
+       field=st.sampled_from(["init_scale", "timeout_s", "first_step_timeout_s", "abandon_after_s"]))
+@settings(max_examples=150, deadline=None)
+def test_a_trial_spec_holds_only_finite_in_range_floats(value, field):
+    try:
+        spec = TrialSpec("w", Dtype.FP16, 8, **{field: value})
+    except BadInputError as exc:
+        assert not (math.isfinite(value) and 0 < value <= (2.0**64 if field == "init_scale" else 86400.0)), exc
+    else:
+        assert math.isfinite(getattr(spec, field)) and getattr(spec, field) > 0
+
+
+@given(value=st.floats(allow_nan=True, allow_infinity=True),
+       field=st.sampled_from(["time_budget_s", "trial_timeout_s", "tolerance", "max_skip_rate", "memory_margin",
+                              "margin", "collective_timeout_s"]))
+@settings(max_examples=150, deadline=None)
+def test_tune_settings_hold_only_finite_floats(value, field):
+    try:
+        settings_ = TuneSettings(workload="w", device="cpu", **{field: value})
+    except BadInputError:
+        return
+    assert math.isfinite(getattr(settings_, field))
+
+
+@given(value=st.floats(allow_nan=True, allow_infinity=True),
+       field=st.sampled_from(["init_scale", "growth_factor", "backoff_factor", "max_grad_norm"]))
+@settings(max_examples=100, deadline=None)
+def test_mixed_precision_takes_only_finite_scaler_settings(value, field):
+    try:
+        MixedPrecision("fp16", "cpu", **{field: value})
+    except BadInputError:
+        return
+    assert math.isfinite(value)
+
+
+def test_skipped_steps_are_the_steps_grad_scaler_skipped():
+    """Skipped steps are counted from GradScaler's found-inf, checked against the ground truth:
+    the optimizer.step calls GradScaler let through. (An infinite init_scale, which the old count
+    by a falling scale missed, is refused at every entry: see the tests above.)"""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 8)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    calls = []
+    step = optimizer.step
+    optimizer.step = lambda *a, **k: (calls.append(1), step(*a, **k))[1]
+    amp = MixedPrecision("fp16", "cpu", init_scale=2.0**30, growth_factor=1000.0, growth_interval=1)
+    for _ in range(40):
+        with amp.autocast():
+            loss = model(torch.randn(4, 8)).float().pow(2).mean()
+        amp.backward(loss)
+        amp.step(optimizer)
+    stats = amp.stats()
+    assert stats["skipped_steps"] == 40 - len(calls) and 0 < len(calls) < 40

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Mapping
 from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_NAMES, Dtype, uses_tf32
 from ..errors import BadInputError
 from ..jsonio import NULL_IS_NAN, check_fields, nan_for_null
+from ..limits import MAX_INIT_SCALE, MAX_TRIAL_TIMEOUT_S, out_of_range
 
 TRIAL_SCHEMA_VERSION = 1
 MaybeFinite = Annotated[float, NULL_IS_NAN]  # saved as null when inf/nan (jsonio.strict)
@@ -100,16 +101,13 @@ class TrialSpec:
                 problems.append(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.warmup_steps < 0:
             problems.append(f"warmup-steps must be >= 0, got {self.warmup_steps}")
-        if not self.init_scale > 0:
-            problems.append(f"init-scale must be > 0, got {self.init_scale}")
-        if self.timeout_s is not None and not self.timeout_s > 0:
-            problems.append(f"timeout must be > 0 seconds, got {self.timeout_s}")
         if self.compare_steps is not None and self.compare_steps < 1:
             problems.append(f"compare-steps must be >= 1, got {self.compare_steps}")
-        if self.first_step_timeout_s is not None and not self.first_step_timeout_s > 0:
-            problems.append(f"first-step timeout must be > 0 seconds, got {self.first_step_timeout_s}")
-        if self.abandon_after_s is not None and not self.abandon_after_s > 0:
-            problems.append(f"abandon-after must be > 0 seconds, got {self.abandon_after_s}")
+        for name, high in (("init_scale", MAX_INIT_SCALE), ("timeout_s", MAX_TRIAL_TIMEOUT_S),
+                           ("first_step_timeout_s", MAX_TRIAL_TIMEOUT_S), ("abandon_after_s", MAX_TRIAL_TIMEOUT_S)):
+            value = getattr(self, name)
+            if value is not None and (why := out_of_range(value, 0, high)):
+                problems.append(f"{name.removesuffix('_s').replace('_', '-')}: {why}")
         if problems:
             raise BadInputError("; ".join(problems))
 

@@ -37,7 +37,7 @@ from ..distributed.policy import DEFAULT_COLLECTIVE_TIMEOUT_S, Parallel, backend
 from ..diagnosis import DiagnoseSpec
 from ..dtypes import Dtype, uses_tf32
 from ..errors import BadInputError
-from ..limits import MAX_STEPS, MAX_TIME_BUDGET_S, MAX_TRIAL_TIMEOUT_S, MAX_TRIALS
+from ..limits import MAX_STEPS, MAX_TIME_BUDGET_S, MAX_TRIAL_TIMEOUT_S, MAX_TRIALS, out_of_range
 from ..harness.trial import Status, TrialSpec
 from ..harness.executor import TrialExecutor
 from ..harness.worker import DiagnoseError, Worker
@@ -84,7 +84,11 @@ FLAGS = {"workload": "MODEL", "device": "--device", "strategy": "--strategy", "s
 RESUMABLE = ("time_budget_s", "max_trials", "trial_timeout_s")
 # Sane ranges: a typo (1e9 seconds, a million steps) must not lock the machine for days.
 LIMITS = {"max_trials": (0, MAX_TRIALS), "time_budget_s": (0, MAX_TIME_BUDGET_S),
-          "trial_timeout_s": (0, MAX_TRIAL_TIMEOUT_S), "steps": (0, MAX_STEPS), "tolerance": (0, 10.0)}
+          "trial_timeout_s": (0, MAX_TRIAL_TIMEOUT_S), "steps": (0, MAX_STEPS), "tolerance": (0, 10.0),
+          "max_skip_rate": (0, 1.0), "memory_margin": (0, 0.9), "margin": (0, 1.0), "warmup_steps": (0, MAX_STEPS),
+          "stability_steps": (0, MAX_STEPS)}
+CLOSED_BELOW = ("memory_margin", "margin", "warmup_steps", "max_skip_rate")  # 0 is a valid setting of these
+INTEGERS = ("max_trials", "steps", "warmup_steps", "stability_steps")
 LIMIT_WHY = {"time_budget_s": "at most a week", "trial_timeout_s": "at most a day per trial"}
 
 
@@ -121,8 +125,9 @@ class TuneSettings:
             value = getattr(self, name)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
-                raise BadInputError(f"{FLAGS[name]} {value!r}: expected a number > {low:g} and <= {high:g}"
+            why = out_of_range(value, low, high, low_open=name not in CLOSED_BELOW)
+            if why or (name in INTEGERS and not isinstance(value, int)):
+                raise BadInputError(f"{FLAGS.get(name, name)} {value!r}: {why or 'expected a whole number'}"
                                     + (f" ({LIMIT_WHY[name]})" if name in LIMIT_WHY else ""))
 
     def to_dict(self) -> dict[str, Any]:
