@@ -8,7 +8,10 @@ progress goes to stderr.
 from __future__ import annotations
 
 import math
+import shlex
+import signal
 import sys
+import threading
 from typing import Any, Callable
 
 import click
@@ -18,12 +21,12 @@ from .dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_
 from .harness.trial import Status  # plain data: no torch
 from .distributed.policy import COMMS, DEFAULT_COLLECTIVE_TIMEOUT_S, Parallel  # facts only: no torch
 from .console import StatusLine, TuneDisplay, print_out  # rich only: no torch
-from .errors import AdvisorError, BadInputError
+from .errors import AdvisorError, BadInputError, Interrupted
 from .jsonio import dumps
 from .snippets import FORMATS as SNIPPET_FORMATS  # text only: cheap to import
 from .tuning.space import describe_default_batch_sizes  # the tuning modules import no torch: cheap
 from .diagnosis import DEFAULT_STEPS as DEFAULT_DIAGNOSE_STEPS
-from .limits import MAX_BATCH_SIZE, MAX_BENCH_SECONDS, MAX_INIT_SCALE, MAX_STEPS, MAX_TIME_BUDGET_S, MAX_TRIAL_TIMEOUT_S
+from .limits import MAX_BATCH_SIZE, MAX_BENCH_SECONDS, MAX_INIT_SCALE, MAX_STEPS, MAX_TRIAL_TIMEOUT_S
 from .tuning.tuner import COMPARE_STEPS, MIN_SEARCH_TRIALS, SEARCH_SHARE, TuneSettings
 
 
@@ -373,13 +376,13 @@ def diagnose(workload: Any, dtype: str, batch_size: int, device: str, steps: int
 @click.option("--batch-sizes", metavar="LIST",
               help=f"Batch sizes to consider, e.g. 16,32,64 [default: {describe_default_batch_sizes()}].")
 @click.option("--global-batch", type=int, metavar="B", help="Keep micro-batch x gradient accumulation = B.")
-@click.option("--time-budget", type=Finite(0, MAX_TIME_BUDGET_S, min_open=True), default=TuneSettings.time_budget_s,
+@click.option("--time-budget", type=Finite(0, min_open=True), default=TuneSettings.time_budget_s,
               show_default=True, metavar="SECONDS",
               help="Stop searching after this long.")
 @click.option("--max-trials", type=int, metavar="N",
               help=f"Search trials at most, before the confirmation rounds [default: bayes {SEARCH_SHARE:.0%} of the "
                    f"points that change speed, dtype x batch size (at least {MIN_SEARCH_TRIALS}), grid all of them].")
-@click.option("--timeout", type=Finite(0, MAX_TRIAL_TIMEOUT_S, min_open=True), metavar="SECONDS",
+@click.option("--timeout", type=Finite(0, min_open=True), metavar="SECONDS",
               help="Per-trial limit [default: progress watchdog].")
 @click.option("--tolerance", type=Finite(0, 10.0, min_open=True), default=TuneSettings.tolerance, show_default=True,
               help=f"Largest relative loss difference from fp32 over the first {COMPARE_STEPS} steps.")
@@ -424,25 +427,23 @@ def tune(workload: Any, device: str, out: str | None, resume: bool, strategy: st
         option_of = {"time_budget_s": "time_budget", "trial_timeout_s": "timeout",
                      "collective_timeout_s": "collective_timeout"}
         settings = {k: v for k, v in settings.items() if option_of.get(k, k) in typed}
-    interrupted = False
+    interrupted: KeyboardInterrupt | None = None
     try:
         result = run_tune(workload, device=device, out=out, resume=resume, on_event=progress,
                           **settings)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as exc:
+        interrupted = exc
     finally:
         progress.stop()  # however the run ends: the live table leaves the screen as it was
-    if interrupted:
-        where = f" --out {out}" if out else ""
-        click.echo(f"interrupted: the run directory is consistent; continue with `amp-advisor tune --resume{where}`",
-                   err=True)
-        sys.exit(130)
+    if interrupted is not None:
+        click.echo(interrupted_message(interrupted), err=True)
+        sys.exit(getattr(interrupted, "exit_code", 130))
     if result is None:
         return  # a rank other than 0: rank 0 reports the run
     print_out(render_summary(result))
     if result.report is None:
-        click.echo(f"report not written ({result.report_error}); retry with `amp-advisor report {result.out_dir}`",
-                   err=True)
+        retry = f"amp-advisor report {shlex.quote(str(result.out_dir))}"
+        click.echo(f"report not written ({result.report_error}); retry with `{retry}`", err=True)
     if result.recommendation is None:
         sys.exit(1)
 
@@ -506,15 +507,40 @@ def show(source: str, fmt: str) -> None:
     click.echo(render(Recommendation.load(source, check_hardware=False), fmt), nl=False)
 
 
+def interrupted_message(exc: KeyboardInterrupt) -> str:
+    """What an interrupted tune left, as it is: a run to resume (its directory, quoted for the
+    shell), or nothing when it stopped before the run directory was written."""
+    run_dir = getattr(exc, "run_dir", None)
+    if run_dir is None:
+        return "interrupted before the first trial: no run directory was written, so there is nothing to resume"
+    unmarked = getattr(exc, "unmarked", None)
+    if unmarked:
+        return (f"interrupted, but run.json could not be marked so ({unmarked}): free the disk, then continue with "
+                f"`amp-advisor tune --resume --out {shlex.quote(str(run_dir))}`")
+    return (f"interrupted: the run directory is consistent; continue with "
+            f"`amp-advisor tune --resume --out {shlex.quote(str(run_dir))}`")
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> None:
+    # SIGTERM ends any command as Ctrl-C does (cleanup, then exit 143), from the first moment
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, prog_name="amp-advisor", standalone_mode=False)
     except click.exceptions.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:  # click turns a KeyboardInterrupt (ours: Interrupted) into Abort
         click.echo("aborted", err=True)
-        sys.exit(130)
+        cause = exc.__cause__
+        sys.exit(cause.exit_code if isinstance(cause, Interrupted) else 130)
+    except Interrupted as exc:
+        click.echo("interrupted", err=True)
+        sys.exit(exc.exit_code)
     except AdvisorError:
         raise  # only with --debug: the group turns these into usage errors otherwise
     except Exception as exc:

@@ -49,14 +49,15 @@ def write_atomic(path: Path, data: Any) -> Path:
     return write_text_atomic(path, dumps(data) + "\n")
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write to a temporary file beside `path`, fsync, rename: a reader never sees half a file."""
+def write_text_atomic(path: Path, text: str | bytes) -> Path:
+    """Write to a temporary file beside `path`, fsync, rename: a reader never sees half a file
+    (text as UTF-8, bytes as they are)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the result should read like any new file
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode("utf-8") if isinstance(text, str) else text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

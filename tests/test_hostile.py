@@ -2,10 +2,17 @@
 and exit 2, never an internal error. The mutated documents come from Hypothesis."""
 
 import dataclasses
+import io
 import json
 import math
 import os
+import shlex
 import shutil
+import signal
+import subprocess
+import sys
+import time
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -24,6 +31,7 @@ from amp_advisor.tuning.tuner import TuneSettings
 from amp_advisor.snippets import FORMATS, render
 from tests.hostile_docs import CODE_FORMATS, PAYLOAD, code_outside_literals, invoke, mutated
 from tests.hostile_docs import finished_run as make_finished_run
+from tests.fakes import WORKLOADS
 
 
 
@@ -329,3 +337,53 @@ def test_skipped_steps_are_the_steps_grad_scaler_skipped():
         amp.step(optimizer)
     stats = amp.stats()
     assert stats["skipped_steps"] == 40 - len(calls) and 0 < len(calls) < 40
+
+
+# ------------------------------------------------------------------ class 6: signals
+def _tune_cmd(run):
+    return [sys.executable, "-m", "amp_advisor", "tune", str(WORKLOADS / "tiny.py"), "--device", "cpu",
+            "--out", str(run), "--strategy", "grid", "--batch-sizes", "4,8", "--steps", "3"]
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_before_the_first_trial_exits_by_convention_and_advises_no_missing_run(tmp_path, sig, code):
+    """Sent while the workload is still being checked: the run directory is not written yet, so
+    the message must not advise resuming it; the exit code is 128 + the signal."""
+    run = tmp_path / "run dir"
+    proc = subprocess.Popen(_tune_cmd(run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # once the worker process exists the CLI is running (its handlers are in place), and the
+    # worker still imports torch and checks the workload before the run directory is written
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not children.read_text().split():
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and "internal error" not in err
+    if not (run / "run.json").exists():
+        assert "--resume" not in err, err
+    else:  # the run was written just before: the advice names it, quoted for the shell
+        assert f"--out {shlex.quote(str(run))}" in err, err
+
+
+# ------------------------------------------------------------------ class 7: text that becomes code or markup
+HOSTILE_DIR = 'x");__import__("os").system("echo PWNED");(" $\\alpha$ <script>alert(1)</script>'
+
+
+def test_a_hostile_run_directory_name_stays_data_in_code_shell_markdown_and_plots(finished_run, tmp_path):
+    run = tmp_path / HOSTILE_DIR
+    shutil.copytree(finished_run, run)
+    _invoke("report", str(run))
+    md = (run / "report.md").read_text()
+    python = next(line for line in md.splitlines() if "Recommendation.load(" in line)
+    tokens = [t for t in tokenize.generate_tokens(io.StringIO(python).readline)
+              if "PWNED" in t.string and t.type != tokenize.STRING]
+    assert tokens == []  # the path is one string literal: pasted, nothing runs
+    show = next(line for line in md.splitlines() if "amp-advisor show " in line).split("`")[1]
+    assert shlex.split(show)[2] == str(run)  # pasted into a shell, the path arrives whole
+    assert "<script>" not in md.split("```python")[0]  # outside code, the tag is escaped text
+    other = tmp_path / "b $x$"
+    shutil.copytree(finished_run, other)
+    out = invoke("compare", str(run), str(other), "--out", str(tmp_path / "c.html"))
+    assert out.exit_code == 0 and out.clean, out.stderr  # mathtext would have raised on "$\\alpha$"

@@ -8,9 +8,11 @@ report.html, both from what the run directory holds.
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import BadInputError
 from ..jsonio import write_text_atomic
 from .document import build
 from .run import Run, load_run
@@ -37,15 +39,19 @@ def write_report(run_dir: str | os.PathLike) -> ReportFiles:
     plots = draw_all(run)
     doc = build(run, plots)
     plot_dir = run.dir / PLOT_DIR
-    plot_dir.mkdir(exist_ok=True)
     written = []
-    for plot in plots:
-        path = plot_dir / f"{plot.name}.png"
-        if plot.png:
-            path.write_bytes(plot.png)
-            written.append(path)
-        elif path.exists():
-            path.unlink()  # a stale plot from an earlier render would contradict the report
-    md = write_text_atomic(run.dir / "report.md", markdown.render(doc, PLOT_DIR))
-    page = write_text_atomic(run.dir / "report.html", html.render(doc))
+    try:
+        plot_dir.mkdir(exist_ok=True)
+        for plot in plots:
+            path = plot_dir / f"{plot.name}.png"
+            if plot.png:
+                written.append(write_text_atomic(path, plot.png))
+            elif path.exists():
+                path.unlink()  # a stale plot from an earlier render would contradict the report
+        md = write_text_atomic(run.dir / "report.md", markdown.render(doc, PLOT_DIR))
+        page = write_text_atomic(run.dir / "report.html", html.render(doc))
+    except OSError as exc:  # a full or read-only disk: the run's own files are untouched
+        raise BadInputError(f"{exc.filename or run.dir}: {exc.strerror or exc}; the report was not (fully) "
+                            f"written, the run's data is untouched: free the disk and run "
+                            f"`amp-advisor report {shlex.quote(str(run.dir))}`") from None
     return ReportFiles(md, page, tuple(written), tuple(run.missing))

@@ -295,5 +295,10 @@ def write_comparison(comparison: Comparison, out: str | os.PathLike | None = Non
     path = Path(out)
     if path.is_dir():
         raise BadInputError(f"--out {path}: is a directory; give the HTML file to write, e.g. {path}/compare.html")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_text_atomic(path, html.render(document(comparison, comparison_plot(comparison))))
+    page = html.render(document(comparison, comparison_plot(comparison)))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return write_text_atomic(path, page)
+    except OSError as exc:  # a full or read-only disk: the runs compared are only read
+        raise BadInputError(f"{exc.filename or path}: {exc.strerror or exc}; the comparison page was not written: "
+                            "give --out a writable place") from None

@@ -5,13 +5,14 @@ so the two files always say the same thing.
 from __future__ import annotations
 
 import math
+import shlex
 from dataclasses import dataclass, field
 from typing import Union
 
 from ..console import count
 from ..dtypes import Dtype
 from ..harness.trial import Status
-from ..snippets import torch_loop
+from ..snippets import literal, torch_loop
 from .plots import Plot
 from .run import Run
 
@@ -198,15 +199,16 @@ def _answer(run: Run) -> Section:
         Para("Or let amp-advisor's helper own autocast, the scaler, accumulation and its statistics "
              "(the recommendation is JSON, never executed):"),
         Code("from amp_advisor import Recommendation\n\n"
-             f'amp = Recommendation.load("{run.dir / "recommendation.json"}").mixed_precision()\n'
+             f'amp = Recommendation.load({literal(str(run.dir / "recommendation.json"))}).mixed_precision()\n'
              "for batch in loader:\n"
              "    with amp.autocast():\n"
              "        loss = loss_fn(model, batch)\n"
              "    amp.backward(loss)\n"
              "    amp.step(optimizer)\n"
              "amp.save_stats(\"amp_stats.json\")  # steps, skipped steps, scale history\n"),
-        Para(f"Configs for Lightning, Accelerate, Hugging Face and DeepSpeed: `amp-advisor show {run.dir} "
-             "--format lightning` (or accelerate, hf-trainer, deepspeed, toml)."),
+        Para("Configs for Lightning, Accelerate, Hugging Face and DeepSpeed: "
+             f"`amp-advisor show {shlex.quote(str(run.dir))} --format lightning` (or accelerate, hf-trainer, "
+             "deepspeed, toml)."),
     ]
     return Section("answer", "Recommendation", tuple(blocks))
 

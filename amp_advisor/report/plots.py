@@ -43,7 +43,11 @@ def new_figure():
 def to_png(fig) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    from matplotlib.text import Text
+
     FigureCanvasAgg(fig)
+    for text in fig.findobj(Text):  # a label is data (a run directory named "$x$"), never mathtext
+        text.set_parse_math(False)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=PNG_DPI)
     return buffer.getvalue()

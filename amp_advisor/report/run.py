@@ -8,6 +8,7 @@ directory that holds no run at all is one.
 from __future__ import annotations
 
 import os
+import shlex
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,7 +261,7 @@ class Run:
         out = []
         if self.state == "interrupted":
             out.append("The run was interrupted: the figures cover the trials it finished. "
-                       f"Continue it with `amp-advisor tune --resume --out {self.dir}`.")
+                       f"Continue it with `amp-advisor tune --resume --out {shlex.quote(str(self.dir))}`.")
         elif self.state not in ("complete",):
             out.append(f"The run is in state '{self.state}': it may still be going, or was killed before it finished.")
         noisy = [r.number for r in self.records if any(w.startswith("noisy") for w in r.result.warnings)]

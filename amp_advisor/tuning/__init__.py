@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import shlex
 import signal
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..errors import BadInputError
+from ..errors import AdvisorError, BadInputError, Interrupted
 from ..harness import resolve_workload
 from ..hf import HfSpec
 from ..workload_source import WorkloadSource
@@ -43,7 +44,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         return
 
     def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+        raise Interrupted(signum)
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
@@ -212,16 +213,19 @@ def _run(store: RunStore, settings: TuneSettings, worker: WorkloadExecutor, prof
     with _sigterm_as_interrupt():
         try:
             result = tuner.run()
-        except KeyboardInterrupt:
-            _mark(store, "interrupted", tuner)
-            store.write_csv(tuner.records)
+        except KeyboardInterrupt as exc:
+            unmarked = _mark(store, "interrupted", tuner)
+            with contextlib.suppress(OSError):
+                store.write_csv(tuner.records)
             _write_report(store.dir)  # what the finished trials show, marked as partial
-            raise
+            raise Interrupted(getattr(exc, "signum", signal.SIGINT), store.dir, unmarked) from None
         except OSError as exc:  # disk full, permissions, a removed directory: the run can continue later
             where = exc.filename or store.dir
-            _mark(store, "interrupted", tuner, reason=f"{exc.strerror or exc}: {where}")
-            raise BadInputError(f"{where}: {exc.strerror or exc}; the run is marked interrupted: fix it and "
-                                f"continue with `amp-advisor tune --resume --out {store.dir}`") from None
+            unmarked = _mark(store, "interrupted", tuner, reason=f"{exc.strerror or exc}: {where}")
+            state = ("the run is marked interrupted" if unmarked is None else
+                     f"run.json could not be marked interrupted either ({unmarked}), and still says running")
+            raise BadInputError(f"{where}: {exc.strerror or exc}; {state}: fix it and continue with "
+                                f"`amp-advisor tune --resume --out {shlex.quote(str(store.dir))}`") from None
         except BaseException as exc:
             _mark(store, "failed", tuner, reason=f"{type(exc).__name__}: {exc}")
             raise
@@ -234,13 +238,15 @@ def _run(store: RunStore, settings: TuneSettings, worker: WorkloadExecutor, prof
     return result
 
 
-def _mark(store: RunStore, state: str, tuner: Tuner, reason: str | None = None) -> None:
-    """Best effort: with the disk full even run.json may not be writable."""
+def _mark(store: RunStore, state: str, tuner: Tuner, reason: str | None = None) -> str | None:
+    """Best effort: with the disk full even run.json may not be writable. Returns why the mark
+    failed (None: run.json now says `state`), so that no message claims a mark that is not there."""
     try:
         extra: dict[str, Any] = {"reason": reason} if reason else {}
         store.write_state(state, trials=len(tuner.records), notes=tuner.notes, **extra)
-    except OSError:
-        pass
+    except (OSError, AdvisorError) as exc:
+        return f"{getattr(exc, 'strerror', None) or exc}"
+    return None
 
 
 def _write_report(run_dir: Path):

@@ -21,7 +21,8 @@ from typing import Any, Iterator
 from ..diagnosis import Diagnosis
 from ..dtypes import Dtype
 from ..errors import AdvisorError, BadInputError
-from ..jsonio import MAX_DOCUMENT_BYTES, check_fields, dumps, loads, read_document, read_json, write_atomic
+from ..jsonio import (MAX_DOCUMENT_BYTES, check_fields, dumps, loads, read_document, read_json, write_atomic,
+                      write_text_atomic)
 from .record import Role, TrialRecord
 from .space import SearchSpace
 
@@ -229,7 +230,7 @@ class RunStore:
                              limit=TRIALS_FILE_BYTES)
 
     def _truncate_last_line(self, keep: list[str]) -> None:
-        self.trials_file.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+        write_text_atomic(self.trials_file, "".join(line + "\n" for line in keep))
 
     def write_csv(self, records: list[TrialRecord]) -> Path:
         import pandas as pd
