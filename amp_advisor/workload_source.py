@@ -148,6 +148,12 @@ def _in_examples(path: Path) -> bool:
     return path.suffix == ".py" and tuple(path.parts[-3:-1]) == EXAMPLES_PACKAGE
 
 
+def shown_ref(ref: str) -> str:
+    """A saved ref as the user gave it (a file, module:attr, --hf): never its internal JSON."""
+    source = readable(ref)
+    return source.shown() if source is not None else ref
+
+
 def readable(ref: str) -> WorkloadSource | None:
     """A saved ref, or None when this version cannot read it (shown as it is then)."""
     try:

@@ -387,3 +387,38 @@ def test_a_hostile_run_directory_name_stays_data_in_code_shell_markdown_and_plot
     shutil.copytree(finished_run, other)
     out = invoke("compare", str(run), str(other), "--out", str(tmp_path / "c.html"))
     assert out.exit_code == 0 and out.clean, out.stderr  # mathtext would have raised on "$\\alpha$"
+
+
+# ------------------------------------------------------------------ class 3: the user's code at import and build
+CONTRACT = ("import torch\n"
+            "def make_batch(batch_size, device):\n"
+            "    return torch.randn(batch_size, 4, device=device), torch.randn(batch_size, 1, device=device)\n")
+MISBEHAVING = {
+    "sys-exit": ("import sys\nsys.exit(0)\n" + CONTRACT + "def build_model():\n    return torch.nn.Linear(4, 1)\n",
+                 "called sys.exit(0)"),
+    "os-exit": ("import os\nos._exit(3)\n" + CONTRACT, "exited with code 3"),
+    "hang": ("import time\ntime.sleep(3600)\n" + CONTRACT, "still importing after"),
+    "returns-str": (CONTRACT + "def build_model():\n    return 'a string'\n", "build_model() returned str"),
+}
+
+
+@pytest.mark.parametrize("case", MISBEHAVING)
+@pytest.mark.parametrize("form", ["file", "module:attr"])
+def test_user_code_that_misbehaves_at_import_or_build_is_one_line_naming_it(tmp_path, monkeypatch, case, form):
+    """Exit 2 before any trial, the workload named as typed, what happened said, --timeout
+    honoured by the import check, and no run directory left behind."""
+    source, expected = MISBEHAVING[case]
+    name = f"bad_{case.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(source + "\nWORKLOAD = None\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    typed = str(tmp_path / f"{name}.py") if form == "file" else f"{name}"
+    if form == "module:attr":
+        (tmp_path / f"{name}_attr.py").write_text(f"import {name} as workload\n")
+        typed = f"{name}_attr:workload"
+    run = tmp_path / "run"
+    started = time.monotonic()
+    outcome = invoke("tune", typed, "--device", "cpu", "--out", str(run), "--timeout", "8", "--batch-sizes", "4,8")
+    assert outcome.exit_code == 2 and outcome.clean, outcome.stderr
+    assert expected in outcome.stderr and one_line(outcome.stderr), outcome.stderr
+    assert "{" not in outcome.stderr.split(":")[0], outcome.stderr  # named as typed, not by its JSON ref
+    assert not run.exists() and time.monotonic() - started < 120

@@ -187,10 +187,10 @@ class RankWorkers:
             pass
         self.local.close()
 
-    def check(self, workload: str) -> str | None:
+    def check(self, workload: str, timeout_s: float | None = None) -> str | None:
         """The workload checked in every rank's worker (on another node the file must be there too)."""
-        number = self._publish({"kind": "check", "workload": workload})
-        problem = self.local.check(workload)
+        number = self._publish({"kind": "check", "workload": workload, "timeout_s": timeout_s})
+        problem = self.local.check(workload, timeout_s)
         answers = self._collect(number, lambda: False)
         problems = [(0, problem)] + [(r, a.get("error")) for r, a in sorted(answers.items())]
         for rank, why in problems:
@@ -281,7 +281,8 @@ def follow(env: RankEnv, device: str, collective_timeout_s: float) -> int:
                 worker = _worker(control, generation, device, collective_timeout_s, None)
                 worker.spawn()
             if command["kind"] == "check":
-                control.put(f"res/{number}/{env.rank}", {"error": worker.check(command["workload"])})
+                problem = worker.check(command["workload"], command.get("timeout_s"))
+                control.put(f"res/{number}/{env.rank}", {"error": problem})
                 continue
             aborted: list[bool] = []
             since = time.monotonic()

@@ -165,7 +165,11 @@ def make_batches(workload: Workload, spec: TrialSpec, device: torch.device, rank
 def seeded_model(workload: Workload, spec: TrialSpec, device: torch.device) -> torch.nn.Module:
     """The same initial weights every time for the same seed (if build_model uses torch's RNG)."""
     torch.manual_seed(spec.seed + 1)
-    return workload.build_model().to(device).train()
+    model = workload.build_model()
+    if not isinstance(model, torch.nn.Module):
+        raise WorkloadError(f"{workload.label}: build_model() returned {type(model).__name__}, not a "
+                            "torch.nn.Module; it must return the model to train")
+    return model.to(device).train()
 
 
 def _step_times(samples: list[float]) -> StepTimes:

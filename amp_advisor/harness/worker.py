@@ -31,6 +31,7 @@ from typing import Any, Callable
 from ..diagnosis import Diagnosis, DiagnoseSpec
 from ..dtypes import Dtype
 from ..errors import AdvisorError, BadInputError
+from ..workload_source import shown_ref
 from .trial import Status, TrialResult, TrialSpec, failed, pruned_reason
 
 PARENT_ENV = "AMP_ADVISOR_PARENT_PID"  # set on the worker: the process it serves (worker_process.py)
@@ -62,6 +63,8 @@ def calibrate(run: Callable[[TrialSpec], TrialResult], workload: str, batch_size
                      comm=FULL_COMM if parallel else "")
     started = time.monotonic()
     result = run(spec)
+    if result.bad_input:  # a contract break (build_model returned no nn.Module...): before any trial
+        raise BadInputError(result.error or "the workload broke the contract")
     return time.monotonic() - started if result.status is Status.OK else None
 
 
@@ -204,18 +207,35 @@ class Worker:
             self._busy = False
         return event
 
-    def check(self, workload: str) -> str | None:
+    def check(self, workload: str, timeout_s: float | None = None) -> str | None:
         """Whether the workload imports and provides the contract (in the worker: its top-level
-        code runs there, never in this process). None, or why not, in one line."""
+        code runs there, never in this process). None, or why not, in one line that names the
+        workload as the user gave it. `timeout_s` (the user's --timeout): how long the import
+        may take (default FIRST_STEP_TIMEOUT_S)."""
         self.wait_ready()
+        limit = timeout_s or FIRST_STEP_TIMEOUT_S
+        started = time.monotonic()
         self._send({"command": "check", "workload": workload})
-        event = self._next_event(time.monotonic() + FIRST_STEP_TIMEOUT_S)
+        event = self._next_event(started + limit)
         while event is not None and event.get("event") != "checked":
-            event = self._next_event(time.monotonic() + FIRST_STEP_TIMEOUT_S)
-        if event is None:
+            event = self._next_event(started + limit)
+        if event is not None:
+            return event.get("error")
+        shown = shown_ref(workload)
+        if self.alive:
             self._kill()
-            return f"{workload}: importing it in the worker did not finish: {self.stderr_tail(3) or 'no output'}"
-        return event.get("error")
+            return (f"{shown}: still importing after {time.monotonic() - started:.0f} s (its top-level code does not "
+                    f"return); pass --timeout SECONDS if it needs longer{self._last_output()}")
+        code = self._proc.wait() if self._proc is not None else None
+        self._proc = None
+        ended = (f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0
+                 else f"exited with code {code}")
+        return (f"{shown}: importing it ended the worker process: it {ended} (sys.exit or os._exit at import?); a "
+                f"workload module must only define build_model and make_batch when imported{self._last_output()}")
+
+    def _last_output(self) -> str:
+        tail = self.stderr_tail(3)
+        return f"; last output: {tail}" if tail else ""
 
     def calibrate(self, workload: str, batch_size: int, device: str) -> float | None:
         return calibrate(self.run, workload, batch_size, device)

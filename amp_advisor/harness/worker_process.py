@@ -59,11 +59,15 @@ def check_workload(path: str) -> str | None:
     """Import the workload and check the contract's names, as a trial would, without a trial:
     None, or the one-line reason it cannot be tuned."""
     from ..workload import WorkloadError, load
+    from ..workload_source import shown_ref
 
     try:
         load(path)
     except WorkloadError as exc:
         return str(exc)
+    except SystemExit as exc:  # the module called sys.exit at import: this worker lives on
+        return (f"{shown_ref(path)}: importing it called sys.exit({exc.code!r}); a workload module must only define "
+                "build_model and make_batch when imported (guard the rest with if __name__ == '__main__':)")
     return None
 
 

@@ -101,7 +101,9 @@ def tune(
                 device = worker.wait_ready()["default_device"]
             tune_settings = TuneSettings(workload=source.ref, device=device, **settings)
             profile, space = _checked(tune_settings, worker.world_size)
-            problem = worker.check(source.ref)
+            if on_event is not None:  # the import may take long: the display says what it waits for
+                on_event({"event": "tune_phase", "phase": "importing the workload", "planned": 0})
+            problem = worker.check(source.ref, tune_settings.trial_timeout_s)
             if problem:
                 raise BadInputError(problem)
             smallest = space.batch_sizes[0]
