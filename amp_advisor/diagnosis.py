@@ -84,6 +84,9 @@ class Culprit:
 
     @property
     def advice(self) -> str:
+        if self.module == ROOT:  # no submodule to keep in fp32: the arithmetic is in forward() itself
+            return (f"the model's own forward(), outside any submodule: {self.evidence}; move that arithmetic into "
+                    "a submodule to keep it in fp32, or train in bf16 (fp32's range) or fp32")
         return f"keep `{self.module}` in fp32: {self.evidence}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,10 +140,21 @@ class Diagnosis:
     def _ranked(self) -> tuple[Culprit, ...]:
         return tuple((self._forward() + self._backward() + self._drift())[:MAX_CULPRITS])
 
+    @property
+    def fp32_nonfinite_step(self) -> int | None:
+        """The first step (1-based) whose fp32 reference loss was inf/NaN: the model fails in
+        fp32 too, so no precision setting or island is the fix. None when fp32 stayed finite."""
+        bad = [i + 1 for i, x in enumerate(self.ref_losses) if not math.isfinite(x)]
+        return bad[0] if bad else None
+
     def advised_islands(self) -> tuple[str, ...]:
         """The modules to keep in fp32: every culprit where inf/NaN starts (forward or backward);
-        when there is none, the module that drifts most."""
-        culprits = self.culprits()
+        when there is none, the module that drifts most. Only modules that can be kept in fp32:
+        never the model itself (ROOT: its own forward, outside any submodule; keeping all of it in
+        fp32 is fp32 training), and nothing when fp32 itself is non-finite."""
+        if self.fp32_nonfinite_step is not None:
+            return ()
+        culprits = [c for c in self.culprits() if c.module != ROOT]
         breaking = [c.module for c in culprits if c.kind != "drift"]
         return tuple(dict.fromkeys(breaking or [c.module for c in culprits[:1]]))
 

@@ -14,6 +14,7 @@ hidden size in the architecture's own ratio, and the per-head width follows hidd
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -89,13 +90,17 @@ class HfSpec:
         return path.parent.name if path.name == "config.json" else path.stem
 
     def shown(self) -> str:
-        """The options as typed, e.g. `--hf gpt2 --hf-layers 4`."""
-        words = [f"--hf {self.model_type}" if self.model_type else f"--hf-config {self.config_path}"]
+        """The options as typed, e.g. `--hf gpt2 --hf-layers 4` (quoted for a shell)."""
+        return shlex.join(self.words())
+
+    def words(self) -> list[str]:
+        """The options as command-line words: ["--hf", "gpt2", "--hf-layers", "4"]."""
+        words = ["--hf", self.model_type] if self.model_type else ["--hf-config", str(self.config_path)]
         for name in ("task", "size", "layers", "hidden", "heads", "vocab", "seq_len"):
             value = getattr(self, name)
             if value is not None:
-                words.append(f"--hf-{name.replace('_', '-')} {value}")
-        return " ".join(words)
+                words += [f"--hf-{name.replace('_', '-')}", str(value)]
+        return words
 
     @property
     def sizes(self) -> dict[str, int]:

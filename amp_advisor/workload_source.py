@@ -131,11 +131,14 @@ class WorkloadSource:
         return Path(self.target).name if self.kind is Kind.FILE else self.shown()
 
     @property
-    def argument(self) -> str:
-        """What to type after a command to name this workload again."""
+    def arguments(self) -> list[str]:
+        """The command-line words that name this workload again (shlex.join them for a shell)."""
         if self.kind is Kind.EXAMPLE:
-            return f"--example {self.name}"
-        return self.shown()
+            return ["--example", self.name]
+        if self.kind is Kind.HF:
+            assert self.hf is not None
+            return self.hf.words()
+        return [self.target]
 
     def same_as(self, other: "WorkloadSource") -> bool:
         """Whether two runs tuned the same workload (another checkout of the same example counts)."""

@@ -422,3 +422,59 @@ def test_user_code_that_misbehaves_at_import_or_build_is_one_line_naming_it(tmp_
     assert expected in outcome.stderr and one_line(outcome.stderr), outcome.stderr
     assert "{" not in outcome.stderr.split(":")[0], outcome.stderr  # named as typed, not by its JSON ref
     assert not run.exists() and time.monotonic() - started < 120
+
+
+# ------------------------------------------------------------------ class 8: advice that cannot be applied
+ROOT_OVERFLOW = CONTRACT + '''
+class Root(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.lin(x) * 1e6 * 1e6  # the model's own arithmetic, outside any submodule
+
+
+def build_model():
+    return Root()
+
+
+def loss_fn(model, batch):
+    x, y = batch
+    return ((model(x) - y) ** 2).mean()
+'''
+NAN_IN_FP32 = ROOT_OVERFLOW.replace("* 1e6 * 1e6", "* float('nan')")
+
+
+def test_the_root_module_is_never_advised_as_an_fp32_island(tmp_path):
+    (tmp_path / "root overflow.py").write_text(ROOT_OVERFLOW)
+    outcome = invoke("diagnose", str(tmp_path / "root overflow.py"), "--dtype", "fp16", "--batch-size", "4",
+                     "--device", "cpu", "--steps", "3")
+    assert outcome.exit_code == 0 and outcome.clean, outcome.stderr
+    result = CliRunner().invoke(cli, ["diagnose", str(tmp_path / "root overflow.py"), "--dtype", "fp16",
+                                      "--batch-size", "4", "--device", "cpu", "--steps", "3"])
+    assert "(model)" in result.stdout and "forward()" in result.stdout  # named, and what to do instead
+    assert "--fp32-modules '(model)'" not in result.stdout and "--fp32-modules (model)" not in result.stdout
+    for line in result.stdout.splitlines():  # any command it prints is valid shell, with the path whole
+        if "check the fix: " in line:
+            assert shlex.split(line.split("check the fix: ", 1)[1])[2] == str(tmp_path / "root overflow.py")
+
+
+def test_a_model_non_finite_in_fp32_too_is_said_to_be_so(tmp_path):
+    (tmp_path / "nan.py").write_text(NAN_IN_FP32)
+    result = CliRunner().invoke(cli, ["diagnose", str(tmp_path / "nan.py"), "--dtype", "bf16", "--batch-size", "4",
+                                      "--device", "cpu", "--steps", "3"])
+    assert "fails in fp32 as well" in result.stdout, result.output
+    assert "check the fix" not in result.stdout and "keep `" not in result.stdout
+
+
+def test_a_tune_whose_x_ray_names_the_root_still_recommends(tmp_path):
+    """fp16 overflows in the model's own forward: no island is advised, so there is no repair to
+    fail; fp32 and bf16 still stand, and the run is complete, not failed."""
+    (tmp_path / "root.py").write_text(ROOT_OVERFLOW)
+    run = tmp_path / "run"
+    outcome = invoke("tune", str(tmp_path / "root.py"), "--device", "cpu", "--out", str(run), "--batch-sizes", "4,8",
+                     "--steps", "3", "--strategy", "grid")
+    assert outcome.exit_code == 0 and outcome.clean, outcome.stderr
+    assert json.loads((run / "run.json").read_text())["state"] == "complete"
+    assert (run / "recommendation.json").exists()

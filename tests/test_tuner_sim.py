@@ -105,3 +105,29 @@ def test_a_dtype_far_behind_spends_no_confirmation_rounds():
     assert outcome.recommended == "bf16 bs=64" and outcome.quality == pytest.approx(1.0)
     rounds = [line for line in outcome.log if " confirm " in line]
     assert rounds and not any(" fp16 " in line for line in rounds)
+
+
+def test_a_repair_the_x_ray_advises_that_cannot_be_built_is_a_recorded_failure():
+    """bf16 drifts from fp32 everywhere; the X-ray names an island that no module matches (the
+    worker answers bad input). That repair is recorded as failed, and the run still recommends
+    (it once ended as failed, with no recommendation, and --resume failed the same way)."""
+    from types import SimpleNamespace
+
+    from amp_advisor.harness.trial import Status, failed
+
+    class Advising(SimulatedMachine):
+        def diagnose(self, spec):
+            return SimpleNamespace(dtype=spec.dtype, advised_islands=lambda: ("no.such.module",),
+                                   culprits=lambda: [SimpleNamespace(evidence="drift 40x its input's")],
+                                   to_dict=lambda: {"dtype": spec.dtype.value})
+
+        def run(self, spec):
+            if spec.fp32_modules:
+                return failed(spec, Status.ERROR, "fp32_modules: no module named 'no.such.module'", bad_input=True)
+            return super().run(spec)
+
+    land = families.bf16_drifts(3)
+    outcome = simulate(land, 3, machine_class=Advising)
+    assert outcome.recommended is not None and outcome.invalid is None
+    repair = [line for line in outcome.log if " repair " in line]
+    assert repair and "error" in repair[0]

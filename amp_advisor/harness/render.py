@@ -4,6 +4,7 @@ Returns them; never prints."""
 from __future__ import annotations
 
 import math
+import shlex
 
 from rich.console import Group, RenderableType
 from rich.padding import Padding
@@ -99,7 +100,12 @@ def render_diagnosis(d: Diagnosis, *, top: int = 8) -> RenderableType:
         summary.add_row("loss scale", f"{d.scales[0]:g} at step 1, {d.scales[-1]:g} at step {len(d.scales)}")
     culprits = d.culprits()
     lines = []
-    if not culprits:
+    if (step := d.fp32_nonfinite_step) is not None:
+        summary.add_row("fp32", f"non-finite too (from step {step}): the model fails in fp32 as well, so this is "
+                                f"not a precision problem and no fp32 island fixes it; look at the model, its data "
+                                f"and the learning rate")
+        culprits = []
+    elif not culprits:
         summary.add_row("culprits", f"none: every module kept to fp32's numerics within {d.dtype}'s rounding and range")
     else:
         lines.append("culprits, most likely first:")
@@ -107,11 +113,14 @@ def render_diagnosis(d: Diagnosis, *, top: int = 8) -> RenderableType:
             lines.append(f"  {k}. {c.module} ({c.module_type}): {c.kind}")
             lines.append(f"     {c.advice}")
         names = list(d.advised_islands())
-        listed = ",".join(names)
-        again = source.argument if source else d.workload
-        lines.append(f"check the fix: amp-advisor diagnose {again} --dtype {d.dtype} --batch-size {d.batch_size} "
-                     f"--fp32-modules {listed}")
-        lines.append(f"in training: MixedPrecision(\"{d.dtype}\", ..., fp32_modules={names!r}).prepare(model)")
+        if names:  # every word of the command quoted for the shell: a module or path is data
+            again = source.arguments if source else [d.workload]
+            command = ["amp-advisor", "diagnose", *again, "--dtype", str(d.dtype),
+                       "--batch-size", str(d.batch_size), "--fp32-modules", ",".join(names)]
+            lines.append(f"check the fix: {shlex.join(command)}")
+            lines.append(f"in training: MixedPrecision(\"{d.dtype}\", ..., fp32_modules={names!r}).prepare(model)")
+        else:
+            lines.append("no submodule to keep in fp32: train in bf16 (fp32's range) or fp32")
     ranked = sorted(range(len(d.modules)), key=lambda m: -max(_finite(d.series(m, "ref_out_max")), default=0.0))
     table = grid("module", "type", "largest |out|", "drift vs fp32",
                  title=f"largest fp32 outputs (fp16's max is {FP16_MAX:g}):")

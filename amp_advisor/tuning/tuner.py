@@ -302,8 +302,10 @@ class Tuner:
         self.emit({"event": "trial_start", "number": number, "label": candidate.label, "role": shown.value})
         load = _load_average()
         result = self.worker.run(spec)
-        if result.bad_input:
+        if result.bad_input and role is not Role.REPAIR:
             raise BadInputError(result.error or "the workload broke the contract")
+        # a repair built from the X-ray's advice that cannot be applied (an island no module
+        # matches) is that repair's failure, recorded; fp32 and the other dtypes still stand
         feasible, why_not = judge(result, self.settings.tolerance, self.settings.max_skip_rate)
         pids = {r.result.worker_pid for r in self.records}
         fresh = result.worker_pid is not None and result.worker_pid not in pids

@@ -37,11 +37,12 @@ class Outcome:
 
 
 def simulate(landscape: Landscape, seed: int, *, settings_name: str = "default", keep: Path | None = None,
-             **settings: Any) -> Outcome:
-    """Tune `landscape` with the real Tuner (TuneSettings' defaults, overridden by `settings`)."""
+             machine_class: type[SimulatedMachine] = SimulatedMachine, **settings: Any) -> Outcome:
+    """Tune `landscape` with the real Tuner (TuneSettings' defaults, overridden by `settings`) on
+    `machine_class` (a SimulatedMachine, or one that answers some trials its own way)."""
     device_profile = profile(landscape.device)
     clock = SimClock()
-    machine = SimulatedMachine(landscape, seed, clock)
+    machine = machine_class(landscape, seed, clock)
     tune_settings = TuneSettings(workload=f"simulated:{landscape.name}", device=device_string(landscape.device),
                                  seed=seed, batch_sizes=landscape.batch_sizes, **settings)
     space, _ = build_space(device_profile, batch_sizes=landscape.batch_sizes)
