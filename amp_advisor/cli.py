@@ -8,6 +8,7 @@ progress goes to stderr.
 from __future__ import annotations
 
 import math
+import os
 import shlex
 import signal
 import sys
@@ -22,6 +23,7 @@ from .harness.trial import Status  # plain data: no torch
 from .distributed.policy import COMMS, DEFAULT_COLLECTIVE_TIMEOUT_S, Parallel  # facts only: no torch
 from .console import StatusLine, TuneDisplay, print_out  # rich only: no torch
 from .errors import AdvisorError, BadInputError, Interrupted
+from .harness.reaper import signal_on_parent_death  # no torch
 from .jsonio import dumps
 from .snippets import FORMATS as SNIPPET_FORMATS  # text only: cheap to import
 from .tuning.space import describe_default_batch_sizes  # the tuning modules import no torch: cheap
@@ -133,7 +135,7 @@ def _parallel_options(command: Callable) -> Callable:
 def _launch_if_needed(command: str, parallel: str | None, nproc_per_node: int | None) -> None:
     """Outside torchrun, --parallel (or --nproc-per-node) starts the ranks here and exits with
     the run's code; under torchrun (or on one process) it returns and the command runs."""
-    from .distributed.env import RankEnv, launch
+    from .distributed.env import RankEnv, check_rank_count, launch
 
     under_launcher = RankEnv.from_environ() is not None
     if nproc_per_node is not None and parallel is None:
@@ -143,6 +145,7 @@ def _launch_if_needed(command: str, parallel: str | None, nproc_per_node: int | 
             raise BadInputError("--nproc-per-node: this process is already a rank under torchrun; give the number "
                                 "of processes to torchrun (--nproc_per_node) instead")
         return
+    check_rank_count(nproc_per_node or 1)  # before any process starts
     ctx = click.get_current_context()
     argv = [command]
     for param in ctx.command.params:
@@ -529,6 +532,10 @@ def main(argv: list[str] | None = None) -> None:
     # SIGTERM ends any command as Ctrl-C does (cleanup, then exit 143), from the first moment
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
+    if os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("LOCAL_RANK"):
+        # a rank: when its launcher dies (even by SIGKILL) it is told, ends as on SIGTERM (its run
+        # marked interrupted, its worker's tree killed), and does not live on as an orphan
+        signal_on_parent_death(signal.SIGTERM)
     try:
         cli.main(args=argv, prog_name="amp-advisor", standalone_mode=False)
     except click.exceptions.ClickException as exc:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import tokenize
+import uuid
 from pathlib import Path
 
 import pytest
@@ -478,3 +479,79 @@ def test_a_tune_whose_x_ray_names_the_root_still_recommends(tmp_path):
     assert outcome.exit_code == 0 and outcome.clean, outcome.stderr
     assert json.loads((run / "run.json").read_text())["state"] == "complete"
     assert (run / "recommendation.json").exists()
+
+
+# ------------------------------------------------------------------ class 4: processes outlive a killed run
+SPAWNING = CONTRACT + '''
+import subprocess, sys
+
+def build_model():
+    # the user's code starts helpers: one in its own session (out of the worker's process group),
+    # one that double-forks away from its parent
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"], start_new_session=True)
+    subprocess.Popen([sys.executable, "-c", "import os, time\\nif os.fork() == 0:\\n    time.sleep(3600)"])
+    return torch.nn.Linear(4, 1)
+
+
+def loss_fn(model, batch):
+    x, y = batch
+    return ((model(x) - y) ** 2).mean()
+'''
+MARK_ENV = "AMP_ADVISOR_HOSTILE_MARK"
+
+
+def marked(mark: str) -> list[int]:
+    """Live processes (zombies excluded) carrying `mark` in their environment."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if f"{MARK_ENV}={mark}".encode() in (entry / "environ").read_bytes().split(b"\0") and \
+                        (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def wait_until_none_marked(mark: str, within_s: float = 30.0) -> list[int]:
+    deadline = time.monotonic() + within_s
+    while marked(mark) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return marked(mark)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_nothing_the_run_or_the_users_code_started_survives_a_killed_run(tmp_path, sig):
+    mark = uuid.uuid4().hex
+    (tmp_path / "spawning.py").write_text(SPAWNING)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "amp_advisor", "tune", str(tmp_path / "spawning.py"), "--device", "cpu",
+           "--out", str(run), "--batch-sizes", "4,8", "--steps", "3", "--strategy", "grid"]
+    proc = subprocess.Popen(cmd, env={**os.environ, MARK_ENV: mark}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not ((run / "trials.jsonl").exists()
+                                               and (run / "trials.jsonl").read_text().strip()):
+        time.sleep(0.2)
+    assert len(marked(mark)) > 3  # the CLI, its worker and the user's helpers are running
+    proc.send_signal(sig)
+    proc.communicate(timeout=120)
+    assert wait_until_none_marked(mark) == []
+    if sig is not signal.SIGKILL:
+        assert proc.returncode == 128 + sig
+        assert json.loads((run / "run.json").read_text())["state"] == "interrupted"
+
+
+def test_a_rank_count_the_machine_cannot_hold_is_refused_before_any_process_starts():
+    from amp_advisor.distributed.env import RANKS_PER_CPU, check_rank_count
+
+    with pytest.raises(BadInputError, match="only take turns"):
+        check_rank_count(RANKS_PER_CPU * 2 + 1, cpus=2, available_bytes=2**40)
+    with pytest.raises(BadInputError, match="GiB is available"):
+        check_rank_count(6, cpus=8, available_bytes=4 * 2**30)
+    check_rank_count(2, cpus=2, available_bytes=8 * 2**30)
+    outcome = invoke("bench", "--example", "mlp", "--dtype", "fp32", "--batch-size", "8", "--parallel", "ddp",
+                     "--nproc-per-node", "1000")
+    assert outcome.exit_code == 2 and outcome.clean and "--nproc-per-node 1000" in outcome.stderr

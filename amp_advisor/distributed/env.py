@@ -61,6 +61,44 @@ def threads_per_rank(nproc: int) -> int:
     return max(1, (os.cpu_count() or 1) // nproc)
 
 
+# A rank is two Python processes with torch imported (the command and its trial worker: about
+# 0.22 GiB each at rest on a CPU build, measured), before the model: budget 1 GiB each.
+RANK_MEMORY_BYTES = 2**30
+RANKS_PER_CPU = 4  # more ranks than this per core only time-share: no measurement means anything
+
+
+def check_rank_count(nproc: int, cpus: int | None = None, available_bytes: int | None = None) -> None:
+    """Refuse, before any process starts, a rank count this machine cannot hold: at least 1, at
+    most RANKS_PER_CPU per CPU this process may use, and RANK_MEMORY_BYTES each of the memory
+    available now (once forked, 1000 ranks exhaust the process table before they fail)."""
+    if nproc < 1:
+        raise BadInputError(f"--nproc-per-node {nproc}: expected a number of processes >= 1")
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if nproc > RANKS_PER_CPU * cpus:
+        raise BadInputError(f"--nproc-per-node {nproc}: this machine has {cpus} CPUs, and more than "
+                            f"{RANKS_PER_CPU * cpus} ranks ({RANKS_PER_CPU} per CPU) only take turns; use fewer")
+    if available_bytes is None:
+        available_bytes = _available_memory()
+    if available_bytes is not None and nproc * RANK_MEMORY_BYTES > available_bytes:
+        need = nproc * RANK_MEMORY_BYTES / 2**30
+        raise BadInputError(f"--nproc-per-node {nproc}: {nproc} ranks need about {need:.0f} GiB before any model "
+                            "(two processes with torch each), and "
+                            f"{available_bytes / 2**30:.1f} GiB is available; use at most "
+                            f"{max(1, available_bytes // RANK_MEMORY_BYTES)}")
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def launch(nproc: int, argv: Sequence[str]) -> int:
     """Run `python -m amp_advisor ARGV` as `nproc` ranks on this node through torch's elastic
     launcher (what `torchrun --standalone --nproc_per_node N` does); the exit code of the run:
@@ -68,8 +106,7 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    if nproc < 1:
-        raise BadInputError(f"--nproc-per-node {nproc}: expected a number of processes >= 1")
+    check_rank_count(nproc)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads_per_rank(nproc)))
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"amp-advisor-{uuid.uuid4().hex[:8]}",
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5)

@@ -32,6 +32,7 @@ from ..diagnosis import Diagnosis, DiagnoseSpec
 from ..dtypes import Dtype
 from ..errors import AdvisorError, BadInputError
 from ..workload_source import shown_ref
+from .reaper import kill_tree
 from .trial import Status, TrialResult, TrialSpec, failed, pruned_reason
 
 PARENT_ENV = "AMP_ADVISOR_PARENT_PID"  # set on the worker: the process it serves (worker_process.py)
@@ -160,10 +161,7 @@ class Worker:
         proc = proc or self._proc
         if proc is None:
             return
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        kill_tree(proc.pid)  # its descendants too, those in sessions of their own included
         proc.wait()
         if proc is self._proc:
             self._proc = None

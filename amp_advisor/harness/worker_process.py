@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any
 
+from .reaper import become_subreaper, kill_tree, signal_on_parent_death
 from .trial import TrialSpec
 from .worker import PARENT_ENV  # the process this worker serves
 
@@ -22,20 +23,15 @@ PARENT_POLL_S = 0.25
 
 
 def die_with_parent() -> None:
-    """The worker must not outlive the process it serves, however that one dies (SIGKILL
-    included): on Linux the kernel sends SIGKILL when the parent exits (PR_SET_PDEATHSIG); on
-    every platform a thread notices the parent is gone (the worker was re-parented) and kills the
-    worker's whole process group, children the user's code started included."""
+    """The worker, and everything the user's code started from it, must not outlive the process
+    it serves, however that one dies (SIGKILL included; reaper.py): the worker is a subreaper of
+    its descendants, the kernel sends it SIGTERM when the parent exits (PR_SET_PDEATHSIG), and a
+    thread notices the parent is gone (re-parented) for when the main thread is stuck in C code.
+    Either way the worker kills its whole tree and exits."""
     parent = int(os.environ.get(PARENT_ENV, "0") or 0)
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            PR_SET_PDEATHSIG = 1
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass  # the thread below still watches
+    become_subreaper()
+    signal.signal(signal.SIGTERM, lambda signum, frame: reap_and_exit())
+    signal_on_parent_death(signal.SIGTERM)
     if not parent:
         return
 
@@ -45,14 +41,20 @@ def die_with_parent() -> None:
     def watch() -> None:
         while not orphaned():
             time.sleep(PARENT_POLL_S)
-        try:
-            os.killpg(os.getpgrp(), signal.SIGKILL)
-        finally:
-            os._exit(1)
+        reap_and_exit()
 
     if orphaned():  # the parent died before this process got here
-        os._exit(1)
+        reap_and_exit()
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def reap_and_exit() -> None:
+    """Kill every process this worker's trials started (its tree and its group), then exit."""
+    try:
+        kill_tree(os.getpid(), include_self=False)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    finally:
+        os._exit(1)
 
 
 def check_workload(path: str) -> str | None:
