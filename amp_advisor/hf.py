@@ -116,6 +116,7 @@ class HfSpec:
         return HfModel.of(self)
 
 
+TRAINING_BYTES_PER_PARAMETER = 16  # fp32 weight 4 + gradient 4 + AdamW exp_avg 4 + exp_avg_sq 4
 CONFIG_EXPECTED = "a Hugging Face config.json, or a model directory holding one"
 
 
@@ -215,6 +216,19 @@ class HfModel:
         import transformers
 
         return getattr(transformers, self.model_class)(self.config)
+
+    def parameters(self) -> int:
+        """The model's parameter count, from a build on the meta device: no memory, no weights."""
+        import torch
+
+        with torch.device("meta"):
+            model = self.build_model()
+        return sum(p.numel() for p in model.parameters())
+
+    def training_bytes(self) -> int:
+        """What training needs before any activation: fp32 weights, their gradients and AdamW's
+        two moments (TRAINING_BYTES_PER_PARAMETER each parameter)."""
+        return self.parameters() * TRAINING_BYTES_PER_PARAMETER
 
     def make_batch(self, batch_size: int, device: Any) -> dict[str, Any]:
         """Random inputs of the task's shape: token ids avoid the padding id, so that every

@@ -17,6 +17,7 @@ crash or a hang is contained.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib
 import importlib.util
 import os
@@ -77,6 +78,9 @@ class Workload:
     custom_loss: bool
     path: Path | None = None  # the source file, when there is one: a traceback's line in it is shown
     architecture: str | None = None  # a description of the model, when the workload knows one (hf)
+    # the bytes training needs before any activation (weights, gradients, optimizer state), when
+    # it can be known without building the model (hf: from its config, on the meta device)
+    training_bytes: Callable[[], int] | None = None
 
     @classmethod
     def providing(cls, provider: Any, label: str, path: Path | None = None,
@@ -112,7 +116,8 @@ def load(ref: str | os.PathLike) -> Workload:
     if source.kind is Kind.HF:
         assert source.hf is not None
         built = source.hf.build()
-        return Workload.providing(built, source.shown(), architecture=built.describe())
+        workload = Workload.providing(built, source.shown(), architecture=built.describe())
+        return dataclasses.replace(workload, training_bytes=built.training_bytes)
     return load_file(ref)
 
 

@@ -555,3 +555,19 @@ def test_a_rank_count_the_machine_cannot_hold_is_refused_before_any_process_star
     outcome = invoke("bench", "--example", "mlp", "--dtype", "fp32", "--batch-size", "8", "--parallel", "ddp",
                      "--nproc-per-node", "1000")
     assert outcome.exit_code == 2 and outcome.clean and "--nproc-per-node 1000" in outcome.stderr
+
+
+# ------------------------------------------------------------------ class 9: memory estimated before building
+@pytest.mark.parametrize("command", ["bench", "tune"])
+def test_a_model_too_big_for_the_machine_is_refused_before_it_is_built(command, tmp_path):
+    """19 B parameters (the issue's GPT-2, hidden 8192, 24 layers): estimated on the meta device
+    from the config and refused in one line stating the estimate, with nothing built or written."""
+    pytest.importorskip("transformers")
+    size = ["--hf", "gpt2", "--hf-hidden", "8192", "--hf-layers", "24", "--hf-heads", "64", "--device", "cpu"]
+    args = {"bench": ["bench", *size, "--dtype", "fp32", "--batch-size", "1"],
+            "tune": ["tune", *size, "--out", str(tmp_path / "run")]}[command]
+    started = time.monotonic()
+    outcome = invoke(*args)
+    assert outcome.exit_code == 2 and outcome.clean and one_line(outcome.stderr), outcome.stderr
+    assert "GiB in fp32 before any activation" in outcome.stderr and "GiB free" in outcome.stderr
+    assert not (tmp_path / "run").exists() and time.monotonic() - started < 120

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from ..errors import BadInputError
+from ..harness.memory import memory_available_bytes
 
 REQUIRED = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -79,24 +80,13 @@ def check_rank_count(nproc: int, cpus: int | None = None, available_bytes: int |
         raise BadInputError(f"--nproc-per-node {nproc}: this machine has {cpus} CPUs, and more than "
                             f"{RANKS_PER_CPU * cpus} ranks ({RANKS_PER_CPU} per CPU) only take turns; use fewer")
     if available_bytes is None:
-        available_bytes = _available_memory()
+        available_bytes = memory_available_bytes()
     if available_bytes is not None and nproc * RANK_MEMORY_BYTES > available_bytes:
         need = nproc * RANK_MEMORY_BYTES / 2**30
         raise BadInputError(f"--nproc-per-node {nproc}: {nproc} ranks need about {need:.0f} GiB before any model "
                             "(two processes with torch each), and "
                             f"{available_bytes / 2**30:.1f} GiB is available; use at most "
                             f"{max(1, available_bytes // RANK_MEMORY_BYTES)}")
-
-
-def _available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def launch(nproc: int, argv: Sequence[str]) -> int:

@@ -35,7 +35,7 @@ from ..runtime import MixedPrecision
 from .. import tf32
 from ..timing import is_noisy, median_iqr, synchronize
 from ..workload import Workload, WorkloadError, check_batch, check_loss, load
-from .memory import tracker_for
+from .memory import memory_available_bytes, tracker_for
 from .oom import is_oom
 from .trial import Status, StepTimes, TrialResult, TrialSpec, failed, pruned_reason
 
@@ -162,8 +162,27 @@ def make_batches(workload: Workload, spec: TrialSpec, device: torch.device, rank
     return batches
 
 
+def check_fits(workload: Workload, device: torch.device) -> None:
+    """Refuse, before building it, a model whose weights, gradients and optimizer state alone
+    exceed what `device` has free (where the workload can say so without building: --hf). A
+    19 B-parameter config is otherwise built layer by layer until the kernel's OOM killer strikes."""
+    if workload.training_bytes is None:
+        return
+    need = workload.training_bytes()
+    if device.type == "cuda":
+        free: int | None = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = memory_available_bytes()
+    if free is not None and need > free:
+        raise WorkloadError(f"{workload.label}: its weights, gradients and AdamW state need about "
+                            f"{need / 2**30:.1f} GiB in fp32 before any activation (estimated from the config "
+                            f"on the meta device), and {device} has {free / 2**30:.1f} GiB free; choose a "
+                            "smaller size (--hf-layers, --hf-hidden)")
+
+
 def seeded_model(workload: Workload, spec: TrialSpec, device: torch.device) -> torch.nn.Module:
     """The same initial weights every time for the same seed (if build_model uses torch's RNG)."""
+    check_fits(workload, device)
     torch.manual_seed(spec.seed + 1)
     model = workload.build_model()
     if not isinstance(model, torch.nn.Module):

@@ -33,6 +33,20 @@ class PeakTracker(Protocol):
         """Peak bytes the trial used, or None when it could not be measured."""
 
 
+def memory_available_bytes() -> int | None:
+    """This machine's MemAvailable (what can be allocated without swapping), or None where there
+    is no /proc/meminfo. The one reader of it: the tuner's memory limit, the rank count check and
+    the estimate before a model is built all use it."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _status_kib(field: str) -> int:
     match = re.search(rf"^{field}:\s+(\d+) kB", _STATUS.read_text(), re.MULTILINE)
     if match is None:

@@ -40,6 +40,7 @@ from ..errors import BadInputError
 from ..limits import MAX_STEPS, MAX_TIME_BUDGET_S, MAX_TRIAL_TIMEOUT_S, MAX_TRIALS, out_of_range
 from ..harness.trial import Status, TrialSpec
 from ..harness.executor import TrialExecutor
+from ..harness.memory import memory_available_bytes
 from ..harness.worker import DiagnoseError, Worker
 from ..jsonio import check_fields
 from ..recommendation import Distributed, GradScalerConfig, Measured, Recommendation, fingerprint_of
@@ -356,12 +357,7 @@ class Tuner:
     def _read_memory_limit(self) -> int | None:
         total = self._memory_total or getattr(self.profile.identity, "memory_total_bytes", None)
         if self.profile.kind == "cpu" and self._memory_total is None:
-            try:
-                for line in Path("/proc/meminfo").read_text().splitlines():
-                    if line.startswith("MemAvailable:"):
-                        total = int(line.split()[1]) * 1024
-            except OSError:
-                return None
+            total = memory_available_bytes()
         return int(total * (1 - self.settings.memory_margin)) if total else None
 
     # ------------------------------------------------------------------------------- baseline
