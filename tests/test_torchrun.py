@@ -43,7 +43,7 @@ def _marked(mark: str) -> list[int]:
     return found
 
 
-def _nothing_left(mark: str, within_s: float = 10.0) -> None:
+def _nothing_left(mark: str, within_s: float = 30.0) -> None:
     deadline = time.monotonic() + within_s
     while _marked(mark) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -79,9 +79,12 @@ def test_two_ranks_tune_and_rank_0_alone_writes_one_run(parallel, tmp_path):
     assert "## Across ranks" in report and "(plots/ranks.png)" in report
     for t in trials:
         result = TrialResult.from_dict(t["result"])
-        if result.step_time_s:  # a step is the slowest rank's
+        if result.step_time_s:  # a step is the slowest rank's, step by step: so its median is at
+            # least every rank's own (an order statistic of an elementwise maximum), whatever the
+            # machine's load; the old check (within 50% of the slowest median) was a timing
+            # assertion, and with ranks slow in turn on a loaded machine it failed
             slowest = max(r.step_median_s for r in result.ranks)
-            assert result.step_time_s.median == pytest.approx(slowest, rel=0.5)
+            assert result.step_time_s.median >= slowest * (1 - 1e-9)
     _nothing_left(mark)
 
 
