@@ -33,6 +33,7 @@ from amp_advisor.snippets import FORMATS, render
 from tests.hostile_docs import CODE_FORMATS, PAYLOAD, code_outside_literals, invoke, mutated
 from tests.hostile_docs import finished_run as make_finished_run
 from tests.fakes import WORKLOADS
+from tests.processes import MARK_ENV, marked, wait_until_none_marked
 
 
 
@@ -482,52 +483,12 @@ def test_a_tune_whose_x_ray_names_the_root_still_recommends(tmp_path):
 
 
 # ------------------------------------------------------------------ class 4: processes outlive a killed run
-SPAWNING = CONTRACT + '''
-import subprocess, sys
-
-def build_model():
-    # the user's code starts helpers: one in its own session (out of the worker's process group),
-    # one that double-forks away from its parent
-    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"], start_new_session=True)
-    subprocess.Popen([sys.executable, "-c", "import os, time\\nif os.fork() == 0:\\n    time.sleep(3600)"])
-    return torch.nn.Linear(4, 1)
-
-
-def loss_fn(model, batch):
-    x, y = batch
-    return ((model(x) - y) ** 2).mean()
-'''
-MARK_ENV = "AMP_ADVISOR_HOSTILE_MARK"
-
-
-def marked(mark: str) -> list[int]:
-    """Live processes (zombies excluded) carrying `mark` in their environment."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if f"{MARK_ENV}={mark}".encode() in (entry / "environ").read_bytes().split(b"\0") and \
-                        (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
-def wait_until_none_marked(mark: str, within_s: float = 30.0) -> list[int]:
-    deadline = time.monotonic() + within_s
-    while marked(mark) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return marked(mark)
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_nothing_the_run_or_the_users_code_started_survives_a_killed_run(tmp_path, sig):
     mark = uuid.uuid4().hex
-    (tmp_path / "spawning.py").write_text(SPAWNING)
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "amp_advisor", "tune", str(tmp_path / "spawning.py"), "--device", "cpu",
+    cmd = [sys.executable, "-m", "amp_advisor", "tune", str(WORKLOADS / "spawning.py"), "--device", "cpu",
            "--out", str(run), "--batch-sizes", "4,8", "--steps", "3", "--strategy", "grid"]
     proc = subprocess.Popen(cmd, env={**os.environ, MARK_ENV: mark}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
@@ -571,3 +532,16 @@ def test_a_model_too_big_for_the_machine_is_refused_before_it_is_built(command, 
     assert outcome.exit_code == 2 and outcome.clean and one_line(outcome.stderr), outcome.stderr
     assert "GiB in fp32 before any activation" in outcome.stderr and "GiB free" in outcome.stderr
     assert not (tmp_path / "run").exists() and time.monotonic() - started < 120
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_nothing_the_users_code_started_survives_a_run_that_ends_normally(tmp_path):
+    """The fault drill found it: a complete tune left every helper build_model started (the
+    worker exited in order, and its descendants went to init)."""
+    mark = uuid.uuid4().hex
+    done = subprocess.run([sys.executable, "-m", "amp_advisor", "tune", str(WORKLOADS / "spawning.py"), "--device",
+                           "cpu", "--out", str(tmp_path / "run"), "--batch-sizes", "4", "--steps", "3", "--strategy",
+                           "grid", "--max-trials", "2"],
+                          env={**os.environ, MARK_ENV: mark}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert wait_until_none_marked(mark) == []

@@ -106,18 +106,23 @@ def main() -> None:
     default = "cuda:0" if torch.cuda.is_available() else "cpu"
     emit({"event": "ready", "pid": os.getpid(), "torch": torch.__version__, "default_device": default})
     runner = TrialRunner(emit)
-    for line in sys.stdin:
-        request = json.loads(line)
-        if request.get("command") == "exit":
-            break
-        if request.get("command") == "check":
-            emit({"event": "checked", "error": check_workload(request["workload"])})
-            continue
-        if request.get("command") == "diagnose":
-            emit(diagnose(request["spec"], emit))
-            continue
-        result = runner.run(TrialSpec.from_dict(request["spec"]))
-        emit({"event": "result", "result": result.to_dict()})
+    try:
+        for line in sys.stdin:
+            request = json.loads(line)
+            if request.get("command") == "exit":
+                break
+            if request.get("command") == "check":
+                emit({"event": "checked", "error": check_workload(request["workload"])})
+                continue
+            if request.get("command") == "diagnose":
+                emit(diagnose(request["spec"], emit))
+                continue
+            result = runner.run(TrialSpec.from_dict(request["spec"]))
+            emit({"event": "result", "result": result.to_dict()})
+    finally:
+        # an orderly end too: what the user's code started (it is re-parented to this subreaper
+        # when its own parent is gone) ends with the worker, never handed on to init
+        kill_tree(os.getpid(), include_self=False)
 
 
 if __name__ == "__main__":

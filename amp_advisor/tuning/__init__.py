@@ -215,6 +215,13 @@ def _run(store: RunStore, settings: TuneSettings, worker: WorkloadExecutor, prof
     with _sigterm_as_interrupt():
         try:
             result = tuner.run()
+            # the run's end, written inside the same guard: a full disk here is an interrupted
+            # run (every trial is recorded; --resume decides again), never an internal error
+            store.write_csv(result.records)
+            if result.recommendation is not None:
+                result.recommendation.save(store.dir / "recommendation.json")
+            store.write_state("complete", trials=result.trials_run, stopped_because=result.stopped_because,
+                              wall_s=result.wall_s, notes=result.notes)
         except KeyboardInterrupt as exc:
             unmarked = _mark(store, "interrupted", tuner)
             with contextlib.suppress(OSError):
@@ -231,11 +238,6 @@ def _run(store: RunStore, settings: TuneSettings, worker: WorkloadExecutor, prof
         except BaseException as exc:
             _mark(store, "failed", tuner, reason=f"{type(exc).__name__}: {exc}")
             raise
-    store.write_csv(result.records)
-    if result.recommendation is not None:
-        result.recommendation.save(store.dir / "recommendation.json")
-    store.write_state("complete", trials=result.trials_run, stopped_because=result.stopped_because,
-                      wall_s=result.wall_s, notes=result.notes)
     result.report, result.report_error = _write_report(store.dir)
     return result
 
@@ -258,5 +260,7 @@ def _write_report(run_dir: Path):
 
     try:
         return write_report(run_dir), None
+    except AdvisorError as exc:  # a storage failure, already one line naming the path
+        return None, str(exc)
     except Exception as exc:  # noqa: BLE001 - reported to the caller, the run's data is untouched
         return None, f"{type(exc).__name__}: {exc}"

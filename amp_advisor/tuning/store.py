@@ -257,6 +257,4 @@ class RunStore:
                     "fastest_rank_step_s": min((x.step_median_s for x in res.ranks if x.step_median_s), default=None)}
                    if res.spec.parallel else {}),
             })
-        path = self.dir / "trials.csv"
-        pd.DataFrame(rows).to_csv(path, index=False)
-        return path
+        return write_text_atomic(self.dir / "trials.csv", pd.DataFrame(rows).to_csv(index=False))
