@@ -249,7 +249,8 @@ def _trial_progress(progress: StatusLine, steps: int, warmup: int) -> Callable[[
 @cli.command()
 @_workload_options
 @click.option("--dtype", required=True, type=click.Choice(TRAINING_DTYPE_NAMES), help="Training precision.")
-@click.option("--batch-size", required=True, type=int, metavar="N", help="Samples per micro-batch.")
+@click.option("--batch-size", required=True, type=click.IntRange(1, MAX_BATCH_SIZE), metavar="N",
+              help="Samples per micro-batch.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps; auto = cuda:0 if present.")
 @click.option("--steps", default=20, show_default=True, type=click.IntRange(1, MAX_STEPS),
               help="Measured optimizer steps.")
@@ -485,11 +486,12 @@ def compare(run_dirs: tuple[str, ...], out: str | None, force: bool) -> None:
     conventions of report.html). Runs of different workloads are refused unless --force.
     """
     from .report.compare import compare as run_compare
-    from .report.compare import render_comparison, write_comparison
+    from .report.compare import comparison_path, render_comparison, write_comparison
 
+    page = comparison_path(out)  # a bad --out is refused before the runs are read or the table printed
     comparison = run_compare(list(run_dirs), force=force)
     print_out(render_comparison(comparison))
-    click.echo(f"page: {write_comparison(comparison, out)}")
+    click.echo(f"page: {write_comparison(comparison, page)}")
 
 
 @cli.command()

@@ -155,14 +155,18 @@ def supported_model_types() -> list[str]:
     return sorted(t for t in CONFIG_MAPPING_NAMES if any(t in m for m in mappings.values()))
 
 
-def _unknown(model_type: str) -> BadInputError:
+def _unknown(model_type: str, flag: str | None = None) -> BadInputError:
+    """An unknown model type, in one short line: the close matches and how many there are (the
+    whole list is 3 KB: `python -c "import amp_advisor.hf as h; print(h.supported_model_types())"`)."""
     import difflib
 
     known = supported_model_types()
     close = difflib.get_close_matches(model_type, known, n=3)
-    hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-    return BadInputError(f"--hf {model_type!r}: not a model type transformers builds for a text task here{hint}; "
-                         f"supported ({len(known)}): {', '.join(known)}")
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    named = flag or f"--hf {model_type!r}"
+    what = f"model_type {model_type!r}" if flag else "not a model type"
+    return BadInputError(f"{named}: {what} transformers does not build for a text task here; {hint}{len(known)} "
+                         "are supported, e.g. gpt2, bert, llama, t5")
 
 
 @dataclass
@@ -189,7 +193,7 @@ class HfModel:
             from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
             if model_type not in CONFIG_MAPPING_NAMES:
-                raise _unknown(model_type)
+                raise _unknown(model_type, f"--hf-config {spec.config_path}")
             try:
                 base = AutoConfig.for_model(model_type, **data)
             except Exception as exc:  # transformers validates a config with errors of its own
@@ -203,7 +207,7 @@ class HfModel:
         mappings = _task_mappings()
         has = [t for t in TASKS if model_type in mappings[t]]
         if not has:
-            raise _unknown(model_type)
+            raise _unknown(model_type, f"--hf-config {spec.config_path}" if spec.config_path else None)
         preferred = ["seq2seq"] if getattr(base, "is_encoder_decoder", False) else []
         task = spec.task or next(t for t in preferred + ["masked-lm", "causal-lm", "classification"] if t in has)
         if task not in has:

@@ -545,3 +545,37 @@ def test_nothing_the_users_code_started_survives_a_run_that_ends_normally(tmp_pa
                           env={**os.environ, MARK_ENV: mark}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert wait_until_none_marked(mark) == []
+
+
+# ------------------------------------------------------------------ rough edges
+def test_rough_edges_are_one_line_and_early(tmp_path, finished_run):
+    pytest.importorskip("transformers")
+    outcome = invoke("bench", "--hf", "gpt3", "--dtype", "fp32", "--batch-size", "2", "--device", "cpu")
+    assert outcome.exit_code == 2 and one_line(outcome.stderr) and len(outcome.stderr) < 400, outcome.stderr
+    assert "did you mean" in outcome.stderr and "are supported" in outcome.stderr
+    (tmp_path / "config.json").write_text('{"model_type": "gpt3"}')
+    outcome = invoke("bench", "--hf-config", str(tmp_path / "config.json"), "--dtype", "fp32", "--batch-size", "2",
+                     "--device", "cpu")
+    assert outcome.exit_code == 2 and f"--hf-config {tmp_path / 'config.json'}: model_type 'gpt3'" in outcome.stderr
+    outcome = invoke("bench", "--example", "mlp", "--dtype", "fp32", "--batch-size", "0", "--device", "cpu")
+    assert outcome.exit_code == 2 and "--batch-size" in outcome.stderr
+    (tmp_path / "existing").mkdir()
+    shutil.copytree(finished_run, tmp_path / "b")
+    result = CliRunner().invoke(cli, ["compare", str(finished_run), str(tmp_path / "b"), "--out",
+                                      str(tmp_path / "existing")])
+    assert result.exit_code == 2 and result.stdout == "" and "is a directory" in result.stderr, result.output
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a read-only tmpfs (needs root)")
+def test_resume_of_a_complete_run_on_a_read_only_disk_only_reads(finished_run, tmp_path):
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)]).returncode != 0:
+        pytest.skip("this machine may not mount a tmpfs")
+    try:
+        shutil.copytree(finished_run, mount / "run")
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        outcome = invoke("tune", "--resume", "--out", str(mount / "run"))
+        assert outcome.exit_code == 0 and outcome.clean, outcome.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -285,16 +285,22 @@ def _num_cell(value: float | None, text) -> Cell:
     return Cell(text(value), value, "num") if value else Cell("–", None, "num")
 
 
+def comparison_path(out: str | os.PathLike | None) -> Path:
+    """Where the page goes: `out`, or reports/<timestamp>-compare.html; a directory is refused."""
+    if out is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        return Path("reports") / f"{stamp}-compare.html"
+    path = Path(out)
+    if path.is_dir():
+        raise BadInputError(f"--out {path}: is a directory; give the HTML file to write, e.g. {path}/compare.html")
+    return path
+
+
 def write_comparison(comparison: Comparison, out: str | os.PathLike | None = None) -> Path:
     """The self-contained HTML page; by default reports/<timestamp>-compare.html."""
     from . import html
 
-    if out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("reports") / f"{stamp}-compare.html"
-    path = Path(out)
-    if path.is_dir():
-        raise BadInputError(f"--out {path}: is a directory; give the HTML file to write, e.g. {path}/compare.html")
+    path = comparison_path(out)
     page = html.render(document(comparison, comparison_plot(comparison)))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

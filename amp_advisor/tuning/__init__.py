@@ -185,7 +185,11 @@ def _resume(model, example, hf, out, on_event, given: dict[str, Any]) -> TuneRes
         worker.spawn()
         try:
             profile, _ = _checked(saved, worker.world_size)
-            store.write_state("running", saved.to_dict())
+            try:
+                store.write_state("running", saved.to_dict())
+            except OSError as exc:
+                raise BadInputError(f"{store.run_file}: {exc.strerror or exc}; resuming a run that is not complete "
+                                    "writes to its directory: make it writable") from None
             return _run(store, saved, worker, profile, on_event)
         finally:
             worker.close()

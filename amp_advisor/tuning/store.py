@@ -13,6 +13,7 @@ or `--resume` on a locked directory is refused, naming the process that holds it
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,8 @@ class RunStore:
             self.dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and self.exists:
+                return  # a run on a read-only disk: nobody can write it, so there is nothing to exclude
             raise BadInputError(f"{self.dir}: cannot use it as a run directory ({exc.strerror})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
