@@ -292,6 +292,12 @@ def bench(workload: Any, dtype: str, batch_size: int, device: str, steps: int,
     from .harness import bench as run_bench
     from .harness.render import render_trial
 
+    if parallel is not None:  # before any rank starts: a reduction the backend cannot run
+        from .distributed.env import resolve_device
+        from .distributed.policy import backend_for, comm_rule
+
+        if why := comm_rule(Parallel(parallel), comm, backend_for(resolve_device(device))):
+            raise BadInputError(f"--comm {comm}: {why}; use fp32 or fp16 here")
     _launch_if_needed("bench", parallel, nproc_per_node)
     progress = StatusLine(prefix=f"{_named(workload)} {dtype} batch {batch_size}: ")
     result = run_bench(

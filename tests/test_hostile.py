@@ -579,3 +579,11 @@ def test_resume_of_a_complete_run_on_a_read_only_disk_only_reads(finished_run, t
         assert outcome.exit_code == 0 and outcome.clean, outcome.stderr
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_gradient_reduction_the_backend_cannot_run_is_refused_before_any_rank_starts():
+    outcome = invoke("bench", "--example", "mlp", "--dtype", "bf16", "--batch-size", "8", "--parallel", "ddp",
+                     "--comm", "bf16", "--nproc-per-node", "2", "--device", "cpu")
+    assert outcome.exit_code == 2 and "needs the NCCL backend" in outcome.stderr and one_line(outcome.stderr)
+    with pytest.raises(BadInputError, match="needs the NCCL backend"):
+        TrialSpec("w", Dtype.BF16, 8, device="cpu", parallel="ddp", comm="bf16")

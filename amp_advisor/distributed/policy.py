@@ -52,12 +52,19 @@ def comms_for(parallel: Parallel, backend: str) -> tuple[tuple[str, ...], list[s
     """The comm choices a backend can run, and a note for each left out."""
     allowed, notes = [], []
     for comm in COMMS[parallel]:
-        if comm in NCCL_ONLY_COMMS[parallel] and backend != "nccl":
-            notes.append(f"{parallel} {comm} gradient all-reduce left out: its hook ({DDP_HOOKS[comm]}) needs the "
-                         f"NCCL backend, and this run uses {backend}")
+        if why := comm_rule(parallel, comm, backend):
+            notes.append(f"{why}: left out")
             continue
         allowed.append(comm)
     return tuple(allowed), notes
+
+
+def comm_rule(parallel: Parallel, comm: str, backend: str) -> str | None:
+    """Why gradients cannot be reduced in `comm` under `parallel` on `backend`, or None."""
+    if comm in NCCL_ONLY_COMMS[parallel] and backend != "nccl":
+        return (f"{parallel} {comm} gradient all-reduce: its hook ({DDP_HOOKS[comm]}) needs the NCCL backend (CUDA "
+                f"GPUs), and this run uses {backend}")
+    return None
 
 
 def dtype_rule(parallel: Parallel, dtype: Dtype) -> str | None:

@@ -76,7 +76,7 @@ class TrialSpec:
     def __post_init__(self) -> None:
         problems = []
         if self.parallel is not None:
-            from ..distributed.policy import COMMS, Parallel, dtype_rule
+            from ..distributed.policy import COMMS, Parallel, backend_for, comm_rule, dtype_rule
 
             try:
                 parallel = Parallel(self.parallel)
@@ -86,6 +86,8 @@ class TrialSpec:
                 allowed = ", ".join(COMMS[parallel])
                 if self.comm not in COMMS[parallel]:
                     problems.append(f"comm {self.comm!r}: expected one of {allowed} under {parallel}")
+                elif self.device != "auto" and (why := comm_rule(parallel, self.comm, backend_for(self.device))):
+                    problems.append(f"--comm {self.comm}: {why}; use fp32 or fp16 here")
                 ruled_out = dtype_rule(parallel, self.dtype)
                 if ruled_out:
                     problems.append(ruled_out)
