@@ -22,7 +22,7 @@ from .dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_
 from .harness.trial import Status  # plain data: no torch
 from .distributed.policy import COMMS, DEFAULT_COLLECTIVE_TIMEOUT_S, Parallel  # facts only: no torch
 from .console import StatusLine, TuneDisplay, print_out  # rich only: no torch
-from .errors import AdvisorError, BadInputError, Interrupted
+from .errors import AdvisorError, BadInputError, Interrupted, raise_interrupted
 from .harness.reaper import signal_on_parent_death  # no torch
 from .jsonio import dumps
 from .snippets import FORMATS as SNIPPET_FORMATS  # text only: cheap to import
@@ -532,14 +532,10 @@ def interrupted_message(exc: KeyboardInterrupt) -> str:
             f"`amp-advisor tune --resume --out {shlex.quote(str(run_dir))}`")
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise Interrupted(signum)
-
-
 def main(argv: list[str] | None = None) -> None:
     # SIGTERM ends any command as Ctrl-C does (cleanup, then exit 143), from the first moment
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+        signal.signal(signal.SIGTERM, raise_interrupted)
     if os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("LOCAL_RANK"):
         # a rank: when its launcher dies (even by SIGKILL) it is told, ends as on SIGTERM (its run
         # marked interrupted, its worker's tree killed), and does not live on as an orphan

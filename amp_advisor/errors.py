@@ -33,3 +33,8 @@ class Interrupted(KeyboardInterrupt):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+def raise_interrupted(signum: int, frame: object) -> None:
+    """A signal handler: the signal ends the work as Ctrl-C does, through the same cleanup."""
+    raise Interrupted(signum)

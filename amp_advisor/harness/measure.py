@@ -162,12 +162,16 @@ def make_batches(workload: Workload, spec: TrialSpec, device: torch.device, rank
     return batches
 
 
+_FITTED: set[tuple[str, str]] = set()  # (workload, device) whose estimate fitted, in this worker
+
+
 def check_fits(workload: Workload, device: torch.device) -> None:
     """Refuse, before building it, a model whose weights, gradients and optimizer state alone
     exceed what `device` has free (where the workload can say so without building: --hf). A
     19 B-parameter config is otherwise built layer by layer until the kernel's OOM killer strikes."""
-    if workload.training_bytes is None:
-        return
+    key = (workload.label, str(device))
+    if workload.training_bytes is None or key in _FITTED:
+        return  # once per workload and device in a worker: the meta build costs as much as a real one's layers
     need = workload.training_bytes()
     if device.type == "cuda":
         free: int | None = torch.cuda.mem_get_info(device)[0]
@@ -178,6 +182,7 @@ def check_fits(workload: Workload, device: torch.device) -> None:
                             f"{need / 2**30:.1f} GiB in fp32 before any activation (estimated from the config "
                             f"on the meta device), and {device} has {free / 2**30:.1f} GiB free; choose a "
                             "smaller size (--hf-layers, --hf-hidden)")
+    _FITTED.add(key)
 
 
 def seeded_model(workload: Workload, spec: TrialSpec, device: torch.device) -> torch.nn.Module:

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..errors import AdvisorError, BadInputError, Interrupted
+from ..errors import AdvisorError, BadInputError, Interrupted, raise_interrupted
 from ..harness import resolve_workload
 from ..hf import HfSpec
 from ..workload_source import WorkloadSource
@@ -43,10 +43,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
         return
 
-    def handler(signum, frame):
-        raise Interrupted(signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = signal.signal(signal.SIGTERM, raise_interrupted)
     try:
         yield
     finally:
