@@ -15,7 +15,7 @@ from amp_advisor.distributed.merge import RankOutcome, merge, needs_new_group
 from amp_advisor.distributed.policy import Parallel, comms_for, dtype_rule
 from amp_advisor.dtypes import Dtype
 from amp_advisor.errors import BadInputError
-from amp_advisor.harness.trial import Status, StepTimes, TrialResult, TrialSpec, failed
+from amp_advisor.harness.trial import Status, StepTimes, TrialResult, TrialSpec, failed, pruned_reason
 from amp_advisor.tuning.space import Candidate, SearchSpace, build_space
 from tests.fakes import SyntheticWorker, fake_h100_profile, run_tuner
 
@@ -95,6 +95,20 @@ def test_a_rank_still_running_when_the_others_gave_up_waiting_is_the_one_that_hu
     merged = merge(SPEC, [RankOutcome(0, waiting), RankOutcome(1, stopped, aborted=True)], 10)
     assert merged.status is Status.TIMEOUT and merged.failed_rank == 1
     assert "rank 1 stopped making progress: rank 0 waited 10 s" in merged.error
+
+
+def test_a_first_step_stopped_early_on_one_rank_is_the_trials_speed_not_that_ranks_fault():
+    # rank 0 waits in the all-reduce for rank 1, so its allowance runs out first: a race, not a cause
+    pruned = failed(SPEC, Status.PRUNED, pruned_reason(None, 2.0), wall_s=2.5)
+    stopped = failed(SPEC, Status.ERROR, "stopped: another rank of the trial failed", wall_s=2.6)
+    merged = merge(SPEC, [RankOutcome(0, pruned), RankOutcome(1, stopped, aborted=True)], 8)
+    assert merged.status is Status.PRUNED and merged.failed_rank is None
+    assert merged.error.startswith("stopped early: the first step had not finished") and "on rank 0" in merged.error
+    assert needs_new_group([RankOutcome(0, pruned), RankOutcome(1, stopped, aborted=True)])
+    # a rank whose own work failed is still the cause, whichever rank's allowance ran out first
+    oom = failed(SPEC, Status.OOM, "OutOfMemoryError: CUDA out of memory", wall_s=2.7)
+    merged = merge(SPEC, [RankOutcome(0, pruned), RankOutcome(1, oom)], 8)
+    assert merged.status is Status.OOM and merged.failed_rank == 1
 
 
 def test_a_non_finite_loss_on_any_rank_is_the_trials():

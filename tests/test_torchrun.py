@@ -145,11 +145,13 @@ def test_a_fault_on_rank_1_is_recorded_once_with_the_rank_and_the_run_goes_on(fa
                       "--max-trials", "4", "--collective-timeout", "8", *SMALL], mark, AMP_FAULT=fault)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = _trials(run)
-    faulty = [t["result"] for t in trials if t["result"]["status"] != "ok"]
+    # a trial stopped early for its speed names no rank: under ddp every rank's first step is as slow
+    faulty = [t["result"] for t in trials if t["result"]["status"] not in ("ok", "pruned")]
+    assert all(t["result"]["failed_rank"] is None for t in trials if t["result"]["status"] == "pruned")
     assert faulty and faulty[0]["status"] == status and faulty[0]["failed_rank"] == 1
     assert faulty[0]["error"].startswith("rank 1")
     assert all(f["failed_rank"] == 1 and f["spec"]["batch_size"] >= 32 for f in faulty)
-    first = next(t for t in trials if t["result"]["status"] != "ok")
+    first = next(t for t in trials if t["result"]["status"] not in ("ok", "pruned"))
     assert sum(1 for t in trials if t is first) == 1 and len({t["number"] for t in trials}) == len(trials)
     assert any(t["result"]["status"] == "ok" for t in trials[trials.index(first) + 1:])  # new workers ran trials
     rec = Recommendation.load(run, check_hardware=False)

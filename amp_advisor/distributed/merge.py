@@ -7,6 +7,10 @@
   own work failed (out of memory, an error, a crash, its watchdog) outranks the ranks that failed
   only in a collective waiting for it; when only the latter failed, the ranks that were still
   running when the trial was stopped are the ones that hung.
+- A rank stopped its trial early (pruned: the first step was too slow): that is the trial's speed,
+  not a fault of that rank. A distributed step lasts as long as its slowest rank, so every rank's
+  first step is slow together, and the one whose allowance ran out first is a race, not a cause.
+  The trial is pruned and names no rank, unless another rank's own work failed.
 """
 
 from __future__ import annotations
@@ -39,8 +43,14 @@ class RankOutcome:
 
     @property
     def own_failure(self) -> bool:
-        """Failed of its own accord: not in a collective, not stopped by the coordinator."""
-        return self.result.status not in RAN and not self.result.comm_failure and not self.aborted
+        """Failed of its own accord: not in a collective, not stopped by the coordinator, not
+        stopped early for the trial's speed."""
+        return self.result.status not in (*RAN, Status.PRUNED) and not self.result.comm_failure \
+            and not self.aborted
+
+    @property
+    def pruned(self) -> bool:
+        return self.result.status is Status.PRUNED and not self.aborted
 
 
 def needs_new_group(outcomes: list[RankOutcome]) -> bool:
@@ -60,6 +70,11 @@ def merge(spec: TrialSpec, outcomes: list[RankOutcome], collective_timeout_s: fl
         first = min(own, key=lambda o: (o.result.wall_s or 0.0, o.rank))  # the first to fail caused the rest
         return failed(spec, first.result.status, f"rank {first.rank}: {first.result.error}", ranks=reports,
                       failed_rank=first.rank, wall_s=wall, warnings=first.result.warnings)
+    pruned = [o for o in outcomes if o.pruned]
+    if pruned:
+        first = min(pruned, key=lambda o: (o.result.wall_s or 0.0, o.rank))
+        return failed(spec, Status.PRUNED, f"{first.result.error} (on rank {first.rank}; a distributed step is as "
+                      "slow as its slowest rank)", ranks=reports, failed_rank=None, wall_s=wall)
     waiting = [o.rank for o in outcomes if o.result.comm_failure]
     hung = [o for o in outcomes if o.aborted]
     if hung:
