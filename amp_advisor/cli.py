@@ -29,7 +29,7 @@ from .snippets import FORMATS as SNIPPET_FORMATS  # text only: cheap to import
 from .tuning.space import describe_default_batch_sizes  # the tuning modules import no torch: cheap
 from .diagnosis import DEFAULT_STEPS as DEFAULT_DIAGNOSE_STEPS
 from .limits import MAX_BATCH_SIZE, MAX_BENCH_SECONDS, MAX_INIT_SCALE, MAX_STEPS, MAX_TRIAL_TIMEOUT_S
-from .tuning.tuner import COMPARE_STEPS, MIN_SEARCH_TRIALS, SEARCH_SHARE, TuneSettings
+from .tuning.tuner import COMPARE_STEPS, FINISH_TRIALS, MIN_SEARCH_TRIALS, SEARCH_SHARE, TuneSettings
 
 
 class Finite(click.FloatRange):
@@ -391,7 +391,8 @@ def diagnose(workload: Any, dtype: str, batch_size: int, device: str, steps: int
               help="Stop searching after this long.")
 @click.option("--max-trials", type=int, metavar="N",
               help=f"Search trials at most, before the confirmation rounds [default: bayes {SEARCH_SHARE:.0%} of the "
-                   f"points that change speed, dtype x batch size (at least {MIN_SEARCH_TRIALS}), grid all of them].")
+                   f"points that change speed, dtype x batch size (at least {MIN_SEARCH_TRIALS}), grid all of them]; "
+                   f"the leader's climb to larger batches is finished past it ({FINISH_TRIALS} trials at most).")
 @click.option("--timeout", type=Finite(0, min_open=True), metavar="SECONDS",
               help="Per-trial limit [default: progress watchdog].")
 @click.option("--tolerance", type=Finite(0, 10.0, min_open=True), default=TuneSettings.tolerance, show_default=True,

@@ -92,6 +92,16 @@ def test_two_rounds_that_overlap_are_a_close_call():
     assert outcome.recommended == "bf16 bs=64" and outcome.quality == pytest.approx(1.0)
 
 
+def test_the_leaders_climb_is_finished_past_the_search_budget():
+    """An A100 where fp16 and bf16 run within 2% and both gain to the largest batch. With
+    --max-trials 8 the budget ran out with fp16 leading at bs=256, the largest it had run, still
+    rising: fp16 bs=256 was recommended (quality 0.821). The climb is finished past the budget
+    (at most FINISH_TRIALS): fp16 bs=512."""
+    outcome = simulate(families.close_pair(23), 23, max_trials=8)
+    assert outcome.recommended == "fp16 bs=512" and outcome.quality == pytest.approx(1.0)
+    assert any(" refine " in line and "fp16 bs=512" in line for line in outcome.log)
+
+
 def test_a_dtype_far_behind_spends_no_confirmation_rounds():
     """fp16 at 0.4x bf16 at every batch size: out of contention, so it is not measured again in
     the rounds (each round would spend a trial on a configuration noise cannot lift 2.5x)."""

@@ -64,6 +64,8 @@ def climb(evidence: Evidence, constraints: Constraints, space: SearchSpace, best
             if e.candidate.dtype is c.dtype and e.candidate.comm == c.comm and not e.candidate.fp32_modules]
     top = best.explore_score or 0.0
     plateau = [e.candidate.batch_size for e in same if (e.explore_score or 0.0) >= (1 - PLATEAU) * top]
+    if not plateau:  # `best` runs with fp32 islands: its dtype has no plain batch axis of its own
+        return None
     measured = {e.candidate.batch_size for e in same}
     sizes = space.batch_sizes
     above = [b for b in sizes if b > max(plateau)]

@@ -1,4 +1,4 @@
-"""The tuning loop, in phases: baseline -> search -> recheck -> edge -> repair -> confirm ->
+"""The tuning loop, in phases: baseline -> search -> finish -> recheck -> edge -> repair -> confirm ->
 stability -> choose. The tuner runs trials and records them; what they mean is decided elsewhere,
 by pure functions of the records: Evidence (evidence.py), Constraints (constraints.py), the plan
 (plan.py) and the decision rules (decision.py). Nothing is replayed: each question is answered
@@ -13,6 +13,8 @@ Phases, and why:
   batch, rechecks of what does not fit), then the strategy (skopt ask/tell, or the grid) for the
   budget left; the constraints veto; a trial whose first step takes PRUNE_FACTOR x longer than
   the dtype's best rate needs is stopped early;
+- finish: when the budget ends with the leader at the largest batch it ran, still rising, its
+  climb goes on past the budget (FINISH_TRIALS at most);
 - recheck: what still does not fit its neighbours is measured again;
 - edge: between the largest batch that ran and the smallest that failed, as the space allows;
 - repair: a reduced precision that failed on numerics everywhere, X-rayed and measured with islands;
@@ -58,6 +60,7 @@ MAX_REPEATED_ASKS = 10  # the strategy keeps proposing measured points: it has c
 TRIAL_MEASURE_S = 2.5  # aim for this much measured time per trial: enough steps, not more
 CONFIRM_MEASURE_S = 0.75  # ... per confirmation round: more, shorter rounds average the machine's drift better
 MIN_STEPS = 3
+FINISH_TRIALS = 2  # the leader's climb toward larger batches, past the search budget
 COMPARE_STEPS = 6  # loss agreement with fp32 over the first steps: one fp32 curve per batch size serves all
 CONFIRM_ROUNDS = 2  # interleaved re-measurements of the contenders: this machine drifts over seconds
 MAX_CONFIRM_ROUNDS = 4  # ... and as many as this when the call is close (decision.close_call)
@@ -342,6 +345,7 @@ class Tuner:
             self.notes += space_notes
             self._seed_init_scale(self._baseline())
             stopped = self._search()
+            self._finish_climb()
             self._recheck()
             self._edge()
             self._repair()
@@ -445,6 +449,21 @@ class Tuner:
             if config.explore_records and config.candidate in points:
                 strategy.tell(config.candidate, config.explore_score)
         return strategy
+
+    # --------------------------------------------------------------------------------- finish
+    def _finish_climb(self) -> None:
+        """The leader's climb toward larger batches, finished past the search budget (at most
+        FINISH_TRIALS): a recommendation at the top of what was measured, still rising, is where the
+        budget ran out, not where the speed peaked."""
+        for _ in range(FINISH_TRIALS):
+            if self._out_of_time():
+                return
+            lead = self.evidence.best(allowed=self.constraints.allows)
+            step = plan.climb(self.evidence, self.constraints, self.space, lead) if lead else None
+            if lead is None or step is None or step.batch_size < lead.candidate.batch_size:
+                return
+            self._phase("finish", 1)
+            self._run(step, Role.REFINE)
 
     # -------------------------------------------------------------------------------- recheck
     def _recheck(self) -> None:
