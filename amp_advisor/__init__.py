@@ -37,18 +37,18 @@ _LAZY = {
 __all__ = [*_LAZY, "Dtype", "AdvisorError", "BadInputError", "__version__"]
 
 if TYPE_CHECKING:
+    from .diagnosis import Diagnosis as Diagnosis
     from .hardware import probe as probe
     from .hardware.model import HardwareProfile as HardwareProfile
-    from .diagnosis import Diagnosis as Diagnosis
     from .harness import bench as bench
     from .harness import diagnose as diagnose
-    from .islands import keep_in_fp32 as keep_in_fp32
     from .harness.trial import TrialResult as TrialResult
+    from .hf import HfSpec as HfSpec
+    from .islands import keep_in_fp32 as keep_in_fp32
     from .recommendation import Recommendation as Recommendation
+    from .report.compare import compare as compare
     from .runtime import MixedPrecision as MixedPrecision
     from .tuning import tune as tune
-    from .hf import HfSpec as HfSpec
-    from .report.compare import compare as compare
 
 
 def __getattr__(name: str) -> Any:

@@ -13,22 +13,23 @@ import shlex
 import signal
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
 from . import __version__
-from .dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_NAMES, Dtype
-from .harness.trial import Status  # plain data: no torch
-from .distributed.policy import COMMS, DEFAULT_COLLECTIVE_TIMEOUT_S, Parallel  # facts only: no torch
 from .console import StatusLine, TuneDisplay, print_out  # rich only: no torch
+from .diagnosis import DEFAULT_STEPS as DEFAULT_DIAGNOSE_STEPS
+from .distributed.policy import COMMS, DEFAULT_COLLECTIVE_TIMEOUT_S, Parallel  # facts only: no torch
+from .dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_NAMES, Dtype
 from .errors import AdvisorError, BadInputError, Interrupted, raise_interrupted
 from .harness.reaper import signal_on_parent_death  # no torch
+from .harness.trial import Status  # plain data: no torch
 from .jsonio import dumps
+from .limits import MAX_BATCH_SIZE, MAX_BENCH_SECONDS, MAX_INIT_SCALE, MAX_STEPS, MAX_TRIAL_TIMEOUT_S
 from .snippets import FORMATS as SNIPPET_FORMATS  # text only: cheap to import
 from .tuning.space import describe_default_batch_sizes  # the tuning modules import no torch: cheap
-from .diagnosis import DEFAULT_STEPS as DEFAULT_DIAGNOSE_STEPS
-from .limits import MAX_BATCH_SIZE, MAX_BENCH_SECONDS, MAX_INIT_SCALE, MAX_STEPS, MAX_TRIAL_TIMEOUT_S
 from .tuning.tuner import COMPARE_STEPS, FINISH_TRIALS, MIN_SEARCH_TRIALS, SEARCH_SHARE, TuneSettings
 
 
@@ -213,8 +214,8 @@ def _workload_options(command: Callable) -> Callable:
 def _workload(model: str | None, example: str | None, hf: str | None, hf_config: str | None,
               **hf_options: Any) -> Any:
     """The workload the options name (checked without running it), or None when none was given."""
-    from .workload_source import WorkloadSource
     from .hf import HfSpec
+    from .workload_source import WorkloadSource
 
     sizes = {name[3:]: value for name, value in hf_options.items() if value is not None}
     if sizes and hf is None and hf_config is None:

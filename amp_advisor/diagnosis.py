@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, FP16_MAX, Dtype
 from .jsonio import check_fields
@@ -63,7 +64,7 @@ class DiagnoseSpec:
         return {**self.__dict__, "dtype": self.dtype.value, "fp32_modules": list(self.fp32_modules)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DiagnoseSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> DiagnoseSpec:
         return cls(**{**data, "dtype": Dtype(data["dtype"]), "fp32_modules": tuple(data.get("fp32_modules", ()))})
 
 
@@ -256,7 +257,7 @@ class Diagnosis:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Diagnosis":
+    def from_dict(cls, data: Mapping[str, Any]) -> Diagnosis:
         if data.get("schema_version") != DIAGNOSIS_SCHEMA_VERSION:
             raise ValueError(f"diagnosis schema_version {data.get('schema_version')!r}, "
                              f"expected {DIAGNOSIS_SCHEMA_VERSION}")

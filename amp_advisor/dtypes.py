@@ -23,7 +23,7 @@ class Dtype(str, Enum):
         return self.value
 
     @classmethod
-    def parse(cls, text: str) -> "Dtype":
+    def parse(cls, text: str) -> Dtype:
         try:
             return cls(text.lower())
         except ValueError:

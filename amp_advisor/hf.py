@@ -54,7 +54,7 @@ class HfSpec:
 
     # -- plain data (parent side) ---------------------------------------------------------------
 
-    def checked(self) -> "HfSpec":
+    def checked(self) -> HfSpec:
         """Refuse what can be seen without transformers: one of --hf/--hf-config, a config file that
         exists and holds a JSON object, known task and size names, positive sizes."""
         if (self.model_type is None) == (self.config_path is None):
@@ -76,7 +76,7 @@ class HfSpec:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "HfSpec":
+    def from_dict(cls, data: dict[str, Any]) -> HfSpec:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -112,7 +112,7 @@ class HfSpec:
 
     # -- building (worker side: imports transformers) -------------------------------------------
 
-    def build(self) -> "HfModel":
+    def build(self) -> HfModel:
         return HfModel.of(self)
 
 
@@ -179,7 +179,7 @@ class HfModel:
     seq_len: int
 
     @classmethod
-    def of(cls, spec: HfSpec) -> "HfModel":
+    def of(cls, spec: HfSpec) -> HfModel:
         try:
             import transformers
         except ImportError:

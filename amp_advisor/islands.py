@@ -17,7 +17,8 @@ original directly.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from .errors import BadInputError
 

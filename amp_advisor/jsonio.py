@@ -18,7 +18,6 @@ from typing import Any
 
 from .errors import BadInputError
 
-
 # A marker for typing.Annotated[float, NULL_IS_NAN]: a value that may legitimately be inf/nan (a
 # diverged loss). strict() writes it as null; check_fields accepts that null, and the reader
 # turns it back into nan (nan_for_null).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from .dtypes import FP16_MAX, FP16_MIN_SUBNORMAL
 from .harness.trial import GradStats

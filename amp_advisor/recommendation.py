@@ -14,13 +14,20 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from . import tf32 as tf32_mode
-from .dtypes import (DEFAULT_BACKOFF_FACTOR, DEFAULT_GROWTH_FACTOR, DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE,
-                     Dtype, torch_dtype)
+from .dtypes import (
+    DEFAULT_BACKOFF_FACTOR,
+    DEFAULT_GROWTH_FACTOR,
+    DEFAULT_GROWTH_INTERVAL,
+    DEFAULT_INIT_SCALE,
+    Dtype,
+    torch_dtype,
+)
 from .errors import BadInputError
 from .jsonio import check_depth, check_fields, loads, read_document, write_atomic
 from .limits import MAX_BATCH_SIZE
@@ -108,7 +115,7 @@ class Distributed:
 
     @classmethod
     def of(cls, parallel: str, world_size: int, backend: str, comm: str, dtype: Dtype, batch_size: int,
-           grad_accumulation_steps: int) -> "Distributed":
+           grad_accumulation_steps: int) -> Distributed:
         from .distributed.policy import DDP_HOOKS, Parallel, param_dtype
 
         strategy = Parallel(parallel)
@@ -117,7 +124,7 @@ class Distributed:
                    comm_hook=DDP_HOOKS.get(comm) if not fsdp else None,
                    param_dtype=param_dtype(dtype).value if fsdp else None, reduce_dtype=comm if fsdp else None)
 
-    def problems(self, rec: "Recommendation") -> list[str]:
+    def problems(self, rec: Recommendation) -> list[str]:
         """What does not fit: the facts in distributed/policy.py, and the batch arithmetic."""
         from .distributed.policy import COMMS, DDP_HOOKS, Parallel
 
@@ -216,7 +223,7 @@ class Recommendation:
         return tuple(entry["trials"]) if isinstance(entry, Mapping) else ()
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], origin: str = "recommendation") -> "Recommendation":
+    def from_dict(cls, data: Mapping[str, Any], origin: str = "recommendation") -> Recommendation:
         if not isinstance(data, Mapping):
             raise BadInputError(f"{origin}: expected a JSON object, got {type(data).__name__}")
         version = data.get("schema_version")
@@ -285,7 +292,7 @@ class Recommendation:
         return write_atomic(Path(path), self.to_dict())
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, check_hardware: bool = True) -> "Recommendation":
+    def load(cls, path: str | os.PathLike, *, check_hardware: bool = True) -> Recommendation:
         """Read and validate a recommendation.json. Warns when this machine differs from the tuned one."""
         path = Path(path)
         if path.is_dir():

@@ -20,12 +20,21 @@ import contextlib
 import math
 import os
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from . import tf32 as tf32_mode
-from .dtypes import (DEFAULT_BACKOFF_FACTOR, DEFAULT_GROWTH_FACTOR, DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE,
-                     TRAINING_DTYPE_NAMES, TRAINING_DTYPES, Dtype, torch_dtype)
+from .dtypes import (
+    DEFAULT_BACKOFF_FACTOR,
+    DEFAULT_GROWTH_FACTOR,
+    DEFAULT_GROWTH_INTERVAL,
+    DEFAULT_INIT_SCALE,
+    TRAINING_DTYPE_NAMES,
+    TRAINING_DTYPES,
+    Dtype,
+    torch_dtype,
+)
 from .errors import AdvisorError, BadInputError
 from .jsonio import write_atomic
 from .limits import MAX_GRAD_NORM, MAX_GROWTH_FACTOR, MAX_INIT_SCALE, out_of_range
@@ -142,7 +151,7 @@ class MixedPrecision:
         self._max_norm_seen: float | None = None
 
     @classmethod
-    def from_recommendation(cls, rec, *, device_type: str | None = None, **overrides: Any) -> "MixedPrecision":
+    def from_recommendation(cls, rec, *, device_type: str | None = None, **overrides: Any) -> MixedPrecision:
         """The helper a Recommendation describes; keyword overrides (max_grad_norm=1.0, ...) win."""
         s = rec.scaler
         kwargs = dict(grad_accumulation_steps=rec.grad_accumulation_steps, init_scale=s.init_scale,

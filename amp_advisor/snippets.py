@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import tf32
 from .distributed.policy import Parallel, fsdp2_policy_source

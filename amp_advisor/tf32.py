@@ -6,7 +6,7 @@ Which dtypes turn it on is `dtypes.uses_tf32`."""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 # The same switch as source text, for snippets.
 SOURCE_LINES = (

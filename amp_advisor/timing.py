@@ -4,7 +4,7 @@ synchronised and how samples are summarised. (What "fp32" means for matmuls: tf3
 from __future__ import annotations
 
 import statistics
-from typing import Sequence
+from collections.abc import Sequence
 
 NOISY_IQR_RATIO = 0.10  # torch.utils.benchmark warns at the same spread
 

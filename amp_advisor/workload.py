@@ -22,10 +22,11 @@ import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import BadInputError
 from .jsonio import read_document
@@ -84,7 +85,7 @@ class Workload:
 
     @classmethod
     def providing(cls, provider: Any, label: str, path: Path | None = None,
-                  architecture: str | None = None) -> "Workload":
+                  architecture: str | None = None) -> Workload:
         """The contract's names, read off a module or any object that has them."""
         missing = [name for name in REQUIRED if not callable(getattr(provider, name, None))]
         if missing:

@@ -44,8 +44,8 @@ class WorkloadSource:
     # -- construction ---------------------------------------------------------------------------
 
     @classmethod
-    def given(cls, model: str | os.PathLike | "WorkloadSource" | None = None, example: str | None = None,
-              hf: HfSpec | None = None) -> "WorkloadSource":
+    def given(cls, model: str | os.PathLike | WorkloadSource | None = None, example: str | None = None,
+              hf: HfSpec | None = None) -> WorkloadSource:
         """What the command line or the library got -> a checked source. Only a file is read (parsed,
         never run); a module is imported, and a Hugging Face model built, in the worker."""
         from .workload import check_source, example_path
@@ -79,7 +79,7 @@ class WorkloadSource:
         return json.dumps({"kind": self.kind.value, "hf": self.hf.to_dict()}, sort_keys=True)
 
     @classmethod
-    def from_ref(cls, ref: str) -> "WorkloadSource":
+    def from_ref(cls, ref: str) -> WorkloadSource:
         if not ref.startswith("{"):
             return cls(Kind.EXAMPLE if _in_examples(Path(ref)) else Kind.FILE, ref)
         try:
@@ -140,7 +140,7 @@ class WorkloadSource:
             return self.hf.words()
         return [self.target]
 
-    def same_as(self, other: "WorkloadSource") -> bool:
+    def same_as(self, other: WorkloadSource) -> bool:
         """Whether two runs tuned the same workload (another checkout of the same example counts)."""
         if self.kind is Kind.EXAMPLE and other.kind is Kind.EXAMPLE:
             return self.name == other.name

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.utils.benchmark import Timer
-
 from bench_tune import AUTOCAST, load_module, oracle_step
+from torch.utils.benchmark import Timer
 
 spec = json.loads(sys.argv[1])
 dist.init_process_group("gloo")

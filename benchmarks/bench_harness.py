@@ -36,9 +36,9 @@ from pathlib import Path
 import torch
 from torch.utils.benchmark import Timer
 
+from amp_advisor import tf32
 from amp_advisor.dtypes import Dtype
 from amp_advisor.harness.measure import TrainingStep, make_batches, seeded_model, timed_loop
-from amp_advisor import tf32
 from amp_advisor.harness.trial import TrialSpec
 from amp_advisor.harness.worker import Worker
 from amp_advisor.workload import example_path, load

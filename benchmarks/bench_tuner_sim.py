@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_tune import cpu_name  # noqa: E402  (the machine line every benchmark prints)
+
 from tests.simulator import simulate, suite  # noqa: E402
 
 SETTINGS = {"default": {}, "max-trials 6": {"max_trials": 6}, "max-trials 8": {"max_trials": 8}}

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_tune import cpu_name  # noqa: E402  (the machine line every benchmark prints)
+
 from tests.processes import MARK_ENV, wait_until_none_marked  # noqa: E402
 
 WORKLOAD = ROOT / "tests" / "workloads" / "spawning.py"

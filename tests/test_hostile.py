@@ -23,18 +23,17 @@ from hypothesis import strategies as st
 
 from amp_advisor import jsonio
 from amp_advisor.cli import cli
-from amp_advisor.errors import BadInputError
 from amp_advisor.dtypes import Dtype
+from amp_advisor.errors import BadInputError
 from amp_advisor.harness.trial import TrialSpec
 from amp_advisor.recommendation import GradScalerConfig, Measured, Recommendation
 from amp_advisor.runtime import MixedPrecision
-from amp_advisor.tuning.tuner import TuneSettings
 from amp_advisor.snippets import FORMATS, render
+from amp_advisor.tuning.tuner import TuneSettings
+from tests.fakes import WORKLOADS
 from tests.hostile_docs import CODE_FORMATS, PAYLOAD, code_outside_literals, invoke, mutated
 from tests.hostile_docs import finished_run as make_finished_run
-from tests.fakes import WORKLOADS
 from tests.processes import MARK_ENV, marked, wait_until_none_marked
-
 
 
 def _hostile(dtype=Dtype.FP16):

@@ -8,10 +8,10 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from amp_advisor import snippets
 from amp_advisor.cli import cli
 from amp_advisor.dtypes import Dtype
 from amp_advisor.recommendation import GradScalerConfig, Measured, Recommendation
-from amp_advisor import snippets
 
 if sys.version_info >= (3, 11):
     import tomllib

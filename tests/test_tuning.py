@@ -19,8 +19,17 @@ from amp_advisor.tuning.search import BayesStrategy, GridStrategy
 from amp_advisor.tuning.space import Candidate, SearchSpace, build_space, parse_batch_sizes, seeded_init_scale
 from amp_advisor.tuning.store import RunStore
 from amp_advisor.tuning.tuner import Tuner, TuneSettings
-from tests.fakes import (CPUINFO_AVX512_BF16, CPUINFO_EPYC_AVX2, CPUINFO_SAPPHIRE_RAPIDS, GPU_RATES, WORKLOADS,
-                         SyntheticWorker, fake_cpu_profile, fake_h100_profile, run_tuner)
+from tests.fakes import (
+    CPUINFO_AVX512_BF16,
+    CPUINFO_EPYC_AVX2,
+    CPUINFO_SAPPHIRE_RAPIDS,
+    GPU_RATES,
+    WORKLOADS,
+    SyntheticWorker,
+    fake_cpu_profile,
+    fake_h100_profile,
+    run_tuner,
+)
 
 H100 = fake_h100_profile()
 CPU = probe("cpu").devices[0]

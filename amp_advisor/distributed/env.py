@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from ..errors import BadInputError
 from ..harness.memory import memory_available_bytes
@@ -29,7 +29,7 @@ class RankEnv:
         return self.rank == 0
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> "RankEnv | None":
+    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> RankEnv | None:
         """None outside torchrun (or any launcher setting torch.distributed's env:// variables)."""
         if not all(environ.get(name) for name in REQUIRED):
             return None

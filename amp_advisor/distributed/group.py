@@ -36,7 +36,7 @@ class GroupInfo:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_env(cls) -> "GroupInfo | None":
+    def from_env(cls) -> GroupInfo | None:
         text = os.environ.get(GROUP_ENV)
         return cls(**json.loads(text)) if text else None
 

@@ -28,7 +28,7 @@ class Parallel(str, Enum):
         return self.value
 
     @classmethod
-    def parse(cls, text: str) -> "Parallel":
+    def parse(cls, text: str) -> Parallel:
         try:
             return cls(text.lower())
         except ValueError:

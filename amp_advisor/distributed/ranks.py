@@ -19,9 +19,10 @@ import datetime
 import json
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from ..diagnosis import Diagnosis, DiagnoseSpec
+from ..diagnosis import DiagnoseSpec, Diagnosis
 from ..errors import AdvisorError
 from ..harness.trial import Status, TrialResult, TrialSpec
 from ..harness.worker import Worker, calibrate

@@ -12,8 +12,9 @@ import platform
 import re
 import socket
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..dtypes import Dtype
 from ..errors import BadInputError

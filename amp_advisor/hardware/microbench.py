@@ -13,15 +13,16 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Iterator, Protocol, Sequence
+from typing import Protocol
 
 from .. import tf32
 from ..dtypes import Dtype, torch_dtype
 from ..timing import is_noisy, median_iqr, synchronize
 from .model import MatmulMeasurement
 from .unknowns import describe
-
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def default_plan(kind: str, seconds: float, n_dtypes: int) -> BenchPlan:
 
 
 class MatmulRunner(Protocol):
-    def open(self, dtype: Dtype, n: int) -> ContextManager[Callable[[], float]]:
+    def open(self, dtype: Dtype, n: int) -> AbstractContextManager[Callable[[], float]]:
         """Allocate n x n operands; yield a function that times one matmul in seconds."""
 
 

@@ -7,8 +7,9 @@ Nothing here imports torch, so a saved profile can be read anywhere.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from ..dtypes import ALL_DTYPES, Dtype
 from ..errors import BadInputError
@@ -128,7 +129,7 @@ class DeviceProfile:
         return _device_to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DeviceProfile":
+    def from_dict(cls, data: Mapping[str, Any]) -> DeviceProfile:
         try:
             return _device_from_dict(data)
         except (KeyError, TypeError, ValueError) as exc:
@@ -173,7 +174,7 @@ class HardwareProfile:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "HardwareProfile":
+    def from_dict(cls, data: Mapping[str, Any]) -> HardwareProfile:
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise BadInputError(

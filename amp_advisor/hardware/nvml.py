@@ -8,8 +8,9 @@ The module is loaded through `loader`, which tests replace with a fake pynvml.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .unknowns import Unknowns, describe
 

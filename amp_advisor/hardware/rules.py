@@ -8,7 +8,7 @@ Ada sm_89 / Hopper sm_90) and AMD's CDNA whitepapers (matrix cores from gfx908).
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..dtypes import Dtype
 from .model import DtypeVerdict

@@ -6,9 +6,10 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from ..diagnosis import DEFAULT_STEPS, Diagnosis, DiagnoseSpec
+from ..diagnosis import DEFAULT_STEPS, DiagnoseSpec, Diagnosis
 from ..distributed.policy import DEFAULT_COLLECTIVE_TIMEOUT_S, FULL_COMM
 from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_NAMES, Dtype
 from ..errors import BadInputError

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ..diagnosis import Diagnosis, DiagnoseSpec
+from ..diagnosis import DiagnoseSpec, Diagnosis
 from .trial import TrialResult, TrialSpec
 
 

@@ -20,19 +20,20 @@ import gc
 import math
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
+from .. import tf32
 from ..distributed.group import agree, ensure_group, is_comm_failure, rank_device, wrap
 from ..distributed.policy import FULL_COMM, Parallel
 from ..dtypes import Dtype
 from ..errors import BadInputError
 from ..numerics import grad_stats, loss_rel_diff
 from ..runtime import MixedPrecision
-from .. import tf32
 from ..timing import is_noisy, median_iqr, synchronize
 from ..workload import Workload, WorkloadError, check_batch, check_loss, load
 from .memory import memory_available_bytes, tracker_for
@@ -381,12 +382,12 @@ class TrialRunner:
             **built,
         )
 
-    def _remember_reference(self, key: "_ReferenceKey", checksum: float, losses: list[float]) -> None:
+    def _remember_reference(self, key: _ReferenceKey, checksum: float, losses: list[float]) -> None:
         known = self._references.get(key)
         if all(math.isfinite(x) for x in losses) and (known is None or len(known[1]) < len(losses)):
             self._references[key] = (checksum, list(losses))
 
-    def _fp32_pass(self, workload: Workload, model: torch.nn.Module, batch: Any, scale: float, key: "_ReferenceKey",
+    def _fp32_pass(self, workload: Workload, model: torch.nn.Module, batch: Any, scale: float, key: _ReferenceKey,
                    want_stats: bool = True):
         """fp32 gradient statistics, and the FLOPs of one forward+backward (dtype-independent:
         counted once per batch size, the counting pass is slower than a step)."""
@@ -406,7 +407,7 @@ class TrialRunner:
         return known, stats
 
     def _fp32_reference(self, workload: Workload, spec: TrialSpec, device: torch.device, batches: list[Any],
-                        initial_checksum: float, key: "_ReferenceKey", wanted: int) -> tuple[list[float], str | None]:
+                        initial_checksum: float, key: _ReferenceKey, wanted: int) -> tuple[list[float], str | None]:
         """fp32 losses of the first `wanted` steps from the same weights and batches: from an
         earlier fp32 trial or reference of this batch size in this worker when one covers them
         (fp32 on the same seed and batches repeats itself), else trained here and remembered."""
@@ -444,7 +445,7 @@ class _ReferenceKey:
     n_batches: int
 
     @classmethod
-    def of(cls, spec: TrialSpec, n_batches: int) -> "_ReferenceKey":
+    def of(cls, spec: TrialSpec, n_batches: int) -> _ReferenceKey:
         try:
             mtime = Path(spec.workload).stat().st_mtime_ns
         except OSError:

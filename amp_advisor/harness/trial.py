@@ -6,9 +6,10 @@ A failed trial is a result like any other: `status` says how it ended and `error
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any
 
 from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_NAMES, Dtype, uses_tf32
 from ..errors import BadInputError
@@ -135,7 +136,7 @@ class TrialSpec:
         return {**dataclasses.asdict(self), "dtype": self.dtype.value}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrialSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> TrialSpec:
         return cls(**{**data, "dtype": Dtype(data["dtype"]), "fp32_modules": tuple(data.get("fp32_modules", ()))})
 
 
@@ -236,7 +237,7 @@ class TrialResult:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrialResult":
+    def from_dict(cls, data: Mapping[str, Any]) -> TrialResult:
         if data.get("schema_version") != TRIAL_SCHEMA_VERSION:
             raise BadInputError(
                 f"trial result has schema_version {data.get('schema_version')!r}; expected {TRIAL_SCHEMA_VERSION}"
@@ -259,7 +260,7 @@ class TrialResult:
         fields["ranks"] = tuple(RankReport(**r) for r in data.get("ranks", ()))  # checked above
         return cls(**fields)
 
-    def with_updates(self, **changes: Any) -> "TrialResult":
+    def with_updates(self, **changes: Any) -> TrialResult:
         return dataclasses.replace(self, **changes)
 
 

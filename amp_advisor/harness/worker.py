@@ -26,9 +26,10 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from ..diagnosis import Diagnosis, DiagnoseSpec
+from ..diagnosis import DiagnoseSpec, Diagnosis
 from ..dtypes import Dtype
 from ..errors import AdvisorError, BadInputError
 from ..workload_source import shown_ref
@@ -102,7 +103,7 @@ class Worker:
         self._busy = False  # a request is in flight: the worker will not read an exit command soon
 
     # ------------------------------------------------------------------------------ lifecycle
-    def __enter__(self) -> "Worker":
+    def __enter__(self) -> Worker:
         self.spawn()
         return self
 

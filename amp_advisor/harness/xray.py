@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from .. import tf32
-from ..diagnosis import METRICS, ROOT, Diagnosis, DiagnoseSpec
+from ..diagnosis import METRICS, ROOT, DiagnoseSpec, Diagnosis
 from ..dtypes import FP16_MAX, FP16_MIN_SUBNORMAL
 from ..errors import BadInputError
 from ..runtime import MixedPrecision

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Optional
 from pathlib import Path
 
 from rich.console import Group, RenderableType
@@ -122,7 +121,7 @@ def compare(run_dirs: list[str | os.PathLike], force: bool = False) -> Compariso
     return Comparison(tuple(Compared(n, r) for n, r in zip(names, runs)), runs[0].workload, differ)
 
 
-Identity = tuple[str, Optional[str], Optional[int]]
+Identity = tuple[str, str | None, int | None]
 
 
 def _identity(run: Run) -> Identity:

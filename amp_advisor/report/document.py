@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import shlex
 from dataclasses import dataclass, field
-from typing import Union
 
 from ..console import count
 from ..dtypes import Dtype
@@ -74,7 +73,7 @@ class Figure:
     plot: Plot
 
 
-Block = Union[Cards, Para, Bullets, Facts, Table, Code, Figure]
+Block = Cards | Para | Bullets | Facts | Table | Code | Figure
 
 
 @dataclass(frozen=True)

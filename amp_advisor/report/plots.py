@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 from ..dtypes import FP16_MAX, FP16_MIN_SUBNORMAL, Dtype
 from ..harness.trial import Status
@@ -42,7 +42,6 @@ def new_figure():
 
 def to_png(fig) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     from matplotlib.text import Text
 
     FigureCanvasAgg(fig)

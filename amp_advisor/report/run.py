@@ -14,18 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..diagnosis import Diagnosis
 from ..dtypes import Dtype
 from ..errors import BadInputError
 from ..hardware.model import DeviceProfile
 from ..harness.memory import LinuxRssPeak
-from ..recommendation import Recommendation
 from ..harness.trial import Status, TrialResult
-from ..workload_source import readable
-from ..diagnosis import Diagnosis
+from ..recommendation import Recommendation
 from ..tuning.evidence import ConfigEvidence, Evidence
 from ..tuning.record import Role, TrialRecord
 from ..tuning.space import Candidate, SearchSpace
 from ..tuning.store import RunStore
+from ..workload_source import readable
+
 
 @dataclass(frozen=True)
 class TuningCost:

@@ -13,20 +13,21 @@ import os
 import shlex
 import signal
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from ..errors import AdvisorError, BadInputError, Interrupted, raise_interrupted
-from ..harness import resolve_workload
-from ..hf import HfSpec
-from ..workload_source import WorkloadSource
-from ..harness.executor import WorkloadExecutor
-from ..harness.worker import Worker
-from .space import build_space
-from .store import RunStore
 from ..distributed.env import rank_env
 from ..distributed.policy import DEFAULT_COLLECTIVE_TIMEOUT_S
-from .tuner import FLAGS, RESUMABLE, TuneResult, Tuner, TuneSettings, space_options
+from ..errors import AdvisorError, BadInputError, Interrupted, raise_interrupted
+from ..harness import resolve_workload
+from ..harness.executor import WorkloadExecutor
+from ..harness.worker import Worker
+from ..hf import HfSpec
+from ..workload_source import WorkloadSource
+from .space import build_space
+from .store import RunStore
+from .tuner import FLAGS, RESUMABLE, Tuner, TuneResult, TuneSettings, space_options
 
 __all__ = ["tune", "TuneSettings", "TuneResult", "default_out_dir"]
 

@@ -17,8 +17,8 @@ Rules, and why:
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from ..dtypes import Dtype
 from ..harness.trial import Status

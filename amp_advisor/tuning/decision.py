@@ -19,8 +19,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from ..dtypes import Dtype
 from .constraints import Constraints

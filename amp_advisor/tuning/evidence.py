@@ -20,8 +20,8 @@ Scores, and why:
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from ..dtypes import Dtype
 from ..harness.trial import Status

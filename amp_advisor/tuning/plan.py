@@ -25,8 +25,8 @@ is left. GradScaler's settings do not change the speed: fp16 is measured at one 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from ..dtypes import Dtype
 from .constraints import Constraints

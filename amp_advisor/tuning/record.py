@@ -61,7 +61,7 @@ class TrialRecord:
                 "result": self.result.to_dict()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrialRecord":
+    def from_dict(cls, data: dict[str, Any]) -> TrialRecord:
         check_fields(cls, data, "trial")
         return cls(data["number"], Role(data["role"]), Candidate.from_dict(data["candidate"]),
                    TrialResult.from_dict(data["result"]), data["feasible"], data.get("why_not"),

@@ -38,7 +38,7 @@ class Candidate:
     fp32_modules: tuple[str, ...] = ()  # fp32 islands the X-ray advised (a repair of a numerics failure)
     comm: str = ""  # under --parallel: what gradients are reduced in (distributed/policy.py); "" on one process
 
-    def canonical(self) -> "Candidate":
+    def canonical(self) -> Candidate:
         """Equal configurations made equal: the scaler settings only matter for fp16; fp32 reduces
         its gradients in fp32 (it is the yardstick: "fp32 everywhere")."""
         if self.dtype.needs_grad_scaler:
@@ -47,7 +47,7 @@ class Candidate:
         return Candidate(self.dtype, self.batch_size, fp32_modules=self.fp32_modules, comm=comm)
 
     @property
-    def fp32_twin(self) -> "Candidate":
+    def fp32_twin(self) -> Candidate:
         """fp32 at the same micro-batch (gradients reduced in fp32 too): what a speedup "at the same
         batch size" is measured against."""
         return Candidate(Dtype.FP32, self.batch_size, comm=self.comm).canonical()
@@ -73,7 +73,7 @@ class Candidate:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Candidate":
+    def from_dict(cls, data: dict) -> Candidate:
         return cls(Dtype(data["dtype"]), int(data["batch_size"]), float(data["init_scale"]),
                    int(data["growth_interval"]), tuple(data.get("fp32_modules", ())), str(data.get("comm", "")))
 
@@ -142,7 +142,7 @@ class SearchSpace:
             return Candidate(dtype, batch_size, self.fp16_scale, DEFAULT_GROWTH_INTERVAL, comm=comm)
         return Candidate(dtype, batch_size, comm=comm).canonical()
 
-    def with_init_scale_seed(self, seed: float) -> "SearchSpace":
+    def with_init_scale_seed(self, seed: float) -> SearchSpace:
         """fp16's init_scale choices around the seed (from the baseline's largest gradient)."""
         scales = tuple(sorted({seed / 2**4, seed, min(seed * 2**4, 2.0**24)}))
         return dataclasses.replace(self, init_scales=scales)
@@ -161,7 +161,7 @@ class SearchSpace:
                 "global_batch": self.global_batch, "comms": list(self.comms), "world_size": self.world_size}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SearchSpace":
+    def from_dict(cls, data: dict) -> SearchSpace:
         return cls(tuple(Dtype(d) for d in data["dtypes"]), tuple(data["batch_sizes"]),
                    tuple(float(s) for s in data["init_scales"]), tuple(data["growth_intervals"]),
                    data.get("global_batch"), tuple(data.get("comms") or ()), int(data.get("world_size") or 1))

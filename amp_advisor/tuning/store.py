@@ -15,15 +15,24 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..diagnosis import Diagnosis
 from ..dtypes import Dtype
 from ..errors import AdvisorError, BadInputError
-from ..jsonio import (MAX_DOCUMENT_BYTES, check_fields, dumps, loads, read_document, read_json, write_atomic,
-                      write_text_atomic)
+from ..jsonio import (
+    MAX_DOCUMENT_BYTES,
+    check_fields,
+    dumps,
+    loads,
+    read_document,
+    read_json,
+    write_atomic,
+    write_text_atomic,
+)
 from .record import Role, TrialRecord
 from .space import SearchSpace
 

@@ -30,28 +30,38 @@ import datetime
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..diagnosis import DEFAULT_STEPS as DIAGNOSE_STEPS
-from ..distributed.policy import DEFAULT_COLLECTIVE_TIMEOUT_S, Parallel, backend_for
 from ..diagnosis import DiagnoseSpec
+from ..distributed.policy import DEFAULT_COLLECTIVE_TIMEOUT_S, Parallel, backend_for
 from ..dtypes import Dtype, uses_tf32
 from ..errors import BadInputError
-from ..limits import MAX_STEPS, MAX_TIME_BUDGET_S, MAX_TRIAL_TIMEOUT_S, MAX_TRIALS, out_of_range
-from ..harness.trial import Status, TrialSpec
 from ..harness.executor import TrialExecutor
 from ..harness.memory import memory_available_bytes
+from ..harness.trial import Status, TrialSpec
 from ..harness.worker import DiagnoseError, Worker
 from ..jsonio import check_fields
+from ..limits import MAX_STEPS, MAX_TIME_BUDGET_S, MAX_TRIAL_TIMEOUT_S, MAX_TRIALS, out_of_range
 from ..recommendation import Distributed, GradScalerConfig, Measured, Recommendation, fingerprint_of
+from . import plan
 from .constraints import MIN_ABANDON_S, PRUNE_FACTOR, Constraints, derive
-from .decision import (NOT_WORSE_MARGIN, Decision, Figure, close_call, contenders, decide, explain, machine_busy,
-                       needed_twins)
+from .decision import (
+    NOT_WORSE_MARGIN,
+    Decision,
+    Figure,
+    close_call,
+    contenders,
+    decide,
+    explain,
+    machine_busy,
+    needed_twins,
+)
 from .evidence import Evidence
 from .record import Role, TrialRecord, judge
-from . import plan
 from .search import SearchStrategy, make_strategy
 from .space import Candidate, SearchSpace, build_space, seeded_init_scale
 from .store import RunStore
@@ -140,7 +150,7 @@ class TuneSettings:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TuneSettings":
+    def from_dict(cls, data: dict[str, Any]) -> TuneSettings:
         data = {k: v for k, v in data.items() if k != "confirm_top"}  # runs written before the rounds rebuild
         try:
             check_fields(cls, data, "settings")

@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from amp_advisor.dtypes import Dtype
 

@@ -115,5 +115,5 @@ class Landscape:
         rate, d, b = max(pool, key=lambda p: p[0])
         return d, b, rate
 
-    def with_noise(self, noise: Noise) -> "Landscape":
+    def with_noise(self, noise: Noise) -> Landscape:
         return replace(self, noise=noise)

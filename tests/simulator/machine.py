@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from amp_advisor.diagnosis import Diagnosis, DiagnoseSpec
+from amp_advisor.diagnosis import DiagnoseSpec, Diagnosis
 from amp_advisor.dtypes import FP16_MAX, Dtype
 from amp_advisor.harness.trial import GradStats, Status, StepTimes, TrialResult, TrialSpec, failed, pruned_reason
 from amp_advisor.harness.worker import DiagnoseError

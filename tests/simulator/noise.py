@@ -29,7 +29,7 @@ class Noise:
     outlier_rate: float = 0.015
     outlier_slowdown: float = 3.0
 
-    def scaled(self, factor: float) -> "Noise":
+    def scaled(self, factor: float) -> Noise:
         """The same machine, `factor` times as noisy (spread and drift)."""
         return Noise(self.sigma * factor, self.patch_rate, self.patch_trials, self.patch_slowdown,
                      self.fresh_slowdown, self.drift * factor, self.drift_period_s, self.outlier_rate,

@@ -7,8 +7,16 @@ import functools
 
 from amp_advisor.hardware import probe
 from amp_advisor.hardware.model import DeviceProfile
-from tests.fakes import (CPUINFO_AVX512_BF16, CPUINFO_EPYC_AVX2, CPUINFO_SAPPHIRE_RAPIDS, GPU_TABLE, FakeCuda, FakeGpu,
-                         FakeNvmlConfig, nvml_reader)
+from tests.fakes import (
+    CPUINFO_AVX512_BF16,
+    CPUINFO_EPYC_AVX2,
+    CPUINFO_SAPPHIRE_RAPIDS,
+    GPU_TABLE,
+    FakeCuda,
+    FakeGpu,
+    FakeNvmlConfig,
+    nvml_reader,
+)
 
 CPUS = {"cpu-avx2": CPUINFO_EPYC_AVX2, "cpu-avx512-bf16": CPUINFO_AVX512_BF16, "cpu-amx": CPUINFO_SAPPHIRE_RAPIDS}
 GPUS = ("V100", "T4", "A100", "H100", "H200")
