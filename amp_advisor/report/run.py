@@ -97,7 +97,11 @@ class Run:
     @property
     def space(self) -> SearchSpace | None:
         data = self.context.get("space")
-        return SearchSpace.from_dict(data) if data else None
+        try:
+            return SearchSpace.from_dict(data) if data else None
+        except (KeyError, TypeError, ValueError) as e:
+            raise BadInputError(f"{self.dir / 'run.json'}: its search space is corrupt ({e}); expected the one "
+                                f"`tune` wrote. Re-run `amp-advisor tune` to make a new run.") from e
 
     @property
     def memory_limit_bytes(self) -> int | None:

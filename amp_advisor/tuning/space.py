@@ -162,6 +162,9 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, data: dict) -> SearchSpace:
+        for key in ("dtypes", "batch_sizes", "init_scales", "growth_intervals"):
+            if not data[key]:  # every point of a space has one of each: an empty list is not a space
+                raise ValueError(f"the saved search space has no {key.replace('_', ' ')}")
         return cls(tuple(Dtype(d) for d in data["dtypes"]), tuple(data["batch_sizes"]),
                    tuple(float(s) for s in data["init_scales"]), tuple(data["growth_intervals"]),
                    data.get("global_batch"), tuple(data.get("comms") or ()), int(data.get("world_size") or 1))
