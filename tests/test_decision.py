@@ -6,7 +6,7 @@ import pytest
 from amp_advisor.dtypes import Dtype
 from amp_advisor.harness.trial import GradStats, StepTimes, TrialResult, TrialSpec, failed
 from amp_advisor.tuning.constraints import derive
-from amp_advisor.tuning.decision import contenders, decide, explain, machine_busy, needed_twins
+from amp_advisor.tuning.decision import close_group, contenders, decide, explain, machine_busy, needed_twins
 from amp_advisor.tuning.evidence import Evidence
 from amp_advisor.tuning.record import Role, TrialRecord
 from amp_advisor.tuning.space import Candidate, SearchSpace
@@ -295,3 +295,43 @@ def test_space_is_the_one_authority_on_batch_sizes():
     assert with_global.grad_accum(16) == 4
     with pytest.raises(ValueError):
         with_global.grad_accum(48)
+
+
+def test_a_close_calls_own_rounds_decide_between_the_configurations_they_measured():
+    """bf16 bs=16 leads the main rounds by a hair; four more rounds of the close call (bs=16,
+    bs=8 and the leader's twin) put bs=8 ahead over all six rounds the two shared."""
+    t = Trials()
+    t.search(FP32, 32, 74.0)
+    t.search(BF16, 16, 119.0)
+    t.search(BF16, 8, 122.0)
+    for k, (a, b) in enumerate([(140.5, 135.1), (127.0, 127.0)], start=1):
+        t.confirm(BF16, 16, a, round=k)
+        t.confirm(BF16, 8, b, round=k)
+        t.confirm(FP32, 32, 75.0, round=k)
+    evidence, constraints = t.view(SearchSpace((FP32, BF16), (8, 16, 32), (2.0**16,), (2000,)))
+    assert close_group(evidence, constraints) == [Candidate(BF16, 16), Candidate(BF16, 8)]
+    for k, (a, b) in enumerate([(106.1, 139.2), (124.9, 125.7), (102.1, 119.8), (107.3, 120.0)], start=3):
+        t.confirm(BF16, 16, a, round=k)
+        t.confirm(BF16, 8, b, round=k)
+        t.confirm(FP32, 8, 80.0, round=k)
+    d = decide(*t.view(SearchSpace((FP32, BF16), (8, 16, 32), (2.0**16,), (2000,))))
+    assert d.candidate == Candidate(BF16, 8) and d.fp32_same_batch.candidate == Candidate(FP32, 8)
+
+
+def test_one_shared_round_with_an_outlier_in_it_crowns_nobody():
+    """A close call's third round caught the leader in a 3x outlier beside its fp32 twin, which
+    had met it in no other round: over that one round the twin was 2.2x faster, and fp32 was
+    recommended where bf16 is 2x faster (quality 0.488). A configuration is ranked against the
+    leader over two shared rounds at least."""
+    t = Trials()
+    t.search(FP32, 32, 1888.0)
+    t.search(BF16, 32, 3543.0)
+    t.search(BF16, 64, 4227.0)
+    t.search(FP32, 64, 2085.0)
+    for k, (a, b) in enumerate([(4459.0, 3333.0), (2870.0, 2268.0)], start=1):
+        t.confirm(BF16, 64, a, round=k)
+        t.confirm(BF16, 32, b, round=k)
+    t.confirm(BF16, 64, 967.5, round=3)
+    t.confirm(BF16, 32, 2482.0, round=3)
+    t.confirm(FP32, 64, 2125.0, round=3)
+    assert decide(*t.view()).candidate == Candidate(BF16, 64)

@@ -4,6 +4,7 @@ asserts the decision's simulated quality (true speed of the recommendation / tru
 wall-clock time. benchmarks/bench_tuner_sim.py runs the same over hundreds of pairs."""
 
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -141,3 +142,31 @@ def test_a_repair_the_x_ray_advises_that_cannot_be_built_is_a_recorded_failure()
     assert outcome.recommended is not None and outcome.invalid is None
     repair = [line for line in outcome.log if " repair " in line]
     assert repair and "error" in repair[0]
+
+
+def _own_measured(name: str) -> Path:
+    return next(f for f in families.measured_files() if f.name == name)
+
+
+def test_a_close_call_gets_rounds_of_its_own_and_fp32_behind_climbs_smaller_first():
+    """The transformer on the AVX512-BF16 EPYC: bf16 bs=8 is 7% ahead of bs=16, within one trial's
+    spread. Four rounds of the whole pool put bs=16 first (quality 0.931); the close call now gets
+    rounds of its own (the two batch sizes and the leader's fp32 twin), up to six, and bs=8 wins
+    them. fp32, 0.65x bf16, climbs toward smaller batches (where its chance against a lead that
+    grows with the batch lies), not to bs=64."""
+    outcome = simulate(families.measured(_own_measured("cpu-avx512bf16-transformer.json"), 12), 12)
+    assert outcome.recommended == "bf16 bs=8" and outcome.quality == pytest.approx(1.0)
+    fp32_climbs = [line for line in outcome.log if " refine " in line and " fp32 " in line]
+    assert fp32_climbs and all("fp32 bs=16" in line for line in fp32_climbs)
+    late = [line for line in outcome.log if " confirm " in line and int(line.split("round")[1].split()[0]) > 2]
+    assert late and not any("bf16 bs=32" in line or "bf16 bs=64" in line for line in late)
+
+
+def test_on_a_gpu_the_best_reduced_precision_is_measured_at_the_top_before_any_climb():
+    """An A100 where bf16 is 0.65x fp32 at the middle batch and wins only at the largest. With
+    --max-trials 6 the budget went on scouts and fp32's flat climb, and fp32 bs=128 was
+    recommended (quality 0.786). A GPU fills up with the batch: the best reduced precision is
+    measured at the largest batch its scout's memory says fits, and wins there."""
+    outcome = simulate(families.best_only_at_largest(49), 49, max_trials=6)
+    assert outcome.recommended == "bf16 bs=512" and outcome.quality == pytest.approx(1.0)
+    assert any(" search " in line and "bf16 bs=512" in line for line in outcome.log[:7])

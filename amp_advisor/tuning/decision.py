@@ -7,9 +7,11 @@
   leading dtype's runner-up when it explored close to its best (or when no other dtype ran
   cleanly), so that the batch size is decided in the rounds too, not by
   one noisy exploration trial.
-- More rounds when the main rounds leave the two best unseparated (close_call).
+- More rounds when the main rounds leave the leader unseparated from others (close_group): of
+  those configurations alone, and the leader's fp32 twin.
 - Only confirmed configurations can win: the leader is the best over the main rounds (those in
-  which every contender was measured).
+  which every contender was measured), unless a configuration beat it over all the rounds the
+  two shared (standings).
 - A reduced precision (tf32, bf16, fp16) is recommended when it beats the best fp32 configuration
   of the space (any batch size) by more than the margin, both measured in the same interleaved
   rounds. Otherwise the best fp32 configuration is recommended.
@@ -32,6 +34,10 @@ NOT_WORSE_MARGIN = 0.02  # reduced precision must beat the best fp32 by more tha
 RUNNER_UP_WITHIN = 0.15  # the leading dtype's second-best joins the rounds when explored this close
 NEIGHBOUR_WITHIN = 0.5  # the leader's batch neighbours join the rounds when explored this close
 CLOSE_CALL = 0.08  # the two best within this of each other in the rounds: more rounds
+# Interleaved re-measurements of the contenders (the main rounds): this machine drifts over
+# seconds. A configuration is ranked against the leader over at least this many shared rounds:
+# one round with a 3x outlier in it must not crown a configuration it measured beside.
+CONFIRM_ROUNDS = 2
 
 
 @dataclass(frozen=True)
@@ -117,27 +123,64 @@ def ranked_in_main_rounds(evidence: Evidence, constraints: Constraints,
     return max(scored, key=lambda se: se[0])[1] if scored else None
 
 
-def close_call(evidence: Evidence, constraints: Constraints) -> bool:
-    """Whether the main rounds leave the two best configurations unseparated, so that more rounds
-    are worth their time: within CLOSE_CALL of each other, or with overlapping rounds (the
-    leader's slowest round below the runner-up's fastest: two rounds of a machine that spreads
-    by 8-30% settle nothing then)."""
-    main = evidence.main_rounds()
-    ranked = sorted(((score, e) for e in evidence.configs.values() if constraints.allows(e.candidate)
-                     and (score := evidence.in_rounds(e.candidate, main)) is not None),
-                    key=lambda pair: pair[0], reverse=True)
-    if len(ranked) < 2:
-        return False
-    (top, lead), (second, runner) = ranked[0], ranked[1]
-    if second >= (1 - CLOSE_CALL) * top:
-        return True
-    lead_rounds = [s for k in main if (s := lead.rounds.get(k))]
-    runner_rounds = [s for k in main if (s := runner.rounds.get(k))]
-    return min(lead_rounds) < max(runner_rounds)
+def paired(evidence: Evidence, a: Candidate, b: Candidate) -> Paired | None:
+    """a and b over the confirmation rounds they shared, when they shared CONFIRM_ROUNDS rounds
+    or more (as many as the main rounds, if fewer ran), with a clean figure for each; else None."""
+    pair = evidence.paired(a, b)
+    if pair is None or not pair.a_score or not pair.b_score:
+        return None
+    return pair if len(pair.rounds) >= min(CONFIRM_ROUNDS, len(evidence.main_rounds())) else None
+
+
+def relative(evidence: Evidence, a: Candidate, b: Candidate) -> float | None:
+    """b's speed over a's in the rounds they shared (paired), or None."""
+    pair = paired(evidence, a, b)
+    return pair.b_score / pair.a_score if pair and pair.a_score and pair.b_score else None
+
+
+def standings(evidence: Evidence, constraints: Constraints) -> list[tuple[float, ConfigEvidence]]:
+    """Every configuration that met the main rounds' best in CONFIRM_ROUNDS rounds or more, by
+    its speed relative to it over the rounds the two shared (all of them: the main rounds, and
+    the close call's rounds that measured them again), fastest first."""
+    top = ranked_in_main_rounds(evidence, constraints)
+    if top is None:
+        return []
+    ranked = [(1.0, top)]
+    for e in evidence.configs.values():
+        if e is not top and constraints.allows(e.candidate) and \
+                (ratio := relative(evidence, top.candidate, e.candidate)) is not None:
+            ranked.append((ratio, e))
+    return sorted(ranked, key=lambda re: re[0], reverse=True)
+
+
+def close_group(evidence: Evidence, constraints: Constraints) -> list[Candidate]:
+    """The leader and the configurations its rounds have not separated it from, leader first:
+    within CLOSE_CALL of it over the rounds they shared, or with overlapping rounds (the
+    leader's slowest round below the other's fastest: rounds of a machine that spreads by
+    8-30% settle nothing then). More rounds of this group alone decide between them; those far
+    behind spend none."""
+    ranked = standings(evidence, constraints)
+    if not ranked:
+        return []
+    lead = ranked[0][1]
+    group = [lead.candidate]
+    for _, e in ranked[1:]:
+        ratio = relative(evidence, lead.candidate, e.candidate)
+        pair = paired(evidence, lead.candidate, e.candidate)
+        if ratio is None or pair is None:
+            continue
+        lead_rounds = [s for k in pair.rounds if (s := lead.rounds.get(k))]
+        other_rounds = [s for k in pair.rounds if (s := e.rounds.get(k))]
+        if ratio >= 1 - CLOSE_CALL or min(lead_rounds) < max(other_rounds):
+            group.append(e.candidate)
+    return group
 
 
 def leader(evidence: Evidence, constraints: Constraints) -> ConfigEvidence | None:
-    return ranked_in_main_rounds(evidence, constraints)
+    """The best configuration of the confirmation rounds: the main rounds' best, unless a
+    configuration beat it over the rounds the two shared (a close call's extra rounds)."""
+    ranked = standings(evidence, constraints)
+    return ranked[0][1] if ranked else None
 
 
 def best_fp32(evidence: Evidence, constraints: Constraints) -> ConfigEvidence | None:
@@ -197,7 +240,7 @@ def decide(evidence: Evidence, constraints: Constraints, margin: float = NOT_WOR
     # within those rounds, and the one it beats by the least is the strongest fp32.
     versus = [v for e in evidence.configs.values()
               if e.candidate.dtype is Dtype.FP32 and constraints.allows(e.candidate)
-              if (v := _versus(evidence.paired(lead.candidate, e.candidate))) is not None]
+              if (v := _versus(paired(evidence, lead.candidate, e.candidate))) is not None]
     lead_fig = _figure(lead)  # over all its confirmation rounds; the ratios use the rounds shared
     if versus:
         ratio, pair, fp32_fig = min(versus, key=lambda v: v[0])
@@ -225,7 +268,7 @@ def decide(evidence: Evidence, constraints: Constraints, margin: float = NOT_WOR
 
     twin_fig: Figure | None = None
     speedup: float | None = None
-    twin_versus = _versus(evidence.paired(lead.candidate, lead.candidate.fp32_twin))
+    twin_versus = _versus(paired(evidence, lead.candidate, lead.candidate.fp32_twin))
     if twin_versus is not None:
         speedup, _, twin_fig = twin_versus
     else:

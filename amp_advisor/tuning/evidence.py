@@ -184,7 +184,8 @@ class Evidence:
 
     def main_rounds(self) -> tuple[int, ...]:
         """The confirmation rounds in which all the contenders met: those that measured the same
-        configurations as the first round. (Later rounds measure the leader beside its twins.)"""
+        configurations as the first round. (Later rounds measure a close call's group, or the
+        leader beside its twins.)"""
         members: dict[int, set] = {}
         for r in self.records:
             if r.round is not None:

@@ -12,9 +12,15 @@ So, after the fp32 baseline at the middle batch size:
   point, so that one noisy dip does not stop the climb;
 - contention: every other dtype whose best is within CONTENTION of the leader's dtype at the same
   batch size is followed to its own best batch size too: its lead may lie at a batch the
-  leader's climb never reached;
+  leader's climb never reached (fp32 behind a reduced precision smaller first: that lead grows
+  with the batch);
 - the dtypes the probe calls fast are scouted before the leader's rivals are followed; those it
-  calls slow (emulated) last, as one scout each settles them.
+  calls slow (emulated) last, as one scout each settles them;
+- top: on a GPU, once the fast reduced precisions are scouted, the best of them is measured at the
+  largest batch that its scout's memory says fits, before any climb. A GPU's throughput, and a
+  reduced precision's lead over fp32, grow with the batch until memory runs out (tensor cores
+  fill up): a lead that only shows at the top of the space is found in one trial instead of a
+  climb of one doubling at a time, which a small budget never finishes.
 
 Before any of these, a configuration whose throughput does not fit its neighbours' is measured
 again (recheck). next_step returns None when the plan is done; the search strategy (search.py) fills what budget
@@ -55,10 +61,11 @@ def scout_order(space: SearchSpace, fast: Mapping[Dtype, bool], peaks: Mapping[D
     return sorted(reduced, key=lambda d: (not fast.get(d, False), -(peaks.get(d) or 0.0), space.dtypes.index(d)))
 
 
-def climb(evidence: Evidence, constraints: Constraints, space: SearchSpace, best: ConfigEvidence) -> Candidate | None:
+def climb(evidence: Evidence, constraints: Constraints, space: SearchSpace, best: ConfigEvidence,
+          larger_first: bool = True) -> Candidate | None:
     """The next batch size for `best`'s dtype (and comm): an unmeasured, allowed neighbour of its
-    plateau in the space, the larger one first; None when both are measured or ruled out (it
-    has converged)."""
+    plateau in the space, the larger one first (or the smaller); None when both are measured or
+    ruled out (it has converged)."""
     c = best.candidate
     same = [e for e in evidence.configs.values()
             if e.candidate.dtype is c.dtype and e.candidate.comm == c.comm and not e.candidate.fp32_modules]
@@ -70,7 +77,8 @@ def climb(evidence: Evidence, constraints: Constraints, space: SearchSpace, best
     sizes = space.batch_sizes
     above = [b for b in sizes if b > max(plateau)]
     below = [b for b in sizes if b < min(plateau)]
-    for b in ([above[0]] if above else []) + ([below[-1]] if below else []):
+    neighbours = ([above[0]] if above else []) + ([below[-1]] if below else [])
+    for b in neighbours if larger_first else neighbours[::-1]:
         near = space.point(c.dtype, b, c.comm)
         if b not in measured and constraints.allows(near):
             return near
@@ -96,6 +104,25 @@ def scout(space: SearchSpace, constraints: Constraints, dtype: Dtype, at: int) -
     return None
 
 
+def top(evidence: Evidence, constraints: Constraints, space: SearchSpace, fast: Mapping[Dtype, bool],
+        memory_limit: int | None) -> Candidate | None:
+    """The best fast reduced precision at the largest batch its scout's memory says fits (peak
+    memory scaled in proportion to the batch: an over-estimate, as part of it is fixed), while
+    no reduced precision ran above the batch it was scouted at; None when there is nothing to do."""
+    reduced = {d: e for d, e in evidence.best_per_dtype(allowed=constraints.allows).items()
+               if d is not Dtype.FP32 and fast.get(d, False)}
+    if not reduced:
+        return None
+    scouted = min(e.candidate.batch_size for e in reduced.values())
+    if any(r.candidate.batch_size > scouted for d in reduced for r in evidence.of_dtype(d)):
+        return None  # a reduced precision climbed (or was measured at the top) already
+    best = max(reduced.values(), key=lambda e: e.explore_score or 0.0)
+    dtype, at, peak = best.candidate.dtype, best.candidate.batch_size, best.peak_memory_bytes
+    fits = [b for b in space.batch_sizes if b > at and constraints.allows(space.point(dtype, b, best.candidate.comm))
+            and (memory_limit is None or peak is None or peak * b / at <= memory_limit)]
+    return space.point(dtype, max(fits), best.candidate.comm) if fits else None
+
+
 def inconsistent(evidence: Evidence) -> list[Candidate]:
     """Configurations whose throughput does not fit the next batch size of the same dtype: a
     smaller batch whose step took RECHECK_FACTOR x longer than a bigger one's, or a bigger batch
@@ -119,8 +146,9 @@ def inconsistent(evidence: Evidence) -> list[Candidate]:
 
 
 def next_step(evidence: Evidence, constraints: Constraints, space: SearchSpace, order: list[Dtype],
-              fast: Mapping[Dtype, bool]) -> Step | None:
-    """What the plan measures next (see the module docstring), or None when it is done."""
+              fast: Mapping[Dtype, bool], *, gpu: bool = False, memory_limit: int | None = None) -> Step | None:
+    """What the plan measures next (see the module docstring), or None when it is done. `gpu`:
+    the device fills up with the batch (the top step applies)."""
     for suspect in inconsistent(evidence):
         if constraints.allows(suspect):
             return Step(suspect, Role.RECHECK)
@@ -130,6 +158,8 @@ def next_step(evidence: Evidence, constraints: Constraints, space: SearchSpace, 
     at = lead.candidate.batch_size
     untried = [d for d in order if not evidence.of_dtype(d) and d not in constraints.dtypes_out]
     fast_untried = [d for d in untried if fast.get(d, False)]
+    if gpu and not fast_untried and (jump := top(evidence, constraints, space, fast, memory_limit)) is not None:
+        return Step(jump, Role.SEARCH)
     # the first fast reduced precision is scouted before fp32 climbs: a small budget must not
     # be spent on the yardstick alone
     if lead.candidate.dtype is not Dtype.FP32 or not fast_untried:
@@ -142,7 +172,11 @@ def next_step(evidence: Evidence, constraints: Constraints, space: SearchSpace, 
     rivals = sorted((e for d, e in evidence.best_per_dtype(allowed=constraints.allows).items()
                      if d is not lead.candidate.dtype), key=lambda e: e.explore_score or 0.0, reverse=True)
     for rival in rivals:
-        if in_contention(evidence, rival, lead) and (step := climb(evidence, constraints, space, rival)) is not None:
+        # fp32 behind a reduced precision: that lead grows with the batch, so fp32's best chance
+        # lies at smaller batches (cheaper to measure, too)
+        downward = rival.candidate.dtype is Dtype.FP32 and lead.candidate.dtype is not Dtype.FP32
+        if in_contention(evidence, rival, lead) and \
+                (step := climb(evidence, constraints, space, rival, larger_first=not downward)) is not None:
             return Step(step, Role.REFINE)
     for dtype in untried:
         if (candidate := scout(space, constraints, dtype, at)) is not None:

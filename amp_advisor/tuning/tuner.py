@@ -18,8 +18,9 @@ Phases, and why:
 - recheck: what still does not fit its neighbours is measured again;
 - edge: between the largest batch that ran and the smallest that failed, as the space allows;
 - repair: a reduced precision that failed on numerics everywhere, X-rayed and measured with islands;
-- confirm: the contenders (decision.contenders) in interleaved rounds, a close call in one more,
-  and the twins the leader did not meet in rounds of their own;
+- confirm: the contenders (decision.contenders) in interleaved rounds, a close call
+  (decision.close_group) in rounds of its own with the leader's fp32 twin, and the twins the
+  leader did not meet in rounds of their own;
 - stability: a chosen fp16 configuration runs longer, judged on skipped steps.
 """
 
@@ -50,15 +51,17 @@ from ..recommendation import Distributed, GradScalerConfig, Measured, Recommenda
 from . import plan
 from .constraints import MIN_ABANDON_S, PRUNE_FACTOR, Constraints, derive
 from .decision import (
+    CONFIRM_ROUNDS,
     NOT_WORSE_MARGIN,
     Decision,
     Figure,
-    close_call,
+    close_group,
     contenders,
     decide,
     explain,
     machine_busy,
     needed_twins,
+    paired,
 )
 from .evidence import Evidence
 from .record import Role, TrialRecord, judge
@@ -72,8 +75,7 @@ CONFIRM_MEASURE_S = 0.75  # ... per confirmation round: more, shorter rounds ave
 MIN_STEPS = 3
 FINISH_TRIALS = 2  # the leader's climb toward larger batches, past the search budget
 COMPARE_STEPS = 6  # loss agreement with fp32 over the first steps: one fp32 curve per batch size serves all
-CONFIRM_ROUNDS = 2  # interleaved re-measurements of the contenders: this machine drifts over seconds
-MAX_CONFIRM_ROUNDS = 4  # ... and as many as this when the call is close (decision.close_call)
+MAX_CONFIRM_ROUNDS = 6  # ... and as many as this for a close call (decision.close_group), of it alone
 # Rounds of the leader beside a twin it did not meet in the main rounds (its batch size was open,
 # or the leader changed): two, as the main rounds, so that one slow round (a 3x outlier) cannot
 # make the leader look slower than fp32, and an fp32 twin that is faster is seen to be.
@@ -432,8 +434,9 @@ class Tuner:
                 return f"time budget of {self.settings.time_budget_s:g} s used"
             if all(evidence.measured(c) or not constraints.allows(c) for c in self.space.candidates()):
                 return "every candidate was measured or ruled out"
-            step = None if self.settings.strategy == "grid" else plan.next_step(evidence, constraints, self.space,
-                                                                               order, fast)
+            step = None if self.settings.strategy == "grid" else plan.next_step(
+                evidence, constraints, self.space, order, fast, gpu=self.profile.kind in ("cuda", "rocm"),
+                memory_limit=self.memory_limit)
             if step is not None:
                 self._run(step.candidate, step.role, abandon=step.role is not Role.RECHECK)
                 continue
@@ -529,10 +532,11 @@ class Tuner:
         return list(dict.fromkeys(pool))
 
     def _rounds(self, pool: list[Candidate], first_round: int, rounds: int) -> None:
-        """Interleaved rounds, alternating the order (ABBA) so that a steady drift cancels."""
+        """Interleaved rounds, alternating the order by the round's number (ABBA) so that a steady
+        drift cancels."""
         done = {(r.candidate.canonical(), r.round) for r in self.records if r.role is Role.CONFIRM}
         todo = [(c, k) for k in range(first_round, first_round + rounds)
-                for c in (pool if (k - first_round) % 2 == 0 else pool[::-1]) if (c.canonical(), k) not in done]
+                for c in (pool if k % 2 == 1 else pool[::-1]) if (c.canonical(), k) not in done]
         if todo:
             self._phase("confirm", len(todo))
         for candidate, k in todo:
@@ -542,25 +546,31 @@ class Tuner:
             # numerics were judged when the configuration was explored; a round measures speed
             self._run(candidate, Role.CONFIRM, round=k, abandon=False, remeasure=True)
 
+    def _last_round(self) -> int:
+        return max((r.round for r in self.records if r.round is not None), default=0)
+
     def _confirm(self) -> None:
         pool = self.confirmation_pool()
         if len(pool) < 2:
             return  # one configuration in contention: nothing to compare it with
         self._rounds(pool, 1, CONFIRM_ROUNDS)
-        # A close call (the two best within CLOSE_CALL of each other in the rounds) gets more
-        # rounds of the same contenders, up to MAX_CONFIRM_ROUNDS: a batch size 7% better is lost
-        # in two rounds of a machine whose trials spread by 8%, and found in four.
-        rounds = CONFIRM_ROUNDS
-        while rounds < MAX_CONFIRM_ROUNDS and close_call(self.evidence, self.constraints) and not self._out_of_time():
-            rounds += 1
-            self._rounds(pool, rounds, 1)
+        # A close call (decision.close_group: configurations the rounds have not separated from the
+        # leader) gets more rounds of that group alone, with the leader's fp32 twin, up to
+        # MAX_CONFIRM_ROUNDS: a batch size 7% better is lost in two rounds of a machine whose trials
+        # spread by 8%, and found in more; the contenders far behind spend no more trials.
+        while (self._last_round() < MAX_CONFIRM_ROUNDS and not self._out_of_time()
+               and len(group := close_group(self.evidence, self.constraints)) > 1):
+            twin = group[0].fp32_twin
+            if group[0].dtype is not Dtype.FP32 and (self.constraints.allows(twin) or self.evidence.measured(twin)):
+                group = list(dict.fromkeys([*group, twin]))
+            self._rounds(group, self._last_round() + 1, 1)
         # The twins the decision needs, now that the leader is known: those not yet measured in a
         # round beside it get rounds of their own, with the leader.
         evidence = self.evidence
         wanted = needed_twins(evidence, self.constraints)
-        missing = [c for c in wanted[1:] if evidence.paired(wanted[0], c) is None]
+        missing = [c for c in wanted[1:] if paired(evidence, wanted[0], c) is None]
         if missing:
-            self._rounds([wanted[0], *missing], max(evidence.main_rounds()) + 1, TWIN_ROUNDS)
+            self._rounds([wanted[0], *missing], self._last_round() + 1, TWIN_ROUNDS)
 
     # -------------------------------------------------------------------------------- repair
     def _repair(self) -> None:
