@@ -22,12 +22,12 @@ from .errors import AdvisorError, BadInputError
 _LAZY = {
     "probe": ".hardware",
     "HardwareProfile": ".hardware.model",
-    "bench": ".harness",
-    "diagnose": ".harness",
+    "bench": ".lifecycle",
+    "diagnose": ".lifecycle",
     "Diagnosis": ".diagnosis",
     "keep_in_fp32": ".islands",
     "TrialResult": ".harness.trial",
-    "tune": ".tuning",
+    "tune": ".lifecycle",
     "Recommendation": ".recommendation",
     "MixedPrecision": ".runtime",
     "HfSpec": ".hf",
@@ -40,15 +40,15 @@ if TYPE_CHECKING:
     from .diagnosis import Diagnosis as Diagnosis
     from .hardware import probe as probe
     from .hardware.model import HardwareProfile as HardwareProfile
-    from .harness import bench as bench
-    from .harness import diagnose as diagnose
     from .harness.trial import TrialResult as TrialResult
     from .hf import HfSpec as HfSpec
     from .islands import keep_in_fp32 as keep_in_fp32
+    from .lifecycle import bench as bench
+    from .lifecycle import diagnose as diagnose
+    from .lifecycle import tune as tune
     from .recommendation import Recommendation as Recommendation
     from .report.compare import compare as compare
     from .runtime import MixedPrecision as MixedPrecision
-    from .tuning import tune as tune
 
 
 def __getattr__(name: str) -> Any:

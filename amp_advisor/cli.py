@@ -29,8 +29,9 @@ from .harness.trial import Status  # plain data: no torch
 from .jsonio import dumps
 from .limits import MAX_BATCH_SIZE, MAX_BENCH_SECONDS, MAX_INIT_SCALE, MAX_STEPS, MAX_TRIAL_TIMEOUT_S
 from .snippets import FORMATS as SNIPPET_FORMATS  # text only: cheap to import
+from .tuning.settings import TuneSettings
 from .tuning.space import describe_default_batch_sizes  # the tuning modules import no torch: cheap
-from .tuning.tuner import COMPARE_STEPS, FINISH_TRIALS, MIN_SEARCH_TRIALS, SEARCH_SHARE, TuneSettings
+from .tuning.tuner import COMPARE_STEPS, FINISH_TRIALS, MIN_SEARCH_TRIALS, SEARCH_SHARE
 
 
 class Finite(click.FloatRange):
@@ -290,8 +291,8 @@ def bench(workload: Any, dtype: str, batch_size: int, device: str, steps: int,
     Exit code: 0 when the trial ran cleanly, 1 when it ended in oom, timeout, crash, nonfinite
     or error (the result is still printed), 2 for bad input.
     """
-    from .harness import bench as run_bench
     from .harness.render import render_trial
+    from .lifecycle import bench as run_bench
 
     if parallel is not None:  # before any rank starts: a reduction the backend cannot run
         from .distributed.env import resolve_device
@@ -351,9 +352,9 @@ def diagnose(workload: Any, dtype: str, batch_size: int, device: str, steps: int
     Exit code: 0 with the diagnosis printed (culprits or none), 1 when the model raised, ran out
     of memory or hung, 2 for bad input.
     """
-    from .harness import diagnose as run_diagnose
     from .harness.render import render_diagnosis
     from .harness.worker import DiagnoseError
+    from .lifecycle import diagnose as run_diagnose
 
     islands = tuple(name.strip() for name in fp32_modules.split(",") if name.strip())
     progress = StatusLine(prefix=f"{_named(workload)} {dtype} batch {batch_size}: ")
@@ -422,7 +423,7 @@ def tune(workload: Any, device: str, out: str | None, resume: bool, strategy: st
     is searched beside the dtype. A rank that runs out of memory, crashes or hangs fails that trial
     (the rank is named) and the run goes on with fresh workers on every rank.
     """
-    from .tuning import tune as run_tune
+    from .lifecycle import tune as run_tune
     from .tuning.render import render_summary
     from .tuning.space import parse_batch_sizes
 

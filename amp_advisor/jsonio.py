@@ -14,7 +14,7 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from .errors import BadInputError
 
@@ -22,6 +22,7 @@ from .errors import BadInputError
 # diverged loss). strict() writes it as null; check_fields accepts that null, and the reader
 # turns it back into nan (nan_for_null).
 NULL_IS_NAN = "null-is-nan"
+MaybeFinite = Annotated[float, NULL_IS_NAN]  # a float saved as null when inf/nan (strict JSON)
 
 
 def nan_for_null(values: Any) -> tuple[float, ...]:

@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from .dtypes import FP16_MAX, FP16_MIN_SUBNORMAL
-from .harness.trial import GradStats
+from .jsonio import MaybeFinite
+
+
+@dataclass(frozen=True)
+class GradStats:
+    """fp32 gradient magnitudes against fp16's range, at the trial's loss scale."""
+
+    scale: float
+    elements: int
+    zero_fraction: float
+    underflow_fraction: float  # 0 < |g * scale| < 2^-24: flushes to zero in fp16
+    overflow_fraction: float  # |g * scale| > 65504: inf in fp16
+    max_abs: MaybeFinite  # inf/nan when the fp32 gradients themselves diverged
+    log2_histogram: Mapping[int, int]  # floor(log2|g|) -> count, unscaled, non-zero elements only
 
 
 def grad_stats(grads: Iterable, scale: float) -> GradStats:

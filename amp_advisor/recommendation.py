@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import tf32 as tf32_mode
+from .distributed.policy import COMMS, DDP_HOOKS, Parallel, param_dtype
 from .dtypes import (
     DEFAULT_BACKOFF_FACTOR,
     DEFAULT_GROWTH_FACTOR,
@@ -116,8 +117,6 @@ class Distributed:
     @classmethod
     def of(cls, parallel: str, world_size: int, backend: str, comm: str, dtype: Dtype, batch_size: int,
            grad_accumulation_steps: int) -> Distributed:
-        from .distributed.policy import DDP_HOOKS, Parallel, param_dtype
-
         strategy = Parallel(parallel)
         fsdp = strategy is Parallel.FSDP2
         return cls(strategy.value, world_size, backend, comm, world_size * batch_size * grad_accumulation_steps,
@@ -126,8 +125,6 @@ class Distributed:
 
     def problems(self, rec: Recommendation) -> list[str]:
         """What does not fit: the facts in distributed/policy.py, and the batch arithmetic."""
-        from .distributed.policy import COMMS, DDP_HOOKS, Parallel
-
         try:
             strategy = Parallel(self.parallel)
         except ValueError:

@@ -9,14 +9,13 @@ given is workload_source.py.
 | loss_fn(model, batch) -> scalar    | no       | call the model; use output.loss or a scalar  |
 | build_optimizer(params) -> Optim   | no       | torch.optim.AdamW(params, lr=1e-3)           |
 
-`check_source` only parses (it never runs user code) and is what the parent process uses; `load`
-imports the file (or module, or builds the model) and belongs in the worker process, where a
-crash or a hang is contained.
+`load` imports the file (or module, or builds the model) and belongs in the worker process, where
+a crash or a hang is contained; the parent process only checks a source (workload_source.py:
+`check_source` parses, it never runs user code).
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import importlib
 import importlib.util
@@ -24,49 +23,12 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import BadInputError
-from .jsonio import read_document
+from .workload_source import Kind, WorkloadError, WorkloadSource, check_source
 
 REQUIRED = ("build_model", "make_batch")
-
-
-class WorkloadError(BadInputError):
-    """The workload file breaks the contract. The message names the file and the fix."""
-
-
-def example_names() -> list[str]:
-    folder = resources.files("amp_advisor.examples")
-    return sorted(p.name[:-3] for p in folder.iterdir() if p.name.endswith(".py") and not p.name.startswith("_"))
-
-
-def example_path(name: str) -> Path:
-    if name not in example_names():
-        raise BadInputError(f"unknown example {name!r}: expected one of {', '.join(example_names())}")
-    return Path(str(resources.files("amp_advisor.examples").joinpath(f"{name}.py")))
-
-
-SOURCE_EXPECTED = "a model.py defining build_model and make_batch"
-MAX_SOURCE_BYTES = 16 * 2**20  # a model file is kilobytes; a bigger one is not a model.py
-
-
-def check_source(path: str | Path) -> Path:
-    """Fail fast, without executing anything: the file exists, is Python, and parses."""
-    path = Path(path)
-    try:
-        text = read_document(path, expected=SOURCE_EXPECTED, limit=MAX_SOURCE_BYTES)
-    except BadInputError as exc:
-        raise WorkloadError(str(exc)) from None
-    try:
-        ast.parse(text, filename=str(path))
-    except SyntaxError as exc:
-        raise WorkloadError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
-    except (RecursionError, MemoryError):
-        raise WorkloadError(f"{path}: nested too deeply for Python to parse; expected {SOURCE_EXPECTED}") from None
-    return path.resolve()
 
 
 @dataclass(frozen=True)
@@ -108,8 +70,6 @@ class Workload:
 
 def load(ref: str | os.PathLike) -> Workload:
     """The workload a ref names (workload_source.py), imported or built here: in the worker."""
-    from .workload_source import Kind, WorkloadSource
-
     ref = os.fspath(ref)
     source = WorkloadSource.from_ref(ref)
     if source.kind is Kind.MODULE:

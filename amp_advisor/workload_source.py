@@ -12,19 +12,57 @@ module or a Hugging Face model is a JSON object. Parsing a ref never imports any
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
 from dataclasses import dataclass, field
 from enum import Enum
+from importlib import resources
 from pathlib import Path
 
 from .errors import BadInputError
 from .hf import HfSpec
+from .jsonio import read_document
 
 # uvicorn/gunicorn's convention: dotted module, a colon, a dotted attribute
 IMPORT_STRING = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 EXAMPLES_PACKAGE = ("amp_advisor", "examples")  # a file there is a built-in example
+
+
+class WorkloadError(BadInputError):
+    """The workload file breaks the contract. The message names the file and the fix."""
+
+
+def example_names() -> list[str]:
+    folder = resources.files("amp_advisor.examples")
+    return sorted(p.name[:-3] for p in folder.iterdir() if p.name.endswith(".py") and not p.name.startswith("_"))
+
+
+def example_path(name: str) -> Path:
+    if name not in example_names():
+        raise BadInputError(f"unknown example {name!r}: expected one of {', '.join(example_names())}")
+    return Path(str(resources.files("amp_advisor.examples").joinpath(f"{name}.py")))
+
+
+SOURCE_EXPECTED = "a model.py defining build_model and make_batch"
+MAX_SOURCE_BYTES = 16 * 2**20  # a model file is kilobytes; a bigger one is not a model.py
+
+
+def check_source(path: str | Path) -> Path:
+    """Fail fast, without executing anything: the file exists, is Python, and parses."""
+    path = Path(path)
+    try:
+        text = read_document(path, expected=SOURCE_EXPECTED, limit=MAX_SOURCE_BYTES)
+    except BadInputError as exc:
+        raise WorkloadError(str(exc)) from None
+    try:
+        ast.parse(text, filename=str(path))
+    except SyntaxError as exc:
+        raise WorkloadError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
+    except (RecursionError, MemoryError):
+        raise WorkloadError(f"{path}: nested too deeply for Python to parse; expected {SOURCE_EXPECTED}") from None
+    return path.resolve()
 
 
 class Kind(str, Enum):
@@ -48,8 +86,6 @@ class WorkloadSource:
               hf: HfSpec | None = None) -> WorkloadSource:
         """What the command line or the library got -> a checked source. Only a file is read (parsed,
         never run); a module is imported, and a Hugging Face model built, in the worker."""
-        from .workload import check_source, example_path
-
         if isinstance(model, WorkloadSource) and example is None and hf is None:
             return model
         given = [x for x in (model, example, hf) if x is not None]

@@ -28,7 +28,7 @@ from amp_advisor import bench, diagnose  # noqa: E402
 from amp_advisor.examples import transformer  # noqa: E402
 from amp_advisor.harness.worker import Worker  # noqa: E402
 from amp_advisor.runtime import MixedPrecision  # noqa: E402
-from amp_advisor.workload import example_path  # noqa: E402
+from amp_advisor.workload_source import example_path  # noqa: E402
 
 WORKLOADS = ROOT / "tests" / "workloads"
 STEPS = 10

@@ -85,7 +85,8 @@ def throughput(example: str, dtype: str, batch: int, rounds: int, steps: int) ->
 CHILD = r'''
 import json, os, statistics, sys, time, torch, torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
-from amp_advisor.workload import example_path, load
+from amp_advisor.workload import load
+from amp_advisor.workload_source import example_path
 example, batch, rounds, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 dist.init_process_group("gloo")
 w = load(str(example_path(example)))

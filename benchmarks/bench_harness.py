@@ -41,7 +41,8 @@ from amp_advisor.dtypes import Dtype
 from amp_advisor.harness.measure import TrainingStep, make_batches, seeded_model, timed_loop
 from amp_advisor.harness.trial import TrialSpec
 from amp_advisor.harness.worker import Worker
-from amp_advisor.workload import example_path, load
+from amp_advisor.workload import load
+from amp_advisor.workload_source import example_path
 
 EXAMPLES = {"mlp": 128, "convnet": 32, "transformer": 8}
 FAULTS = Path(__file__).resolve().parent.parent / "tests" / "workloads"

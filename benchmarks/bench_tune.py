@@ -233,7 +233,7 @@ def grid_size(space: dict) -> int:
 
 
 def faults(root: Path) -> None:
-    from amp_advisor.tuning import tune as run_tune
+    from amp_advisor.lifecycle import tune as run_tune
 
     print("\n5. faults: tune on workloads that fail above batch 16 "
           "(batch sizes 8,16,32,64; grid; 15 s trial timeout)\n")

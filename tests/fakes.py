@@ -14,7 +14,8 @@ from pathlib import Path
 from amp_advisor.diagnosis import INDEX, METRICS, Diagnosis
 from amp_advisor.dtypes import Dtype
 from amp_advisor.hardware.cuda import GpuProps
-from amp_advisor.harness.trial import GradStats, StepTimes, TrialResult, failed
+from amp_advisor.harness.trial import StepTimes, TrialResult, failed
+from amp_advisor.numerics import GradStats
 from amp_advisor.tuning.store import RunStore
 from amp_advisor.tuning.tuner import Tuner, TuneSettings
 

@@ -4,7 +4,8 @@ decision rules, with no worker and no tuner. Each scenario is one the tuner got 
 import pytest
 
 from amp_advisor.dtypes import Dtype
-from amp_advisor.harness.trial import GradStats, StepTimes, TrialResult, TrialSpec, failed
+from amp_advisor.harness.trial import StepTimes, TrialResult, TrialSpec, failed
+from amp_advisor.numerics import GradStats
 from amp_advisor.tuning.constraints import derive
 from amp_advisor.tuning.decision import close_group, contenders, decide, explain, machine_busy, needed_twins
 from amp_advisor.tuning.evidence import Evidence

@@ -346,9 +346,9 @@ def test_a_rank_whose_coordinator_goes_silent_stops_saying_so(monkeypatch):
 def test_resume_on_another_number_of_ranks_is_refused(tmp_path, monkeypatch):
     import json
 
-    from amp_advisor.tuning import tune
+    from amp_advisor.lifecycle import tune
+    from amp_advisor.tuning.settings import TuneSettings
     from amp_advisor.tuning.store import RUN_SCHEMA_VERSION
-    from amp_advisor.tuning.tuner import TuneSettings
     from tests.fakes import WORKLOADS
 
     run = tmp_path / "run"

@@ -31,7 +31,7 @@ def test_real_gpu_verdicts_agree_with_torch():
 def test_real_gpu_trial_times_with_events_and_reads_the_allocator_peak(dtype):
     from pathlib import Path
 
-    from amp_advisor.harness import bench
+    from amp_advisor.lifecycle import bench
 
     result = bench(Path(__file__).parent / "workloads" / "tiny.py", dtype=dtype, batch_size=64,
                    device="cuda:0", steps=10, warmup_steps=2)

@@ -7,10 +7,10 @@ import pytest
 from amp_advisor.dtypes import Dtype
 from amp_advisor.errors import BadInputError
 from amp_advisor.hardware import probe
-from amp_advisor.harness import bench
 from amp_advisor.harness import worker as worker_module
 from amp_advisor.harness.trial import TrialResult, TrialSpec
 from amp_advisor.harness.worker import Worker
+from amp_advisor.lifecycle import bench
 
 WORKLOADS = Path(__file__).parent / "workloads"
 FAST = dict(steps=6, warmup_steps=1)

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 
 from amp_advisor.cli import cli
 from amp_advisor.errors import BadInputError
-from amp_advisor.tuning import _run
+from amp_advisor.lifecycle import _run
+from amp_advisor.tuning.settings import TuneSettings
 from amp_advisor.tuning.store import RunStore
-from amp_advisor.tuning.tuner import TuneSettings
 from tests.fakes import GPU_RATES, WORKLOADS, SyntheticWorker, fake_h100_profile
 
 posix = pytest.mark.skipif(os.name != "posix", reason="file locks and process groups as on Linux/macOS")

@@ -12,8 +12,8 @@ import pytest
 from amp_advisor.dtypes import Dtype
 from amp_advisor.errors import BadInputError
 from amp_advisor.hardware import probe
+from amp_advisor.lifecycle import tune
 from amp_advisor.recommendation import Recommendation
-from amp_advisor.tuning import tune
 from amp_advisor.tuning.record import Role
 from amp_advisor.tuning.search import BayesStrategy, GridStrategy
 from amp_advisor.tuning.space import Candidate, SearchSpace, build_space, parse_batch_sizes, seeded_init_scale
@@ -459,7 +459,8 @@ def test_a_diverged_trial_is_saved_and_read_back_not_left_out(tmp_path):
     trial, with nan, not drop it as corrupt (a resumed run would repeat it, the report hide it)."""
     import math
 
-    from amp_advisor.harness.trial import GradStats, Status, TrialSpec, failed
+    from amp_advisor.harness.trial import Status, TrialSpec, failed
+    from amp_advisor.numerics import GradStats
     from amp_advisor.tuning.record import TrialRecord
 
     spec = TrialSpec(workload=str(WORKLOADS / "tiny.py"), dtype=Dtype.FP16, batch_size=8)

@@ -4,16 +4,8 @@ import pytest
 import torch
 
 from amp_advisor.errors import BadInputError
-from amp_advisor.workload import (
-    WorkloadError,
-    check_batch,
-    check_loss,
-    check_source,
-    default_loss_fn,
-    example_names,
-    example_path,
-    load,
-)
+from amp_advisor.workload import check_batch, check_loss, default_loss_fn, load
+from amp_advisor.workload_source import WorkloadError, check_source, example_names, example_path
 
 WORKLOADS = Path(__file__).parent / "workloads"
 

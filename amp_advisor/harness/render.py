@@ -12,6 +12,7 @@ from rich.text import Text
 
 from ..console import count, facts, grid
 from ..diagnosis import Diagnosis
+from ..distributed.policy import Parallel, describe
 from ..dtypes import FP16_MAX
 from ..workload_source import readable
 from .trial import RankReport, Status, TrialResult
@@ -30,8 +31,6 @@ def render_trial(result: TrialResult) -> RenderableType:
     head = (f"{result.status.upper()}  {_short(spec.workload)}  {spec.dtype} on {spec.device}, "
             f"batch {spec.batch_size}" + (f" x {spec.grad_accum} accumulated" if spec.grad_accum > 1 else ""))
     if spec.parallel:
-        from ..distributed.policy import Parallel, describe
-
         policy = describe(Parallel(spec.parallel), spec.comm, spec.dtype)
         head += f" per rank x {len(result.ranks) or '?'} ranks; {policy}"
     table = facts()

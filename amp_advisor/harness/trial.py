@@ -9,15 +9,16 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Annotated, Any
+from typing import Any
 
+from ..distributed.policy import COMMS, FULL_COMM, Parallel, backend_for, comm_rule, dtype_rule
 from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_NAMES, Dtype, uses_tf32
 from ..errors import BadInputError
-from ..jsonio import NULL_IS_NAN, check_fields, nan_for_null
+from ..jsonio import MaybeFinite, check_fields, nan_for_null
 from ..limits import MAX_INIT_SCALE, MAX_TRIAL_TIMEOUT_S, out_of_range
+from ..numerics import GradStats
 
 TRIAL_SCHEMA_VERSION = 1
-MaybeFinite = Annotated[float, NULL_IS_NAN]  # saved as null when inf/nan (jsonio.strict)
 
 
 class Status(str, Enum):
@@ -77,8 +78,6 @@ class TrialSpec:
     def __post_init__(self) -> None:
         problems = []
         if self.parallel is not None:
-            from ..distributed.policy import COMMS, Parallel, backend_for, comm_rule, dtype_rule
-
             try:
                 parallel = Parallel(self.parallel)
             except ValueError:
@@ -124,8 +123,6 @@ class TrialSpec:
     @property
     def is_reference(self) -> bool:
         """fp32 everywhere (gradients reduced in fp32 too, under --parallel): its own fp32 reference."""
-        from ..distributed.policy import FULL_COMM
-
         return self.dtype is Dtype.FP32 and self.comm in ("", FULL_COMM)
 
     @property
@@ -147,19 +144,6 @@ class StepTimes:
     min: float
     max: float
     samples: tuple[float, ...]  # every measured step, seconds
-
-
-@dataclass(frozen=True)
-class GradStats:
-    """fp32 gradient magnitudes against fp16's range, at the trial's loss scale."""
-
-    scale: float
-    elements: int
-    zero_fraction: float
-    underflow_fraction: float  # 0 < |g * scale| < 2^-24: flushes to zero in fp16
-    overflow_fraction: float  # |g * scale| > 65504: inf in fp16
-    max_abs: MaybeFinite  # inf/nan when the fp32 gradients themselves diverged
-    log2_histogram: Mapping[int, int]  # floor(log2|g|) -> count, unscaled, non-zero elements only
 
 
 @dataclass(frozen=True)

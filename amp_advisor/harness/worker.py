@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..diagnosis import DiagnoseSpec, Diagnosis
+from ..distributed.policy import FULL_COMM
 from ..dtypes import Dtype
 from ..errors import AdvisorError, BadInputError
 from ..workload_source import shown_ref
@@ -58,8 +59,6 @@ def calibrate(run: Callable[[TrialSpec], TrialResult], workload: str, batch_size
     """Seconds to build the model and train one fp32 step at `batch_size` (the smallest of a run),
     through `run` (one worker's, or every rank's under `parallel`): what bounds the first step of
     the trials after it. None if that step failed (the trials will record why)."""
-    from ..distributed.policy import FULL_COMM
-
     spec = TrialSpec(workload=workload, dtype=Dtype.FP32, batch_size=batch_size, device=device, steps=1,
                      warmup_steps=0, compare_fp32=False, grad_stats=False, parallel=parallel,
                      comm=FULL_COMM if parallel else "")

@@ -9,6 +9,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from ..console import count
+from ..distributed.policy import FULL_COMM, Parallel, describe
 from ..dtypes import Dtype
 from ..harness.trial import Status
 from ..snippets import literal, torch_loop
@@ -294,8 +295,6 @@ def _ranks(run: Run, plot: Plot) -> tuple[Section, ...]:
     step times (stragglers), and the trials a rank failed."""
     if not run.ranked:
         return ()
-    from ..distributed.policy import FULL_COMM, Parallel, describe
-
     first = run.ranked[0].result
     parallel = Parallel(first.spec.parallel)
     blocks: list[Block] = [Para(

@@ -23,6 +23,7 @@ from typing import Any
 from ..diagnosis import Diagnosis
 from ..dtypes import Dtype
 from ..errors import AdvisorError, BadInputError
+from ..hardware.model import DeviceProfile
 from ..jsonio import (
     MAX_DOCUMENT_BYTES,
     check_fields,
@@ -34,6 +35,7 @@ from ..jsonio import (
     write_text_atomic,
 )
 from .record import Role, TrialRecord
+from .settings import TuneSettings
 from .space import SearchSpace
 
 __all__ = ["RunStore", "TrialRecord", "Role", "RUN_SCHEMA_VERSION"]
@@ -137,8 +139,6 @@ class RunStore:
         if not isinstance(data, dict) or data.get("schema_version") != RUN_SCHEMA_VERSION:
             version = data.get("schema_version") if isinstance(data, dict) else None
             raise BadInputError(f"{self.run_file}: schema_version {version!r:.40}, expected {RUN_SCHEMA_VERSION}")
-        from .tuner import TuneSettings  # the tuner imports this module
-
         try:
             check_fields(RunFile, data, "run")
             check_fields(TuneSettings, data["settings"], "run.settings")
@@ -188,8 +188,6 @@ class RunStore:
 
     def device(self):
         """The DeviceProfile the run was tuned on, or None if the run did not record one."""
-        from ..hardware.model import DeviceProfile
-
         if not self.device_file.exists():
             return None
         try:

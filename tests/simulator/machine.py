@@ -21,8 +21,9 @@ import math
 
 from amp_advisor.diagnosis import DiagnoseSpec, Diagnosis
 from amp_advisor.dtypes import FP16_MAX, Dtype
-from amp_advisor.harness.trial import GradStats, Status, StepTimes, TrialResult, TrialSpec, failed, pruned_reason
+from amp_advisor.harness.trial import Status, StepTimes, TrialResult, TrialSpec, failed, pruned_reason
 from amp_advisor.harness.worker import DiagnoseError
+from amp_advisor.numerics import GradStats
 
 from .landscape import Landscape
 from .noise import NoiseState

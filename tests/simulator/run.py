@@ -11,9 +11,10 @@ from typing import Any
 
 from amp_advisor.dtypes import Dtype
 from amp_advisor.harness.trial import Status
+from amp_advisor.tuning.settings import TuneSettings
 from amp_advisor.tuning.space import build_space
 from amp_advisor.tuning.store import RunStore
-from amp_advisor.tuning.tuner import Tuner, TuneSettings
+from amp_advisor.tuning.tuner import Tuner
 
 from .landscape import Landscape
 from .machine import SimClock, SimulatedMachine
