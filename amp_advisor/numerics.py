@@ -45,7 +45,7 @@ def grad_stats(grads: Iterable, scale: float) -> GradStats:
         overflow += int((scaled > FP16_MAX).sum())
         max_abs = max(max_abs, float(nonzero.max()))
         exponents, counts = torch.unique(torch.floor(torch.log2(nonzero)).to(torch.int64), return_counts=True)
-        histogram.update(dict(zip(exponents.tolist(), counts.tolist())))
+        histogram.update(dict(zip(exponents.tolist(), counts.tolist(), strict=True)))
     total = max(elements, 1)
     return GradStats(
         scale=scale,
@@ -68,7 +68,7 @@ def loss_rel_diff(losses: Sequence[float], reference: Sequence[float]) -> float 
     n = min(len(losses), len(reference))
     if n == 0:
         return None
-    pairs = list(zip(losses[-n:], reference[-n:]))
+    pairs = list(zip(losses[-n:], reference[-n:], strict=True))
     if not all(math.isfinite(a) and math.isfinite(b) for a, b in pairs):
         return None
     scale = sum(abs(b) for _, b in pairs) / n

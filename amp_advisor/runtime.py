@@ -339,7 +339,7 @@ class MixedPrecision:
             skips = (torch.stack([f.to(found[0].device) for f in found]).reshape(-1).tolist() if found
                      else [0.0] * len(values))
             self._pending_found = []
-            for offset, (scale, skipped) in enumerate(zip(values, skips)):
+            for offset, (scale, skipped) in enumerate(zip(values, skips, strict=True)):
                 # GradScaler's own verdict: it found inf/nan gradients and skipped the step. (The
                 # scale dropping is not the test: an infinite scale times the backoff stays inf.)
                 if skipped:

@@ -60,11 +60,11 @@ def diagnose_cost(rounds: int) -> None:
           f"{'x trial':>8s} {'x +fp32':>8s}  target <= 3x")
     with Worker() as worker:
         for label, path, dtype, batch in CASES:
-            def plain(check: bool):
+            def plain(check: bool, path=path, dtype=dtype, batch=batch):
                 return lambda: bench(path, dtype=dtype, batch_size=batch, device="cpu", steps=STEPS, warmup_steps=0,
                                      compare_fp32=check, worker=worker)
 
-            def xray():
+            def xray(path=path, dtype=dtype, batch=batch):
                 return diagnose(path, dtype=dtype, batch_size=batch, device="cpu", steps=STEPS, worker=worker)
 
             xray()  # once untimed: the worker's imports and the first model build of this workload
@@ -73,8 +73,8 @@ def diagnose_cost(rounds: int) -> None:
                 d_s.append(timed(xray))
                 t_s.append(timed(plain(False)))
                 c_s.append(timed(plain(True)))
-            ratio = statistics.median(d / t for d, t in zip(d_s, t_s))
-            ratio_c = statistics.median(d / c for d, c in zip(d_s, c_s))
+            ratio = statistics.median(d / t for d, t in zip(d_s, t_s, strict=True))
+            ratio_c = statistics.median(d / c for d, c in zip(d_s, c_s, strict=True))
             print(f"{label:30s} {dtype:5s} {statistics.median(d_s):10.2f} {statistics.median(t_s):8.2f} "
                   f"{statistics.median(c_s):8.2f} {ratio:8.2f} {ratio_c:8.2f}  {'meets' if ratio <= 3 else 'MISSES'}",
                   flush=True)

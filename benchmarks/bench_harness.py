@@ -212,7 +212,7 @@ def fresh_processes(rounds: int) -> None:
     print(f"{'measured by':30s} {'median ms':>9s} {'vs bare':>8s}  per round (ms)")
     for label, medians in rows.items():
         m = statistics.median(medians)
-        ratios = [a / b for a, b in zip(medians, rows["bare loop"])]
+        ratios = [a / b for a, b in zip(medians, rows["bare loop"], strict=True)]
         verdict = ""
         if label.startswith("amp-advisor"):
             meets = abs(statistics.median(ratios) - 1) <= 0.03

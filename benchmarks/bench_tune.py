@@ -306,21 +306,21 @@ def main() -> None:
           "command's wall time\n")
     print(f"{'workload':12s} {'recommends':12s} {'oracle':>8s} {'oracle best':16s} {'best':>8s} {'quality':>7s} "
           f"{'trials':>6s} {'points':>6s} {'wall s':>6s}  verdict")
-    for name, rec, run, trials, wall, space, measured in rows:
+    for name, rec, _run, trials, wall, space, measured in rows:
         key = (rec["dtype"], rec["batch_size"])
         best_key = max(measured, key=measured.get)
         quality = measured.get(key, float("nan")) / measured[best_key]
         print(f"{name:12s} {f'{key[0]} bs={key[1]}':12s} {measured.get(key, float('nan')):8.1f} "
               f"{f'{best_key[0]} bs={best_key[1]}':16s} {measured[best_key]:8.1f} {quality:7.3f} {len(trials):6d} "
               f"{grid_size(space):6d} {wall:6.0f}  {'meets' if quality >= 0.95 else 'MISSES'} (>= 0.95)")
-    for name, rec, run, trials, wall, *_ in rows:
+    for name, _rec, _run, _trials, wall, *_ in rows:
         if name == "transformer":
             print(f"\n2. cost: `amp-advisor tune --example transformer`, the whole command: {wall:.0f} s  "
                   f"{'meets' if wall <= 60 else 'MISSES'} (<= 60 s)")
 
     print("\n3. reduced precision where it wins: each dtype's best in the oracle vs its best fp32 (the verdicts)\n")
     print(f"{'workload':12s} {'dtype':5s} {'oracle best':16s} {'vs fp32':>7s} {'recommended':12s}  verdict")
-    for name, rec, run, trials, wall, space, measured in rows:
+    for name, rec, _run, _trials, _wall, space, measured in rows:
         best = {d: max(((k, v) for k, v in measured.items() if k[0] == d), key=lambda kv: kv[1], default=None)
                 for d in space["dtypes"]}
         if not best.get("fp32"):
@@ -343,7 +343,7 @@ def main() -> None:
     print("\n4. never worse: the oracle's recommendation vs fp32 at the same batch size\n")
     print(f"{'workload':12s} {'recommends':12s} {'oracle':>8s} {'fp32 same bs':>12s} {'ratio':>6s} "
           f"{'tune said':>9s}  verdict")
-    for name, rec, run, trials, wall, space, measured in rows:
+    for name, rec, _run, _trials, _wall, _space, measured in rows:
         key = (rec["dtype"], rec["batch_size"])
         twin = measured.get(("fp32", rec["batch_size"]))
         ratio = measured.get(key, float("nan")) / twin if twin else float("nan")
@@ -354,7 +354,7 @@ def main() -> None:
               f"{'meets' if ratio >= 0.98 else 'MISSES'} (not slower by > 2%)")
 
     print("\noracle: samples/s per configuration (median of its interleaved rounds); * the recommendation\n")
-    for name, rec, run, trials, wall, space, measured in rows:
+    for name, rec, _run, _trials, _wall, _space, measured in rows:
         for dtype in dict.fromkeys(k[0] for k in measured):
             cells = [f"bs={b} {rate:.0f}{'*' if (dtype, b) == (rec['dtype'], rec['batch_size']) else ''}"
                      for (d, b), rate in sorted(measured.items()) if d == dtype]

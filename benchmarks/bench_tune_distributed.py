@@ -96,7 +96,7 @@ def main() -> None:
     print("\n2. reduced precision where it wins: the oracle's best reduced-precision configuration vs its best fp32\n")
     print(f"{'workload':12s} {'parallel':8s} {'best fp32':30s} {'best reduced':34s} {'ratio':>6s} "
           f"{'recommended':12s}  verdict")
-    for name, parallel, rec, trials, wall, measured in rows:
+    for name, parallel, rec, _trials, _wall, measured in rows:
         fp32 = max((k for k in measured if k[0] == "fp32"), key=measured.get)
         reduced = max((k for k in measured if k[0] != "fp32"), key=measured.get, default=None)
         if reduced is None:
@@ -111,7 +111,7 @@ def main() -> None:
     print("\n3. never worse: the oracle's recommendation vs fp32 at the same batch (fp32 reduction)\n")
     print(f"{'workload':12s} {'parallel':8s} {'recommends':26s} {'oracle':>8s} {'fp32 same bs':>12s} {'ratio':>6s} "
           f"{'tune said':>9s}  verdict")
-    for name, parallel, rec, trials, wall, measured in rows:
+    for name, parallel, rec, _trials, _wall, measured in rows:
         key = (rec["dtype"], rec["batch_size"], rec["distributed"]["comm"])
         twin = measured.get(("fp32", rec["batch_size"], "fp32"))
         ratio = measured[key] / twin if twin else float("nan")
@@ -121,7 +121,7 @@ def main() -> None:
               "(not slower by > 2%)")
 
     print("\noracle: global samples/s per configuration (median of its rounds); * the recommendation\n")
-    for name, parallel, rec, trials, wall, measured in rows:
+    for name, parallel, rec, _trials, _wall, measured in rows:
         chosen = (rec["dtype"], rec["batch_size"], rec["distributed"]["comm"])
         for dtype, comm in dict.fromkeys((k[0], k[2]) for k in measured):
             cells = [f"bs={b} {rate:.0f}{'*' if (d, b, c) == chosen else ''}"

@@ -155,7 +155,8 @@ def correctness(dtype: str, accum: int, steps: int = 32) -> dict:
     for step in range(1, stats["steps"] + 1):
         current = history.get(step, current)
         helper_scales.append(current)
-    same_params = all(torch.equal(a, b) for a, b in zip(hand.model.parameters(), helper.model.parameters()))
+    same_params = all(torch.equal(a, b)
+                      for a, b in zip(hand.model.parameters(), helper.model.parameters(), strict=True))
     return {"losses": hand_losses == helper_losses, "params": same_params,
             "scales": hand_scales == helper_scales if hand.scaler is not None else None,
             "skipped": stats["skipped_steps"], "steps": stats["steps"]}

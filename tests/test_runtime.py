@@ -73,7 +73,7 @@ def _scale_sequence(amp):
 
 
 def _same_parameters(a, b):
-    return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
 
 
 @pytest.mark.parametrize("dtype", [Dtype.FP32, Dtype.BF16])
@@ -95,10 +95,10 @@ def test_fp16_matches_the_hand_written_scale_sequence(accum, clip):
     assert losses == ref_losses and _same_parameters(model, ref_model)
     assert _scale_sequence(amp) == ref_scales
     stats = amp.stats()
-    expected_skips = sum(1 for before, after in zip([2.0**24] + ref_scales, ref_scales) if after < before)
+    expected_skips = sum(1 for before, after in zip([2.0**24] + ref_scales, ref_scales, strict=False) if after < before)
     assert expected_skips > 0 and stats["skipped_steps"] == expected_skips
     assert stats["overflow_ratio"] == expected_skips / stats["steps"]
-    assert any(b > a for a, b in zip(ref_scales, ref_scales[1:]))  # it grew too
+    assert any(b > a for a, b in zip(ref_scales, ref_scales[1:], strict=False))  # it grew too
 
 
 def test_resuming_from_a_json_checkpoint_continues_the_same_scale_sequence():

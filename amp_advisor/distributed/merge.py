@@ -95,7 +95,7 @@ def _ran(spec: TrialSpec, outcomes: list[RankOutcome], reports: tuple[RankReport
     series = [o.result.step_time_s.samples for o in outcomes if o.result.step_time_s]
     times = lead.step_time_s
     if series and len(series) == world:
-        steps = [max(values) for values in zip(*series)]  # the slowest rank's, step by step
+        steps = [max(values) for values in zip(*series, strict=False)]  # the slowest rank's, step by step
         median, iqr = median_iqr(steps)
         times = StepTimes(median, iqr, min(steps), max(steps), tuple(steps))
     samples = spec.samples_per_step * world

@@ -288,7 +288,8 @@ def follow(env: RankEnv, device: str, collective_timeout_s: float) -> int:
             aborted: list[bool] = []
             since = time.monotonic()
 
-            def stop_asked(key: str = f"abort/{number}", since: float = since) -> bool:
+            def stop_asked(key: str = f"abort/{number}", since: float = since,
+                           aborted: list[bool] = aborted) -> bool:
                 if control.has(key) or control.has(STOP_KEY):
                     aborted.append(True)
                     return True

@@ -80,7 +80,7 @@ def measure_matmuls(
     if Dtype.FP32 in times:
         n, samples = times[Dtype.FP32]
         fp32_median_at[n] = statistics.median(samples)
-    for dtype, (n, _) in times.items():
+    for _dtype, (n, _) in times.items():
         if n not in fp32_median_at and Dtype.FP32 not in errors:
             try:
                 with runner.open(Dtype.FP32, n) as time_once:

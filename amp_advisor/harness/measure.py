@@ -219,6 +219,33 @@ def _where_in_workload(exc: BaseException, path: Path | None) -> str:
     return f" (at {path.name}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
 
 
+@dataclass
+class _Built:
+    """What a trial's build made, handed from stage to stage of TrialRunner._run."""
+
+    workload: Workload
+    device: torch.device
+    batches: list[Any]
+    checksum: float  # of the initial weights: the fp32 reference must start from the same
+    info: dict[str, Any]  # architecture, parameters: into the result, failed or not
+    warnings: list[str]
+    slow: bool  # the dtype has no fast path on this device
+    tf32_on: bool
+    tracker: Any  # harness.memory's tracker for the device
+
+
+@dataclass(frozen=True)
+class _Numerics:
+    warmup_losses: list[float]
+    losses: list[float]
+    skipped: int | None
+    final_scale: float | None
+    flops: float | None
+    stats: Any  # numerics.GradStats, or None when not asked for
+    reference: list[float]
+    diff: float | None
+
+
 class TrialRunner:
     """Runs trials in this process; keeps what can be reused between trials (device verdicts)."""
 
@@ -276,9 +303,41 @@ class TrialRunner:
         return profile
 
     def _run(self, spec: TrialSpec) -> TrialResult:
+        """build -> warm-up -> measure -> numerics -> assemble."""
         profile = self._check_device(spec)
-        rank = 0
+        built, model = self._build(spec, profile)
+        with tf32.scoped(built.tf32_on):
+            step = TrainingStep(built.workload, model, spec, spec.dtype, built.device, built.batches)
+            self.emit({"event": "phase", "phase": "built"})  # the parent starts abandon_after_s here
+            warmup_losses, stopped = self._warm_up(spec, built, step)
+            if stopped is not None:
+                built.tracker.stop()
+                return stopped
+            before = step.amp.stats()  # outside the clock: skips during warm-up are not the loop's
+            loop = timed_loop(step, spec.steps, self._heartbeat)
+        peak = built.tracker.stop()
+        self.emit({"event": "phase", "phase": "numerics"})
+
+        losses = [float(loss) for loss in loop.losses]
+        after = step.amp.stats()
+        skipped = after["skipped_steps"] - before["skipped_steps"] if after["grad_scaler"] else None
+        key = _ReferenceKey.of(spec, len(built.batches))
+        if spec.is_reference:  # this run is the fp32 reference of its batch size
+            self._remember_reference(key, built.checksum, warmup_losses + losses)
+        # (a DDP model's own module: no all-reduce; an FSDP2 model gathers its shards on every rank)
+        flops, stats = self._fp32_pass(built.workload, model, built.batches[0], after["scale"] or 1.0, key,
+                                       spec.grad_stats)
+        del step, model  # freed before the fp32 reference trains a model of its own
+        gc.collect()
+        reference, diff = self._agreement(spec, built, key, warmup_losses + losses)
+        numerics = _Numerics(warmup_losses, losses, skipped, after["scale"], flops, stats, reference, diff)
+        return self._assemble(spec, profile, built, loop, peak, numerics)
+
+    def _build(self, spec: TrialSpec, profile) -> tuple[_Built, torch.nn.Module]:
+        """The trial's device (its rank's under --parallel), workload, batches and seeded model;
+        the memory tracker starts before the model is built, so its weights count."""
         device = torch.device(spec.device)
+        rank = 0
         if spec.parallel:
             group = ensure_group()
             rank, device = group.rank, torch.device(rank_device(spec.device, group))
@@ -290,67 +349,58 @@ class TrialRunner:
             warnings.append(f"{spec.dtype} has no fast path on {spec.device}: {profile.dtypes[spec.dtype].why}")
             # said before the first step, not only in the result: an emulated step can take seconds
             self.emit({"event": "notice", "text": f"{warnings[-1]}; its time follows the first step"})
-        tf32_on = spec.tf32_on(profile.dtypes[Dtype.TF32].fast)
-
         batches = make_batches(workload, spec, device, rank)
         tracker = tracker_for(device)
         tracker.start()
         model = seeded_model(workload, spec, device)
-        built: dict[str, Any] = {"architecture": workload.architecture or type(model).__name__,
-                 "parameters": sum(p.numel() for p in model.parameters())}
-        initial_checksum = _checksum(model)
-        warmup_losses: list[float] = []
-        with tf32.scoped(tf32_on):
-            step = TrainingStep(workload, model, spec, spec.dtype, device, batches)
-            self.emit({"event": "phase", "phase": "built"})  # the parent starts abandon_after_s here
-            for i in range(max(spec.warmup_steps, 1 if spec.abandon_after_s else 0)):
-                t0 = time.perf_counter()
-                warmup_losses.append(float(step()))  # float() waits for the device
-                seconds = time.perf_counter() - t0
-                self.emit({"event": "step", "phase": "warmup", "index": i, "seconds": seconds})
-                if i == 0 and slow:
-                    self.emit({"event": "notice", "text": slow_step_notice(spec, seconds)})
-                if i == 0 and spec.abandon_after_s and seconds > spec.abandon_after_s:
-                    tracker.stop()
-                    return failed(spec, Status.PRUNED, pruned_reason(seconds, spec.abandon_after_s),
-                                  warnings=tuple(warnings), tf32=tf32_on, **built)
-            before = step.amp.stats()  # outside the clock: skips during warm-up are not the loop's
-            loop = timed_loop(step, spec.steps, self._heartbeat)
-        peak = tracker.stop()
-        self.emit({"event": "phase", "phase": "numerics"})
+        info: dict[str, Any] = {"architecture": workload.architecture or type(model).__name__,
+                                "parameters": sum(p.numel() for p in model.parameters())}
+        return _Built(workload, device, batches, _checksum(model), info, warnings, slow,
+                      spec.tf32_on(profile.dtypes[Dtype.TF32].fast), tracker), model
 
-        losses = [float(loss) for loss in loop.losses]
-        after = step.amp.stats()
-        final_scale = after["scale"]
-        skipped = after["skipped_steps"] - before["skipped_steps"] if after["grad_scaler"] else None
-        key = _ReferenceKey.of(spec, len(batches))
-        if spec.is_reference:  # this run is the fp32 reference of its batch size
-            self._remember_reference(key, initial_checksum, warmup_losses + losses)
+    def _warm_up(self, spec: TrialSpec, built: _Built, step: TrainingStep) -> tuple[list[float], TrialResult | None]:
+        """The warm-up steps' losses, or the trial stopped early (pruned) when its first step took
+        longer than abandon_after_s (a first step runs even without warm-up steps then)."""
+        losses: list[float] = []
+        for i in range(max(spec.warmup_steps, 1 if spec.abandon_after_s else 0)):
+            t0 = time.perf_counter()
+            losses.append(float(step()))  # float() waits for the device
+            seconds = time.perf_counter() - t0
+            self.emit({"event": "step", "phase": "warmup", "index": i, "seconds": seconds})
+            if i == 0 and built.slow:
+                self.emit({"event": "notice", "text": slow_step_notice(spec, seconds)})
+            if i == 0 and spec.abandon_after_s and seconds > spec.abandon_after_s:
+                return losses, failed(spec, Status.PRUNED, pruned_reason(seconds, spec.abandon_after_s),
+                                      warnings=tuple(built.warnings), tf32=built.tf32_on, **built.info)
+        return losses, None
 
-        # (a DDP model's own module: no all-reduce; an FSDP2 model gathers its shards on every rank)
-        flops, stats = self._fp32_pass(workload, model, batches[0], final_scale or 1.0, key, spec.grad_stats)
-        del step, model
-        gc.collect()
+    def _agreement(self, spec: TrialSpec, built: _Built, key: _ReferenceKey,
+                   curve: list[float]) -> tuple[list[float], float | None]:
+        """The fp32 losses over the first compare_steps of `curve` (the warm-up's and the measured
+        steps' losses), and the relative distance of the curve from them; an fp32 trial is its
+        own reference (distance 0)."""
+        if spec.is_reference:
+            return [], 0.0
+        if not spec.compare_fp32:
+            return [], None
+        wanted = min(len(curve), spec.compare_steps) if spec.compare_steps else len(curve)
+        reference, note = self._fp32_reference(built.workload, spec, built.device, built.batches, built.checksum, key,
+                                               wanted)
+        if note:
+            built.warnings.append(note)
+        return reference, loss_rel_diff(curve[: len(reference)], reference)
 
-        reference: list[float] = []
-        diff = None
-        if spec.compare_fp32 and not spec.is_reference:
-            wanted = len(warmup_losses) + len(losses)
-            if spec.compare_steps:
-                wanted = min(wanted, spec.compare_steps)
-            reference, note = self._fp32_reference(workload, spec, device, batches, initial_checksum, key, wanted)
-            if note:
-                warnings.append(note)
-            diff = loss_rel_diff((warmup_losses + losses)[: len(reference)], reference)
-        elif spec.is_reference:
-            diff = 0.0
-
+    def _assemble(self, spec: TrialSpec, profile, built: _Built, loop: _Loop, peak: int | None,
+                  numerics: _Numerics) -> TrialResult:
+        """The result: step times (median, IQR), throughput, FLOP/s and MFU, memory, numerics."""
         times = _step_times(loop.times)
+        warnings = built.warnings
         if is_noisy(times.median, times.iqr):
             warnings.append(f"noisy: step-time IQR is {times.iqr / times.median:.0%} of the median")
-        flops_per_step = flops * spec.grad_accum if flops else None
+        flops_per_step = numerics.flops * spec.grad_accum if numerics.flops else None
         tflops = flops_per_step / times.median / 1e12 if flops_per_step and times.median > 0 else None
         peak_tflops = profile.peak_tflops(spec.dtype)
+        losses = numerics.losses
         status, error = Status.OK, None
         bad = [i for i, value in enumerate(losses) if not math.isfinite(value)]
         if bad:
@@ -365,21 +415,21 @@ class TrialRunner:
             samples_per_s=spec.samples_per_step / times.median if times.median > 0 else None,
             loop_overhead_fraction=loop.overhead_fraction,
             peak_memory_bytes=peak,
-            memory_method=tracker.method,
+            memory_method=built.tracker.method,
             flops_per_step=flops_per_step,
             tflops=tflops,
             mfu=tflops / peak_tflops if tflops and peak_tflops else None,
             peak_tflops=peak_tflops,
-            skipped_steps=skipped,
-            final_loss_scale=final_scale,
+            skipped_steps=numerics.skipped,
+            final_loss_scale=numerics.final_scale,
             losses=tuple(losses),
-            warmup_losses=tuple(warmup_losses),
-            fp32_losses=tuple(reference),
-            loss_rel_diff_vs_fp32=diff,
-            grad_stats=stats,
+            warmup_losses=tuple(numerics.warmup_losses),
+            fp32_losses=tuple(numerics.reference),
+            loss_rel_diff_vs_fp32=numerics.diff,
+            grad_stats=numerics.stats,
             warnings=tuple(warnings),
-            tf32=tf32_on,
-            **built,
+            tf32=built.tf32_on,
+            **built.info,
         )
 
     def _remember_reference(self, key: _ReferenceKey, checksum: float, losses: list[float]) -> None:

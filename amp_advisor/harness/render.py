@@ -93,7 +93,7 @@ def render_diagnosis(d: Diagnosis, *, top: int = 8) -> RenderableType:
     if bad:
         summary.add_row("loss", f"non-finite at {len(bad)} of {len(d.losses)} steps (first: step {bad[0]})")
     elif d.losses and d.ref_losses:
-        diff = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(d.losses, d.ref_losses))
+        diff = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(d.losses, d.ref_losses, strict=False))
         summary.add_row("loss", f"finite; within {diff:.3%} of the fp32 run of the same weights and batch")
     if d.scales:
         summary.add_row("loss scale", f"{d.scales[0]:g} at step 1, {d.scales[-1]:g} at step {len(d.scales)}")

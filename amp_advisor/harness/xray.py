@@ -60,11 +60,11 @@ def _magnitudes(ts: list[torch.Tensor]) -> list[torch.Tensor]:
 
 def _rel_err(live: list[torch.Tensor], ref: list[torch.Tensor] | None) -> torch.Tensor:
     """||live - ref|| / ||ref|| over the tensors (NaN when they do not match up)."""
-    if ref is None or len(live) != len(ref) or any(a.shape != b.shape for a, b in zip(live, ref)):
+    if ref is None or len(live) != len(ref) or any(a.shape != b.shape for a, b in zip(live, ref, strict=True)):
         return torch.tensor(math.nan, device=live[0].device)
     if len(live) == 1:
         return torch.linalg.vector_norm(live[0].detach().float() - ref[0]) / torch.linalg.vector_norm(ref[0])
-    diff = torch.stack([torch.linalg.vector_norm(a.detach().float() - b) for a, b in zip(live, ref)])
+    diff = torch.stack([torch.linalg.vector_norm(a.detach().float() - b) for a, b in zip(live, ref, strict=True)])
     norm = torch.stack([torch.linalg.vector_norm(b) for b in ref])
     return torch.linalg.vector_norm(diff) / torch.linalg.vector_norm(norm)
 

@@ -113,12 +113,12 @@ def compare(run_dirs: list[str | os.PathLike], force: bool = False) -> Compariso
     identities = [_identity(r) for r in runs]
     differ = None
     if any(not _same(identities[0], other) for other in identities[1:]):
-        described = "; ".join(f"{name} tunes {_describe(run)}" for name, run in zip(names, runs))
+        described = "; ".join(f"{name} tunes {_describe(run)}" for name, run in zip(names, runs, strict=True))
         differ = f"the runs are of different workloads ({described})"
         if not force:
             raise BadInputError(f"{differ}: their figures do not compare; pass --force to put them side by side "
                                 "anyway")
-    return Comparison(tuple(Compared(n, r) for n, r in zip(names, runs)), runs[0].workload, differ)
+    return Comparison(tuple(Compared(n, r) for n, r in zip(names, runs, strict=True)), runs[0].workload, differ)
 
 
 Identity = tuple[str, str | None, int | None]
@@ -143,7 +143,7 @@ def _identity(run: Run) -> Identity:
 
 def _same(a: Identity, b: Identity) -> bool:
     """The same name, and the same model wherever both runs recorded one."""
-    return a[0] == b[0] and all(x is None or y is None or x == y for x, y in zip(a[1:], b[1:]))
+    return a[0] == b[0] and all(x is None or y is None or x == y for x, y in zip(a[1:], b[1:], strict=True))
 
 
 def _describe(run: Run) -> str:

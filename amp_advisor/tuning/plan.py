@@ -135,7 +135,7 @@ def inconsistent(evidence: Evidence) -> list[Candidate]:
             by_dtype.setdefault((config.candidate.dtype, config.candidate.comm), []).append(config)
     for configs in by_dtype.values():
         configs.sort(key=lambda c: c.candidate.batch_size)
-        for small, big in zip(configs, configs[1:]):
+        for small, big in zip(configs, configs[1:], strict=False):  # each with the next
             small_step = small.candidate.batch_size / (small.explore_score or 1.0)
             big_step = big.candidate.batch_size / (big.explore_score or 1.0)
             if small_step > RECHECK_FACTOR * big_step:

@@ -65,7 +65,7 @@ class BayesStrategy:
             # skopt warns when it re-proposes a measured point; the tuner answers those from its records
             warnings.filterwarnings("ignore", message="The objective has been evaluated", category=UserWarning)
             if self._pending:
-                xs, ys = zip(*self._pending)
+                xs, ys = zip(*self._pending, strict=True)
                 self._pending = []
                 self._opt.tell(list(xs), list(ys))
             dtype, bs, comm = self._opt.ask()

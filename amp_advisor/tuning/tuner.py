@@ -578,7 +578,7 @@ class Tuner:
     def _stability(self, candidate: Candidate) -> tuple[GradScalerConfig, str]:
         """A longer fp16 run at the chosen scaler settings; lower the scale once if it skips too often."""
         scale = candidate.init_scale
-        for attempt in range(2):
+        for _attempt in range(2):
             c = dataclasses.replace(candidate, init_scale=scale, fp32_modules=())
             existing = [r for r in self.records if r.role is Role.STABILITY and r.candidate == c]
             self._phase("stability", 0 if existing else 1)
