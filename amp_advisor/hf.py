@@ -265,67 +265,98 @@ class HfModel:
                 f"{c.hidden_size}, {heads} heads, vocabulary {c.vocab_size}, sequence {self.seq_len}")
 
 
+class _Fields:
+    """A config as a dict, with each standard field name mapped to this architecture's own."""
+
+    def __init__(self, base: Any) -> None:
+        self.cfg = base.to_dict()
+        self.real = {**{k: k for k in self.cfg}, **getattr(base, "attribute_map", {})}
+
+    def name(self, standard: str) -> str:
+        return self.real.get(standard, standard)
+
+    def present(self, standard: str) -> str | None:
+        key = self.name(standard)
+        return key if self.cfg.get(key) is not None else None
+
+
 def _sized(base: Any, sizes: dict[str, int]) -> tuple[Any, int]:
     """The config with the size overrides applied where this architecture keeps them, and the
     sequence length to train at."""
-    cfg = base.to_dict()
-    real = {**{k: k for k in cfg}, **getattr(base, "attribute_map", {})}  # standard name -> this config's name
-
-    def present(name: str) -> str | None:
-        key = real.get(name, name)
-        return key if cfg.get(key) is not None else None
-
-    changes: dict[str, Any] = {}
-    if "layers" in sizes:
-        old_layers = cfg.get(real.get("num_hidden_layers", "num_hidden_layers"))
-        for name in LAYER_FIELDS:
-            if present(name):
-                changes[real.get(name, name)] = sizes["layers"]
-        for name, value in cfg.items():  # per-layer lists (layer_types...) follow the layer count
-            if isinstance(value, list) and value and len(value) == old_layers:
-                changes[name] = [value[i % len(value)] for i in range(sizes["layers"])]
-    old_hidden = getattr(base, "hidden_size", None)
-    hidden = sizes.get("hidden", old_hidden)
-    if "hidden" in sizes and old_hidden:
-        changes[real.get("hidden_size", "hidden_size")] = hidden
-        for name in FFN_FIELDS:
-            if present(name):
-                changes[name] = max(1, round(cfg[name] * hidden / old_hidden))
-    heads = sizes.get("heads") or next((cfg[key] for key in map(present, HEAD_FIELDS) if key), None)
-    if "heads" in sizes:
-        for name in HEAD_FIELDS:
-            if present(name):
-                changes[real.get(name, name)] = heads
-    if ("hidden" in sizes or "heads" in sizes) and heads and hidden:
-        if hidden % heads:
-            raise BadInputError(f"--hf-hidden {hidden} is not a multiple of --hf-heads {heads}: each head "
-                                "gets hidden / heads features")
-        for name in ("head_dim", "d_kv"):
-            if present(name):
-                changes[name] = hidden // heads
-        kv = cfg.get("num_key_value_heads")
-        if kv and (kv > heads or heads % kv):
-            changes["num_key_value_heads"] = heads
-    if "vocab" in sizes:
-        changes[real.get("vocab_size", "vocab_size")] = sizes["vocab"]
-    vocab = sizes.get("vocab", getattr(base, "vocab_size", 0))
-    for name in TOKEN_FIELDS:  # special token ids must lie inside a smaller vocabulary
-        value = cfg.get(name)
-        if isinstance(value, int) and value >= vocab:
-            changes[name] = vocab - 1
+    fields = _Fields(base)
+    changes: dict[str, Any] = {**_depth(fields, sizes), **_width(base, fields, sizes)}
+    changes.update(_tokens(base, fields, sizes, changes))
+    cfg = fields.cfg
     positions = next(((f, cfg[f]) for f in POSITION_FIELDS if isinstance(cfg.get(f), int)), None)
     seq_len = sizes.get("seq_len") or min(DEFAULT_SEQ_LEN, positions[1] if positions else DEFAULT_SEQ_LEN)
     if positions and seq_len > positions[1]:
         raise BadInputError(f"--hf-seq-len {seq_len}: {base.model_type} has {positions[1]} positions "
                             f"({positions[0]}); give at most {positions[1]}")
-    if getattr(base, "is_encoder_decoder", False) and cfg.get("decoder_start_token_id") is None:
-        changes["decoder_start_token_id"] = cfg.get("pad_token_id") or 0  # shifts the labels right
-    if cfg.get("pad_token_id") is None:
-        eos = changes.get("eos_token_id", cfg.get("eos_token_id"))
-        changes["pad_token_id"] = eos if isinstance(eos, int) else 0  # a classifier finds the last token by it
     try:
         config = type(base).from_dict({**cfg, **changes})
     except Exception as exc:  # transformers validates a config with errors of its own
         raise BadInputError(f"{base.model_type} with {sizes}: transformers refuses the config ({exc})") from None
     return config, seq_len
+
+
+def _depth(fields: _Fields, sizes: dict[str, int]) -> dict[str, Any]:
+    """The layer count, and the per-layer lists (layer_types...) that follow it."""
+    if "layers" not in sizes:
+        return {}
+    changes: dict[str, Any] = {}
+    old_layers = fields.cfg.get(fields.name("num_hidden_layers"))
+    for name in LAYER_FIELDS:
+        if fields.present(name):
+            changes[fields.name(name)] = sizes["layers"]
+    for name, value in fields.cfg.items():
+        if isinstance(value, list) and value and len(value) == old_layers:
+            changes[name] = [value[i % len(value)] for i in range(sizes["layers"])]
+    return changes
+
+
+def _width(base: Any, fields: _Fields, sizes: dict[str, int]) -> dict[str, Any]:
+    """The hidden size (feed-forward widths in proportion), the heads and what follows from both."""
+    cfg, changes = fields.cfg, {}
+    old_hidden = getattr(base, "hidden_size", None)
+    hidden = sizes.get("hidden", old_hidden)
+    if "hidden" in sizes and old_hidden:
+        changes[fields.name("hidden_size")] = hidden
+        for name in FFN_FIELDS:
+            if fields.present(name):
+                changes[name] = max(1, round(cfg[name] * hidden / old_hidden))
+    heads = sizes.get("heads") or next((cfg[key] for key in map(fields.present, HEAD_FIELDS) if key), None)
+    if "heads" in sizes:
+        for name in HEAD_FIELDS:
+            if fields.present(name):
+                changes[fields.name(name)] = heads
+    if ("hidden" in sizes or "heads" in sizes) and heads and hidden:
+        if hidden % heads:
+            raise BadInputError(f"--hf-hidden {hidden} is not a multiple of --hf-heads {heads}: each head "
+                                "gets hidden / heads features")
+        for name in ("head_dim", "d_kv"):
+            if fields.present(name):
+                changes[name] = hidden // heads
+        kv = cfg.get("num_key_value_heads")
+        if kv and (kv > heads or heads % kv):
+            changes["num_key_value_heads"] = heads
+    return changes
+
+
+def _tokens(base: Any, fields: _Fields, sizes: dict[str, int], changes: dict[str, Any]) -> dict[str, Any]:
+    """The vocabulary, the special token ids inside it, and the pad and decoder-start ids that
+    training needs (given the `changes` made so far)."""
+    cfg, out = fields.cfg, {}
+    if "vocab" in sizes:
+        out[fields.name("vocab_size")] = sizes["vocab"]
+    vocab = sizes.get("vocab", getattr(base, "vocab_size", 0))
+    for name in TOKEN_FIELDS:  # special token ids must lie inside a smaller vocabulary
+        value = cfg.get(name)
+        if isinstance(value, int) and value >= vocab:
+            out[name] = vocab - 1
+    if getattr(base, "is_encoder_decoder", False) and cfg.get("decoder_start_token_id") is None:
+        out["decoder_start_token_id"] = cfg.get("pad_token_id") or 0  # shifts the labels right
+    if cfg.get("pad_token_id") is None:
+        eos = out.get("eos_token_id", changes.get("eos_token_id", cfg.get("eos_token_id")))
+        out["pad_token_id"] = eos if isinstance(eos, int) else 0  # a classifier finds the last token by it
+    return out
 
