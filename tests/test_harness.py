@@ -227,3 +227,33 @@ def test_a_dtype_without_a_fast_path_is_announced_before_its_first_step_and_time
     assert "the first step took" in events[notices[1]]["text"] and "the 2 steps left take about" in \
         events[notices[1]]["text"]
     assert result.status == "ok"
+
+
+class _ExitingProcess:
+    """A worker process that closed its output and exited with `code`, whose exit status the
+    first poll() does not see yet (the race between the end of the stream and the reaping)."""
+
+    def __init__(self, code: int) -> None:
+        import io
+
+        self.code, self.reaped, self.stdin = code, False, io.StringIO()
+
+    def poll(self):
+        return self.code if self.reaped else None
+
+    def wait(self, timeout=None):
+        self.reaped = True
+        return self.code
+
+
+def test_a_worker_whose_output_ended_has_exited_not_hung():
+    """A workload calling os._exit(3) at import was once reported as "still importing after 0 s"
+    when the worker's exit status was read a moment after its output stream ended: a process
+    whose stream ended is waited for before it counts as running."""
+    worker = Worker()
+    worker.ready = {"event": "ready"}
+    worker._proc = _ExitingProcess(3)
+    assert worker.alive  # nothing ended yet: poll() says running
+    worker._events.put(None)  # the end of its output stream
+    why = worker.check("bad_os_exit.py", timeout_s=8)
+    assert why is not None and "exited with code 3" in why and "still importing" not in why

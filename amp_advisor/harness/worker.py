@@ -18,6 +18,7 @@ slow-but-moving trial runs on and a hung one is killed soon after it stops movin
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import queue
@@ -45,6 +46,9 @@ HANG_FACTOR = 20.0  # an fp32 reference step can be ~15x slower than a bf16 step
 
 ANSWERS = ("checked", "diagnosed", "result")  # the events that end a request
 ABORT_POLL_S = 0.25  # how often a trial with should_abort asks it
+# The worker's output stream ends a moment before its exit status can be read: a process whose
+# stream ended is given this long to be reaped before it counts as still running (hung).
+REAP_GRACE_S = 5.0
 ABORTED_WHY = "stopped: another rank of the trial failed"
 
 EventFn = Callable[[dict[str, Any]], None]
@@ -100,6 +104,7 @@ class Worker:
         self.ready: dict[str, Any] | None = None
         self.started = 0  # how many processes this worker has spawned (1 + replacements)
         self._busy = False  # a request is in flight: the worker will not read an exit command soon
+        self._stream_ended = False  # the process closed its output: it is exiting (see alive)
 
     # ------------------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Worker:
@@ -111,13 +116,22 @@ class Worker:
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        """Whether the process runs. Once its output stream has ended it is exiting: its exit is
+        waited for (REAP_GRACE_S at most), so that a worker that exited (os._exit at import, a
+        crash) is never taken for a hung one because its status was read a moment too early."""
+        if self._proc is None:
+            return False
+        if self._stream_ended:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=REAP_GRACE_S)
+        return self._proc.poll() is None
 
     def spawn(self) -> None:
         """Start the process if there is none; does not wait for it to be ready."""
         if self.alive:
             return
         self._events = queue.Queue()
+        self._stream_ended = False
         self._stderr_tail.clear()
         self.ready = None
         self._busy = False
@@ -201,6 +215,8 @@ class Worker:
             event = self._events.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
             return None
+        if event is None:
+            self._stream_ended = True
         if event is None or event.get("event") in ANSWERS:
             self._busy = False
         return event
