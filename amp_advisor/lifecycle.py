@@ -103,26 +103,33 @@ def tune(
     worker.spawn()  # imports torch while the rest is checked
     try:
         try:
-            if device == "auto":
-                device = worker.wait_ready()["default_device"]
-            tune_settings = TuneSettings(workload=source.ref, device=device, **settings)
-            profile, space = _checked(tune_settings, worker.world_size)
-            if on_event is not None:  # the import may take long: the display says what it waits for
-                on_event({"event": "tune_phase", "phase": "importing the workload", "planned": 0})
-            problem = worker.check(source.ref, tune_settings.trial_timeout_s)
-            if problem:
-                raise BadInputError(problem)
-            smallest = space.batch_sizes[0]
-            seconds = worker.calibrate(source.ref, smallest, device)  # bounds the first steps of the trials
+            tune_settings, profile, calibration = _prepare(source, device, settings, worker, on_event)
             store.create(tune_settings.to_dict())
         except BaseException:
             store.discard(created)  # bad input leaves nothing behind
             raise
-        return _run(store, tune_settings, worker, profile, on_event,
-                    calibration=(smallest, seconds) if seconds else None)
+        return _run(store, tune_settings, worker, profile, on_event, calibration=calibration)
     finally:
         worker.close()
         store.unlock()
+
+
+def _prepare(source: WorkloadSource, device: str, settings: dict[str, Any], worker: WorkloadExecutor, on_event):
+    """Everything checked before a run directory is written: the settings, the device, the batch
+    sizes and the workload's contract (imported in the worker); then one calibration step at the
+    smallest batch, which bounds the trials' first steps. (settings, device profile, calibration)."""
+    if device == "auto":
+        device = worker.wait_ready()["default_device"]
+    tune_settings = TuneSettings(workload=source.ref, device=device, **settings)
+    profile, space = _checked(tune_settings, worker.world_size)
+    if on_event is not None:  # the import may take long: the display says what it waits for
+        on_event({"event": "tune_phase", "phase": "importing the workload", "planned": 0})
+    problem = worker.check(source.ref, tune_settings.trial_timeout_s)
+    if problem:
+        raise BadInputError(problem)
+    smallest = space.batch_sizes[0]
+    seconds = worker.calibrate(source.ref, smallest, device)
+    return tune_settings, profile, (smallest, seconds) if seconds else None
 
 
 def _checked(settings: TuneSettings, world_size: int = 1):

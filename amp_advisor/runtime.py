@@ -54,6 +54,33 @@ class TrainingInstabilityError(AdvisorError, FloatingPointError):
     """Reduced-precision training went persistently non-finite (on_instability="raise")."""
 
 
+def _checked(dtype: str | Dtype, grad_accumulation_steps: int, max_grad_norm: float | None, init_scale: float,
+             growth_factor: float, backoff_factor: float, on_instability: str, instability_steps: int) -> Dtype:
+    """MixedPrecision's arguments checked before anything is switched (TF32, a GradScaler): the
+    training dtype they name, or BadInputError saying what was wrong."""
+    parsed = Dtype.parse(dtype) if not isinstance(dtype, Dtype) else dtype
+    if parsed not in TRAINING_DTYPES:
+        raise BadInputError(f"dtype {parsed} is not a training dtype "
+                            f"(expected one of {', '.join(TRAINING_DTYPE_NAMES)})")
+    if grad_accumulation_steps < 1:
+        raise BadInputError(f"grad_accumulation_steps must be >= 1, got {grad_accumulation_steps}")
+    # GradScaler's own rules: growth above 1, backoff below 1
+    numbers = {"init_scale": (init_scale, 0, MAX_INIT_SCALE, False),
+               "growth_factor": (growth_factor, 1, MAX_GROWTH_FACTOR, False),
+               "backoff_factor": (backoff_factor, 0, 1, True)}
+    if max_grad_norm is not None:
+        numbers["max_grad_norm"] = (max_grad_norm, 0, MAX_GRAD_NORM, False)
+    for name, (value, low, high, high_open) in numbers.items():
+        if why := out_of_range(value, low, high, high_open=high_open):
+            unset = " (or None for no clipping)" if name == "max_grad_norm" else ""
+            raise BadInputError(f"{name}: {why}{unset}")
+    if on_instability not in ON_INSTABILITY:
+        raise BadInputError(f"on_instability must be one of {', '.join(ON_INSTABILITY)}, got {on_instability!r}")
+    if instability_steps < 1:
+        raise BadInputError(f"instability_steps must be >= 1, got {instability_steps}")
+    return parsed
+
+
 class MixedPrecision:
     def __init__(
         self,
@@ -88,22 +115,8 @@ class MixedPrecision:
         helper reads its statistics anyway (every FLUSH_EVERY steps): no extra device sync."""
         import torch
 
-        self.dtype = Dtype.parse(dtype) if not isinstance(dtype, Dtype) else dtype
-        if self.dtype not in TRAINING_DTYPES:
-            raise BadInputError(f"dtype {self.dtype} is not a training dtype "
-                                f"(expected one of {', '.join(TRAINING_DTYPE_NAMES)})")
-        if grad_accumulation_steps < 1:
-            raise BadInputError(f"grad_accumulation_steps must be >= 1, got {grad_accumulation_steps}")
-        # GradScaler's own rules: growth above 1, backoff below 1
-        numbers = {"init_scale": (init_scale, 0, MAX_INIT_SCALE, False),
-                   "growth_factor": (growth_factor, 1, MAX_GROWTH_FACTOR, False),
-                   "backoff_factor": (backoff_factor, 0, 1, True)}
-        if max_grad_norm is not None:
-            numbers["max_grad_norm"] = (max_grad_norm, 0, MAX_GRAD_NORM, False)
-        for name, (value, low, high, high_open) in numbers.items():
-            if why := out_of_range(value, low, high, high_open=high_open):
-                unset = " (or None for no clipping)" if name == "max_grad_norm" else ""
-                raise BadInputError(f"{name}: {why}{unset}")
+        self.dtype = _checked(dtype, grad_accumulation_steps, max_grad_norm, init_scale, growth_factor, backoff_factor,
+                              on_instability, instability_steps)
         self.device_type = device_type.split(":")[0]
         self.grad_accumulation_steps = grad_accumulation_steps
         self.max_grad_norm = max_grad_norm
@@ -122,15 +135,15 @@ class MixedPrecision:
         self.fp32_modules = tuple(fp32_modules)
         self.islands: list[str] = []  # the qualified names prepare() made fp32 islands
         self._synced_model: Any = None  # a DDP/FSDP2 model prepare() saw: its reduction follows accumulation
-        if on_instability not in ON_INSTABILITY:
-            raise BadInputError(f"on_instability must be one of {', '.join(ON_INSTABILITY)}, got {on_instability!r}")
-        if instability_steps < 1:
-            raise BadInputError(f"instability_steps must be >= 1, got {instability_steps}")
         self.on_instability = on_instability
         self.instability_steps = instability_steps
         self._fallback_dtype = None if fallback_dtype is None else Dtype.parse(str(fallback_dtype))
         self.configured_dtype = self.dtype
         self._fallback: dict[str, Any] | None = None  # set when the helper fell back
+        self._start_statistics(init_scale)
+
+    def _start_statistics(self, init_scale: float) -> None:
+        """The step counters and the statistics read from the device in batches (FLUSH_EVERY)."""
         self._pending_losses: list = []
         self._skip_streak = 0
         self._nonfinite_streak = 0
