@@ -132,12 +132,6 @@ def paired(evidence: Evidence, a: Candidate, b: Candidate) -> Paired | None:
     return pair if len(pair.rounds) >= min(CONFIRM_ROUNDS, len(evidence.main_rounds())) else None
 
 
-def relative(evidence: Evidence, a: Candidate, b: Candidate) -> float | None:
-    """b's speed over a's in the rounds they shared (paired), or None."""
-    pair = paired(evidence, a, b)
-    return pair.b_score / pair.a_score if pair and pair.a_score and pair.b_score else None
-
-
 def standings(evidence: Evidence, constraints: Constraints) -> list[tuple[float, ConfigEvidence]]:
     """Every configuration that met the main rounds' best in CONFIRM_ROUNDS rounds or more, by
     its speed relative to it over the rounds the two shared (all of them: the main rounds, and
@@ -147,9 +141,10 @@ def standings(evidence: Evidence, constraints: Constraints) -> list[tuple[float,
         return []
     ranked = [(1.0, top)]
     for e in evidence.configs.values():
-        if e is not top and constraints.allows(e.candidate) and \
-                (ratio := relative(evidence, top.candidate, e.candidate)) is not None:
-            ranked.append((ratio, e))
+        pair = paired(evidence, top.candidate, e.candidate) if e is not top and constraints.allows(e.candidate) \
+            else None
+        if pair is not None and pair.ratio is not None:
+            ranked.append((pair.ratio, e))
     return sorted(ranked, key=lambda re: re[0], reverse=True)
 
 
@@ -165,13 +160,12 @@ def close_group(evidence: Evidence, constraints: Constraints) -> list[Candidate]
     lead = ranked[0][1]
     group = [lead.candidate]
     for _, e in ranked[1:]:
-        ratio = relative(evidence, lead.candidate, e.candidate)
         pair = paired(evidence, lead.candidate, e.candidate)
-        if ratio is None or pair is None:
+        if pair is None or pair.ratio is None:
             continue
         lead_rounds = [s for k in pair.rounds if (s := lead.rounds.get(k))]
         other_rounds = [s for k in pair.rounds if (s := e.rounds.get(k))]
-        if ratio >= 1 - CLOSE_CALL or min(lead_rounds) < max(other_rounds):
+        if pair.ratio >= 1 - CLOSE_CALL or min(lead_rounds) < max(other_rounds):
             group.append(e.candidate)
     return group
 
@@ -189,6 +183,13 @@ def best_fp32(evidence: Evidence, constraints: Constraints) -> ConfigEvidence | 
         evidence.best(dtype=Dtype.FP32, allowed=constraints.allows)
 
 
+def twin_wanted(evidence: Evidence, constraints: Constraints, candidate: Candidate) -> bool:
+    """Whether fp32 at `candidate`'s batch belongs beside it in the rounds: a reduced precision's
+    same-batch speedup, where fp32 may run at that batch (or already did)."""
+    twin = candidate.fp32_twin
+    return candidate.dtype is not Dtype.FP32 and (constraints.allows(twin) or evidence.measured(twin))
+
+
 def needed_twins(evidence: Evidence, constraints: Constraints) -> list[Candidate]:
     """What the decision needs measured beside the leader, in the same rounds: the best fp32
     configuration and fp32 at the leader's batch size."""
@@ -199,7 +200,7 @@ def needed_twins(evidence: Evidence, constraints: Constraints) -> list[Candidate
     wanted = [lead.candidate]
     if fp32 is not None:
         wanted.append(fp32.candidate)
-    if constraints.allows(lead.candidate.fp32_twin) or evidence.measured(lead.candidate.fp32_twin):
+    if twin_wanted(evidence, constraints, lead.candidate):
         wanted.append(lead.candidate.fp32_twin)
     return list(dict.fromkeys(wanted))
 

@@ -111,6 +111,11 @@ class Paired:
     b_score: float | None
 
     @property
+    def ratio(self) -> float | None:
+        """b's speed over a's in these rounds (None unless both have a clean figure)."""
+        return self.b_score / self.a_score if self.a_score and self.b_score else None
+
+    @property
     def trials(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         return (tuple(r.number for r in self.a.confirm_records if r.round in self.rounds),
                 tuple(r.number for r in self.b.confirm_records if r.round in self.rounds))

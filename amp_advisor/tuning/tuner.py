@@ -59,6 +59,7 @@ from .decision import (
     machine_busy,
     needed_twins,
     paired,
+    twin_wanted,
 )
 from .evidence import Evidence
 from .record import Role, TrialRecord, judge
@@ -487,9 +488,8 @@ class Tuner:
         # spread by 8%, and found in more; the contenders far behind spend no more trials.
         while (self._last_round() < MAX_CONFIRM_ROUNDS and not self._out_of_time()
                and len(group := close_group(self.evidence, self.constraints)) > 1):
-            twin = group[0].fp32_twin
-            if group[0].dtype is not Dtype.FP32 and (self.constraints.allows(twin) or self.evidence.measured(twin)):
-                group = list(dict.fromkeys([*group, twin]))
+            if twin_wanted(self.evidence, self.constraints, group[0]):
+                group = list(dict.fromkeys([*group, group[0].fp32_twin]))
             self._rounds(group, self._last_round() + 1, 1)
         # The twins the decision needs, now that the leader is known: those not yet measured in a
         # round beside it get rounds of their own, with the leader.
