@@ -27,11 +27,14 @@ from .errors import AdvisorError, BadInputError, Interrupted, raise_interrupted
 from .harness.reaper import signal_on_parent_death  # no torch
 from .harness.trial import Status  # plain data: no torch
 from .jsonio import dumps
+from .levers import names as lever_names  # plain declarations: no torch
 from .limits import MAX_BATCH_SIZE, MAX_BENCH_SECONDS, MAX_INIT_SCALE, MAX_STEPS, MAX_TRIAL_TIMEOUT_S
 from .snippets import FORMATS as SNIPPET_FORMATS  # text only: cheap to import
-from .tuning.settings import TuneSettings
+from .tuning.settings import DEFAULT_TRAIN_STEPS, TuneSettings
 from .tuning.space import describe_default_batch_sizes  # the tuning modules import no torch: cheap
 from .tuning.tuner import COMPARE_STEPS, FINISH_TRIALS, MIN_SEARCH_TRIALS, SEARCH_SHARE
+
+LEVER_NAMES = lever_names()
 
 
 class Finite(click.FloatRange):
@@ -402,12 +405,18 @@ def diagnose(workload: Any, dtype: str, batch_size: int, device: str, steps: int
 @click.option("--steps", type=int, default=TuneSettings.steps, show_default=True,
               help="Measured steps per trial at most (fewer when steps are long).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Makes the sequence of trials reproducible.")
+@click.option("--train-steps", type=int, default=DEFAULT_TRAIN_STEPS, show_default=True, metavar="N",
+              help="Optimizer steps of the training you plan: a lever with a one-time cost (torch.compile's "
+                   "compile) is recommended only where it pays for itself within them.")
+@click.option("--skip-lever", "skip_levers", multiple=True, type=click.Choice(LEVER_NAMES), metavar="NAME",
+              help=f"Do not try this lever (repeatable): one of {', '.join(LEVER_NAMES)}.")
 @_parallel_options
 @debug_option
 def tune(workload: Any, device: str, out: str | None, resume: bool, strategy: str,
          batch_sizes: str | None, global_batch: int | None, time_budget: float, max_trials: int | None,
-         timeout: float | None, tolerance: float, steps: int, seed: int, parallel: str | None,
-         nproc_per_node: int | None, collective_timeout: float) -> None:
+         timeout: float | None, tolerance: float, steps: int, seed: int, train_steps: int,
+         skip_levers: tuple[str, ...], parallel: str | None, nproc_per_node: int | None,
+         collective_timeout: float) -> None:
     """Find the dtype, batch size and GradScaler settings that train MODEL fastest here without
     hurting its numerics; write recommendation.json, trials.jsonl and trials.csv.
 
@@ -432,7 +441,8 @@ def tune(workload: Any, device: str, out: str | None, resume: bool, strategy: st
     settings: dict[str, Any] = dict(strategy=strategy, seed=seed, max_trials=max_trials, time_budget_s=time_budget,
                     trial_timeout_s=timeout, tolerance=tolerance, steps=steps, global_batch=global_batch,
                     batch_sizes=parse_batch_sizes(batch_sizes) if batch_sizes is not None else None,
-                    parallel=parallel, collective_timeout_s=collective_timeout)
+                    parallel=parallel, collective_timeout_s=collective_timeout, train_steps=train_steps,
+                    skip_levers=tuple(skip_levers))
     if resume:  # only what was typed: the saved run's settings hold unless an option says otherwise
         ctx = click.get_current_context()
         typed = {name for name in ctx.params

@@ -15,10 +15,11 @@ import re
 import sys
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from . import levers as lever_registry
 from . import tf32 as tf32_mode
 from .distributed.policy import COMMS, DDP_HOOKS, Parallel, param_dtype
 from .dtypes import (
@@ -33,10 +34,10 @@ from .errors import BadInputError
 from .jsonio import check_depth, check_fields, loads, read_document, write_atomic
 from .limits import MAX_BATCH_SIZE
 
-RECOMMENDATION_SCHEMA_VERSION = 4
-# 1: before `evidence` and `machine_busy`; 2: before `fp32_modules`; 3: before `distributed`.
+RECOMMENDATION_SCHEMA_VERSION = 5
+# 1: before `evidence` and `machine_busy`; 2: before `fp32_modules`; 3: before `distributed`; 4: before `levers`.
 # Read with those absent.
-READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4)
+READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4, 5)
 MODULE_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")  # a named_modules() name or a class
 
 
@@ -97,6 +98,12 @@ class Measured:
     speedup_vs_fp32: float | None = None  # vs fp32 at the same batch size, in the same interleaved rounds
     peak_memory_bytes: int | None = None
     speedup_vs_best_fp32: float | None = None  # vs the best fp32 configuration (any batch), same rounds
+    # the levers' one-time cost (a compile: seconds, cold cache and warm), and the optimizer steps
+    # after which it has paid for itself against the same configuration without those levers
+    one_time_s: float | None = None
+    one_time_warm_s: float | None = None
+    break_even_steps: int | None = None
+    train_steps: int | None = None  # the planned run the decision weighed the one-time cost against
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,8 @@ class Recommendation:
     # modules kept in fp32 inside autocast (names as in named_modules()): MixedPrecision.prepare
     fp32_modules: tuple[str, ...] = ()
     distributed: Distributed | None = None  # tuned under torchrun (tune --parallel); None: one process
+    # the tuning levers' values, defaults left out ({"compile": "default"}): MixedPrecision applies them
+    levers: Mapping[str, str] = field(default_factory=dict)
     schema_version: int = RECOMMENDATION_SCHEMA_VERSION
 
     @property
@@ -203,6 +212,11 @@ class Recommendation:
 
         return MixedPrecision.from_recommendation(self, **overrides)
 
+    def prepare(self, model, device_type: str | None = None):
+        """`model` made ready to train as recommended: the fp32 islands and the levers (torch.compile
+        at the tuned mode...) installed; returns the model to train (see MixedPrecision.prepare)."""
+        return self.mixed_precision(**({"device_type": device_type} if device_type else {})).prepare(model)
+
     # -------------------------------------------------------------------------------- JSON form
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -211,6 +225,7 @@ class Recommendation:
         out["hardware"] = dict(self.hardware)
         out["notes"] = list(self.notes)
         out["fp32_modules"] = list(self.fp32_modules)
+        out["levers"] = dict(self.levers)
         out["evidence"] = dict(self.evidence) if self.evidence is not None else None
         return out
 
@@ -247,6 +262,7 @@ class Recommendation:
                     "hardware": dict(data["hardware"]),
                     "notes": tuple(data.get("notes", ())),
                     "fp32_modules": tuple(data.get("fp32_modules", ())),
+                    "levers": dict(data.get("levers") or {}),
                     "evidence": dict(data["evidence"]) if data.get("evidence") is not None else None,
                     "distributed": Distributed(**data["distributed"]) if data.get("distributed") else None,
                 }
@@ -277,6 +293,7 @@ class Recommendation:
             problems.append("hardware must map names to plain values")
         if any(not MODULE_NAME_PATTERN.fullmatch(name) for name in self.fp32_modules):
             problems.append("fp32_modules must be module names as in named_modules() (dotted identifiers)")
+        problems += lever_registry.problems(dict(self.levers), self.dtype, self.device_type)
         if self.measured.samples_per_s < 0:
             problems.append("measured.samples_per_s must be >= 0")
         if self.distributed is not None:

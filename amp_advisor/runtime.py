@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import levers as lever_registry
 from . import tf32 as tf32_mode
 from .dtypes import (
     DEFAULT_BACKOFF_FACTOR,
@@ -97,6 +98,7 @@ class MixedPrecision:
         tf32: bool = False,
         zero_grad: bool = True,
         fp32_modules: Sequence[Any] = (),
+        levers: Mapping[str, str] | Sequence[tuple[str, str]] = (),
         on_instability: str = "raise",
         fallback_dtype: str | Dtype | None = None,
         instability_steps: int = INSTABILITY_STEPS,
@@ -107,6 +109,9 @@ class MixedPrecision:
         `zero_grad=False` leaves zeroing the gradients to you.
         `fp32_modules`: modules to keep in fp32 inside autocast (qualified names as in
         model.named_modules(), module classes or class names); `prepare(model)` installs them.
+        `levers`: the tuning levers' values (amp_advisor.levers: {"compile": "default"} ...), as a
+        recommendation carries them; what they set process-wide is set here, and `prepare(model)`
+        installs the rest on the model, in their declared order, after the islands.
         `on_instability`: what to do when fp16/bf16 training goes persistently wrong (the GradScaler
         skipping `instability_steps` steps in a row or its scale collapsing below 1, or as many
         non-finite bf16 losses in a row): "raise" (TrainingInstabilityError, pointing at
@@ -133,6 +138,11 @@ class MixedPrecision:
             tf32_mode.enable()
         self._clip = torch.nn.utils.clip_grad_norm_
         self.fp32_modules = tuple(fp32_modules)
+        self.levers = lever_registry.canonical(levers, self.dtype)
+        lever_problems = lever_registry.problems(dict(self.levers), self.dtype, self.device_type)
+        if lever_problems:
+            raise BadInputError("MixedPrecision: " + "; ".join(lever_problems))
+        lever_registry.enable(self.levers)
         self.islands: list[str] = []  # the qualified names prepare() made fp32 islands
         self._synced_model: Any = None  # a DDP/FSDP2 model prepare() saw: its reduction follows accumulation
         self.on_instability = on_instability
@@ -169,13 +179,16 @@ class MixedPrecision:
         s = rec.scaler
         kwargs = dict(grad_accumulation_steps=rec.grad_accumulation_steps, init_scale=s.init_scale,
                       growth_factor=s.growth_factor, backoff_factor=s.backoff_factor,
-                      growth_interval=s.growth_interval, tf32=rec.tf32, fp32_modules=rec.fp32_modules)
+                      growth_interval=s.growth_interval, tf32=rec.tf32, fp32_modules=rec.fp32_modules,
+                      levers=rec.levers)
         kwargs.update(overrides)
         return cls(rec.dtype, device_type or rec.device, **kwargs)
 
     # ------------------------------------------------------------------------- the step API
     def prepare(self, model):
-        """Install the fp32 islands (`fp32_modules`) on `model` and return it. A name that matches
+        """Install the fp32 islands (`fp32_modules`) and then the levers (`levers`: torch.compile...)
+        on `model`, and return the model to train (a compiled one is a new object sharing the
+        parameters: build the optimizer from either). A name that matches
         no module is a BadInputError naming the closest ones (names as in the module a DDP wrapper
         holds). A DDP or FSDP2 model is remembered: on the accumulation micro-steps that do not
         step the optimizer, autocast() turns its gradient reduction off (DDP's no_sync, FSDP2's
@@ -186,7 +199,7 @@ class MixedPrecision:
             self.islands = keep_in_fp32(model.module if _is_ddp(model) else model, self.fp32_modules)
         if _is_ddp(model) or hasattr(model, "set_requires_gradient_sync"):
             self._synced_model = model
-        return model
+        return lever_registry.install(model, self.levers, self.device_type)
 
     def autocast(self):
         """The forward pass's context: autocast to bf16/fp16, nothing for fp32; on a prepared

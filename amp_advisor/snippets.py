@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from . import tf32
+from . import levers, tf32
 from .distributed.policy import Parallel, fsdp2_policy_source
 from .dtypes import Dtype, torch_dtype_name
 from .errors import BadInputError
@@ -35,7 +35,8 @@ def literal(value: str) -> str:
 def _header(rec: Recommendation) -> str:
     where = rec.hardware.get("name") or rec.device
     accum = f" x {rec.grad_accumulation_steps} accumulation steps" if rec.grad_accumulation_steps > 1 else ""
-    return f"# amp-advisor: {rec.dtype}, batch size {rec.batch_size}{accum}, tuned on {comment(where)}"
+    chosen = f", {levers.label(rec.levers)}" if rec.levers else ""
+    return f"# amp-advisor: {rec.dtype}{chosen}, batch size {rec.batch_size}{accum}, tuned on {comment(where)}"
 
 
 def torch_loop(rec: Recommendation) -> str:
@@ -44,7 +45,8 @@ def torch_loop(rec: Recommendation) -> str:
     lower = torch_dtype_name(rec.dtype) if rec.dtype.autocasts else None
     accum = rec.grad_accumulation_steps
     d = rec.distributed
-    lines = ["import torch", "", _header(rec), *_tf32_line(rec)]
+    frag = levers.fragments(rec.levers, "torch", device_type)
+    lines = ["import torch", *frag.imports, "", _header(rec), *_tf32_line(rec)]
     lines.append(f"BATCH_SIZE = {int(rec.batch_size)}  # per step of the loader" + (" (per rank)" if d else ""))
     if accum > 1:
         lines.append(f"ACCUM_STEPS = {int(accum)}  # optimizer step every ACCUM_STEPS batches")
@@ -52,6 +54,7 @@ def torch_loop(rec: Recommendation) -> str:
         lines.append(f"scaler = torch.amp.GradScaler({literal(device_type)}, {_scaler_args(rec)})")
     lines += _islands(rec)
     lines += _torch_distributed(rec)
+    lines += frag.lines  # the levers, in their stage order: after the islands and the wrapper
     lines += ["", "for step, batch in enumerate(loader):"]
     loss = "loss_fn(model, batch)" + (" / ACCUM_STEPS" if accum > 1 else "")
     forward = []
@@ -153,7 +156,8 @@ def lightning(rec: Recommendation) -> str:
     """Lightning's Trainer: precision as recommended; fp16 through the MixedPrecision plugin so the
     GradScaler gets the tuned settings (Trainer(precision="16-mixed") would use torch's defaults)."""
     device_type = rec.device_type
-    lines = ["import torch", "from lightning.pytorch import Trainer"]
+    frag = levers.fragments(rec.levers, "lightning", device_type)
+    lines = ["import torch", "from lightning.pytorch import Trainer", *frag.imports]
     if rec.scaler.enabled:
         lines.append("from lightning.pytorch.plugins.precision import MixedPrecision")
     lines += ["", _header(rec), *_tf32_line(rec),
@@ -161,7 +165,8 @@ def lightning(rec: Recommendation) -> str:
     if rec.fp32_modules:
         lines.append("# a LightningModule holding the tuned model as self.model: prefix each name with \"model.\"")
     lines += _islands(rec, "Lightning", "lightning_module")
-    accum = f"accumulate_grad_batches={int(rec.grad_accumulation_steps)}"
+    lines += frag.lines
+    accum = ", ".join([f"accumulate_grad_batches={int(rec.grad_accumulation_steps)}", *frag.args])
     strategy, trainer_comment = _lightning_strategy(rec, lines)
     if rec.scaler.enabled:
         lines += [f"scaler = torch.amp.GradScaler({literal(device_type)}, {_scaler_args(rec)})",
@@ -208,7 +213,8 @@ def _lightning_strategy(rec: Recommendation, lines: list[str]) -> tuple[str, str
 def accelerate(rec: Recommendation) -> str:
     """Accelerate's Accelerator, with GradScalerKwargs carrying the tuned scaler for fp16."""
     mixed = {Dtype.BF16: "bf16", Dtype.FP16: "fp16"}.get(rec.dtype, "no")
-    lines = ["import torch", "from accelerate import Accelerator"]
+    frag = levers.fragments(rec.levers, "accelerate", rec.device_type)
+    lines = ["import torch", "from accelerate import Accelerator", *frag.imports]
     if rec.scaler.enabled:
         lines.append("from accelerate.utils import GradScalerKwargs")
     lines += ["", _header(rec), *_tf32_line(rec), f"# DataLoader(..., batch_size={int(rec.batch_size)})"]
@@ -237,7 +243,8 @@ def accelerate(rec: Recommendation) -> str:
     if handlers:
         args.append(f"kwargs_handlers=[{', '.join(handlers)}]")
     lines += _islands(rec, "Accelerate")  # before accelerator.prepare(model)
-    lines.append(f"accelerator = Accelerator({', '.join(args)})")
+    lines += frag.lines
+    lines.append(f"accelerator = Accelerator({', '.join(args + frag.args)})")
     return "\n".join(lines) + "\n"
 
 
@@ -276,7 +283,10 @@ def hf_trainer(rec: Recommendation) -> str:
     if rec.scaler.enabled:
         lines.append(f"# TrainingArguments cannot set GradScaler; the tuned values were {_scaler_args(rec)}")
     lines += _islands(rec, "The HF Trainer")  # before Trainer(model=model, ...)
-    lines.append("args = TrainingArguments(" + ", ".join(args) + ")")
+    frag = levers.fragments(rec.levers, "hf-trainer", rec.device_type)
+    lines[1:1] = frag.imports
+    lines += frag.lines
+    lines.append("args = TrainingArguments(" + ", ".join(args + frag.args) + ")")
     return "\n".join(lines) + "\n"
 
 
@@ -297,6 +307,7 @@ def deepspeed_config(rec: Recommendation) -> dict[str, Any]:
     if d is not None:
         config["train_batch_size"] = d.global_batch
         config["communication_data_type"] = d.comm  # what DeepSpeed all-reduces gradients in
+    config.update(levers.fragments(rec.levers, "deepspeed", rec.device_type).config)
     return config
 
 

@@ -32,7 +32,9 @@ def test_save_and_load_round_trip(tmp_path):
                 "device", "hardware", "measured"):
         assert key in doc
     assert set(doc["grad_scaler"]) == {"enabled", "init_scale", "growth_factor", "backoff_factor", "growth_interval"}
-    assert set(doc["measured"]) == {"samples_per_s", "speedup_vs_fp32", "peak_memory_bytes", "speedup_vs_best_fp32"}
+    assert set(doc["measured"]) == {"samples_per_s", "speedup_vs_fp32", "peak_memory_bytes", "speedup_vs_best_fp32",
+                                    "one_time_s", "one_time_warm_s", "break_even_steps", "train_steps"}
+    assert doc["levers"] == {}
     assert Recommendation.load(path) == rec
     assert Recommendation.load(tmp_path / "run") == rec  # the run directory works too
 

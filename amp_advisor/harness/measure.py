@@ -21,12 +21,13 @@ import math
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .. import levers as registry
 from .. import tf32
 from ..distributed.group import agree, ensure_group, is_comm_failure, rank_device, wrap
 from ..distributed.policy import FULL_COMM, Parallel
@@ -54,21 +55,23 @@ class TrainingStep:
     switching TF32 on process-wide."""
 
     def __init__(self, workload: Workload, model: torch.nn.Module, spec: TrialSpec, dtype: Dtype,
-                 device: torch.device, batches: list[Any], comm: str | None = None) -> None:
+                 device: torch.device, batches: list[Any], comm: str | None = None, plain: bool = False) -> None:
         """Under spec.parallel the model is wrapped (DDP/FSDP2) with its gradients reduced in
-        `comm` (default: the spec's; the fp32 reference passes fp32)."""
+        `comm` (default: the spec's; the fp32 reference passes fp32). `plain`: without the spec's
+        levers (the fp32 reference is eager fp32)."""
         self.workload, self.spec, self.device, self.batches = workload, spec, device, batches
         self.amp = MixedPrecision(
             dtype if dtype.autocasts else Dtype.FP32, device.type,
             grad_accumulation_steps=spec.grad_accum, init_scale=spec.init_scale,
             growth_interval=spec.growth_interval, fp32_modules=spec.fp32_modules,
+            levers=() if plain else spec.levers,
         )
         if spec.parallel:
             model = wrap(model, Parallel(spec.parallel), dtype, comm or spec.comm, device)
-        # the islands, if any (a BadInputError names a module that is not there); a DDP/FSDP2 model
-        # reduces its gradients on the last micro-batch of an accumulation only
-        self.amp.prepare(model)
-        self.model = model
+        # the islands, if any (a BadInputError names a module that is not there), then the levers
+        # in their stage order (levers.Stage); a DDP/FSDP2 model reduces its gradients on the last
+        # micro-batch of an accumulation only
+        self.model = self.amp.prepare(model)
         self.optimizer = workload.build_optimizer(model.parameters())
         self._next_batch = 0
         self._checked = False
@@ -232,6 +235,10 @@ class _Built:
     slow: bool  # the dtype has no fast path on this device
     tf32_on: bool
     tracker: Any  # harness.memory's tracker for the device
+    first_step_s: float | None = None
+    one_time_s: float | None = None  # the levers' one-time cost (a compile), cold and warm
+    one_time_warm_s: float | None = None
+    lever_stats: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -306,7 +313,7 @@ class TrialRunner:
         """build -> warm-up -> measure -> numerics -> assemble."""
         profile = self._check_device(spec)
         built, model = self._build(spec, profile)
-        with tf32.scoped(built.tf32_on):
+        with tf32.scoped(built.tf32_on), registry.scope(spec.levers):
             step = TrainingStep(built.workload, model, spec, spec.dtype, built.device, built.batches)
             self.emit({"event": "phase", "phase": "built"})  # the parent starts abandon_after_s here
             warmup_losses, stopped = self._warm_up(spec, built, step)
@@ -315,6 +322,7 @@ class TrialRunner:
                 return stopped
             before = step.amp.stats()  # outside the clock: skips during warm-up are not the loop's
             loop = timed_loop(step, spec.steps, self._heartbeat)
+            self._one_time(spec, built, step, loop)
         peak = built.tracker.stop()
         self.emit({"event": "phase", "phase": "numerics"})
 
@@ -362,10 +370,14 @@ class TrialRunner:
         """The warm-up steps' losses, or the trial stopped early (pruned) when its first step took
         longer than abandon_after_s (a first step runs even without warm-up steps then)."""
         losses: list[float] = []
-        for i in range(max(spec.warmup_steps, 1 if spec.abandon_after_s else 0)):
+        # a first step outside the clock when it is judged (abandon_after_s) or holds a one-time cost
+        first_apart = bool(spec.abandon_after_s or registry.one_time(spec.levers))
+        for i in range(max(spec.warmup_steps, 1 if first_apart else 0)):
             t0 = time.perf_counter()
             losses.append(float(step()))  # float() waits for the device
             seconds = time.perf_counter() - t0
+            if i == 0:
+                built.first_step_s = seconds
             self.emit({"event": "step", "phase": "warmup", "index": i, "seconds": seconds})
             if i == 0 and built.slow:
                 self.emit({"event": "notice", "text": slow_step_notice(spec, seconds)})
@@ -373,6 +385,21 @@ class TrialRunner:
                 return losses, failed(spec, Status.PRUNED, pruned_reason(seconds, spec.abandon_after_s),
                                       warnings=tuple(built.warnings), tf32=built.tf32_on, **built.info)
         return losses, None
+
+    def _one_time(self, spec: TrialSpec, built: _Built, step: TrainingStep, loop: _Loop) -> None:
+        """What the levers record (graph breaks...), and their one-time cost: the first step less a
+        measured one, cold (each lever's scope gives the trial fresh caches), then warm: the levers
+        reset (compiled graphs forgotten) and one more step, which builds them again from the
+        caches the cold step filled. That step is outside the clock and the compared losses."""
+        built.lever_stats = registry.observe(spec.levers)
+        if not registry.one_time(spec.levers) or built.first_step_s is None or not loop.times:
+            return
+        median = median_iqr(loop.times)[0]
+        built.one_time_s = max(0.0, built.first_step_s - median)
+        registry.reset()
+        t0 = time.perf_counter()
+        float(step())
+        built.one_time_warm_s = max(0.0, time.perf_counter() - t0 - median)
 
     def _agreement(self, spec: TrialSpec, built: _Built, key: _ReferenceKey,
                    curve: list[float]) -> tuple[list[float], float | None]:
@@ -429,6 +456,9 @@ class TrialRunner:
             grad_stats=numerics.stats,
             warnings=tuple(warnings),
             tf32=built.tf32_on,
+            one_time_s=built.one_time_s,
+            one_time_warm_s=built.one_time_warm_s,
+            lever_stats=built.lever_stats,
             **built.info,
         )
 
@@ -471,7 +501,7 @@ class TrialRunner:
         if _checksum(model) != initial_checksum:
             return [], "fp32 agreement not computed: build_model() gives different weights under the same torch seed"
         with tf32.scoped(False):
-            step = TrainingStep(workload, model, spec, Dtype.FP32, device, batches, comm=FULL_COMM)
+            step = TrainingStep(workload, model, spec, Dtype.FP32, device, batches, comm=FULL_COMM, plain=True)
             losses = []
             for i in range(wanted):
                 t0 = time.perf_counter()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from .. import levers as registry
 from ..distributed.policy import COMMS, FULL_COMM, Parallel, backend_for, comm_rule, dtype_rule
 from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_NAMES, Dtype, uses_tf32
 from ..errors import BadInputError
@@ -74,9 +75,15 @@ class TrialSpec:
     # reduced in `comm` (distributed/policy.py); batch_size is per rank. None: one process.
     parallel: str | None = None
     comm: str = ""
+    # the levers' values (levers/), defaults left out; installed in stage order on the model
+    # (a {name: value} object in JSON; made sorted pairs here)
+    levers: tuple[tuple[str, str], ...] | Mapping[str, str] = ()
 
     def __post_init__(self) -> None:
-        problems = []
+        if not isinstance(self.levers, (Mapping, tuple, list)):
+            raise BadInputError(f"spec levers: expected lever names and values, got {type(self.levers).__name__}")
+        object.__setattr__(self, "levers", registry.canonical(self.levers))
+        problems = registry.problems(dict(self.levers), self.dtype, self.device.split(":")[0])
         if self.parallel is not None:
             try:
                 parallel = Parallel(self.parallel)
@@ -123,18 +130,19 @@ class TrialSpec:
     @property
     def is_reference(self) -> bool:
         """fp32 everywhere (gradients reduced in fp32 too, under --parallel): its own fp32 reference."""
-        return self.dtype is Dtype.FP32 and self.comm in ("", FULL_COMM)
+        return self.dtype is Dtype.FP32 and self.comm in ("", FULL_COMM) and not self.levers
 
     @property
     def samples_per_step(self) -> int:
         return self.batch_size * self.grad_accum
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "dtype": self.dtype.value}
+        return {**dataclasses.asdict(self), "dtype": self.dtype.value, "levers": dict(self.levers)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrialSpec:
-        return cls(**{**data, "dtype": Dtype(data["dtype"]), "fp32_modules": tuple(data.get("fp32_modules", ()))})
+        return cls(**{**data, "dtype": Dtype(data["dtype"]), "fp32_modules": tuple(data.get("fp32_modules", ())),
+                      "levers": data.get("levers") or {}})
 
 
 @dataclass(frozen=True)
@@ -196,6 +204,11 @@ class TrialResult:
     comm_failure: bool = False
     ranks: tuple[RankReport, ...] = ()
     failed_rank: int | None = None
+    # the one-time cost of the trial's levers (a compile), apart from the step time: the first
+    # step less a measured step, cold (a fresh compile cache) and warm (compiled again from it)
+    one_time_s: float | None = None
+    one_time_warm_s: float | None = None
+    lever_stats: Mapping[str, float] = dataclasses.field(default_factory=dict)  # "compile.graph_breaks": 1 ...
     schema_version: int = TRIAL_SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -242,6 +255,7 @@ class TrialResult:
             fields[name] = nan_for_null(data.get(name, ()))
         fields["warnings"] = tuple(data.get("warnings", ()))
         fields["ranks"] = tuple(RankReport(**r) for r in data.get("ranks", ()))  # checked above
+        fields["lever_stats"] = {str(k): float(v) for k, v in dict(data.get("lever_stats") or {}).items()}
         return cls(**fields)
 
     def with_updates(self, **changes: Any) -> TrialResult:

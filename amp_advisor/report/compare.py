@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Group, RenderableType
 from rich.text import Text
 
+from .. import levers
 from ..console import count, grid
 from ..dtypes import Dtype
 from ..errors import BadInputError
@@ -60,7 +61,8 @@ class Compared:
         if rec is None:
             return f"none ({self.run.no_recommendation_why or 'no recommendation.json'})"
         accum = f" x {rec.grad_accumulation_steps}" if rec.grad_accumulation_steps > 1 else ""
-        return f"{rec.dtype}, batch {rec.batch_size}{accum}"
+        chosen = f", {levers.label(rec.levers)}" if rec.levers else ""
+        return f"{rec.dtype}, batch {rec.batch_size}{accum}{chosen}"
 
     def best_per_config(self) -> dict[str, tuple[float, int | None]]:
         """Configuration label -> (best clean samples/s, peak memory)."""

@@ -8,6 +8,7 @@ import math
 import shlex
 from dataclasses import dataclass, field
 
+from .. import levers
 from ..console import count
 from ..distributed.policy import FULL_COMM, Parallel, describe
 from ..dtypes import Dtype
@@ -135,6 +136,7 @@ def build(run: Run, plots: list[Plot]) -> Document:
         Section("numerics", "Numerics", (Figure(by_name["gradients"]), Figure(by_name["loss"]))),
         *_xray(run, by_name["xray"]),
         *_ranks(run, by_name["ranks"]),
+        *_levers(run),
         _search(run, by_name["search"]),
         _trials(run),
         _caveats(run),
@@ -354,6 +356,50 @@ def _search(run: Run, plot: Plot) -> Section:
     else:
         rows.append(("a full grid", "unknown: the run did not record its search space"))
     return Section("search", "Search and its cost", (Figure(plot), Facts(tuple(rows))))
+
+
+def lever_rows(run: Run) -> list[tuple[str, str, str, float | None, float | None, float | None, str]]:
+    """Each configuration measured with a lever beside the same configuration without it:
+    (lever title, configuration, plain configuration, its samples/s, the plain's, the one-time
+    cost in seconds, graph breaks), per lever in stage order. `compare` reads these too."""
+    out = []
+    evidence = run.evidence
+    for lever in levers.registered():
+        for config in evidence.configs.values():
+            value = dict(config.candidate.levers).get(lever.name)
+            if value is None:
+                continue
+            plain = evidence.config(config.candidate.plain)
+            breaks = [r.result.lever_stats.get(f"{lever.name}.graph_breaks") for r in config.records]
+            known = [b for b in breaks if b is not None]
+            out.append((lever.title, config.candidate.label, config.candidate.plain.label, config.score,
+                        plain.score if plain else None, config.one_time_s,
+                        f"{max(known):.0f}" if known else "–"))
+    return out
+
+
+def _levers(run: Run) -> tuple[Section, ...]:
+    """The levers tried (levers/): each against the same configuration without it."""
+    rows = lever_rows(run)
+    if not rows:
+        return ()
+    cells = []
+    for title, label, plain_label, score, plain, cost, breaks in rows:
+        ratio = score / plain if score and plain else None
+        cells.append((Cell(title), Cell(label), Cell(plain_label), _num(score), _num(plain),
+                      Cell(f"{ratio:.2f}x" if ratio else "–", ratio, "num"), Cell(seconds(cost), cost, "num"),
+                      Cell(breaks, kind="num")))
+    chosen = run.recommendation.levers if run.recommendation else {}
+    verdict = (f"recommended: {levers.label(chosen)}" if chosen else
+               "recommended without them: no lever paid for itself over the planned run "
+               f"({run.settings.get('train_steps', '?')} steps, --train-steps)")
+    table = Table(("lever", "configuration", "without it", "samples/s", "without, samples/s", "gain", "one-time cost",
+                   "graph breaks"), tuple(cells))
+    return (Section("levers", "Levers: each against the same configuration without it", (Para(verdict), table)),)
+
+
+def _num(value: float | None) -> Cell:
+    return Cell(number(value), value, "num")
 
 
 def _trials(run: Run) -> Section:

@@ -10,6 +10,10 @@ Rules, and why:
   It rules out the whole dtype (with the Bayesian strategy) only when the dtype never ran
   cleanly, and, for a dtype the probe calls fast, only after a second pruned trial: one
   stalled first step on a busy machine is no verdict on a fast dtype;
+- a configuration with a one-time cost (levers.one_time: a compile) that does not beat the same
+  configuration without its levers by LEVER_MARGIN over the planned run (train_steps optimizer
+  steps, the cost included), or whose counterpart was not measured, is ruled out: below its
+  break-even the plain configuration trains the run faster;
 - measured peak memory past the device's memory less the margin, or a linear model of the measured
   peaks that predicts it, rules a batch out.
 """
@@ -20,6 +24,7 @@ import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .. import levers as registry
 from ..dtypes import Dtype
 from ..harness.trial import Status
 from .evidence import Evidence
@@ -30,6 +35,7 @@ PRUNE_FACTOR = 4.0  # a first step this many times slower than the best rate nee
 # The first step carries one-time costs (allocator, lazy init) and a shared machine stalls for
 # seconds at a time: below this, a healthy first step was seen to be stopped.
 MIN_ABANDON_S = 2.0
+LEVER_MARGIN = 0.02  # a one-time cost must buy more than this over the planned run
 PRUNE_RULE = f"the limit is {PRUNE_FACTOR:g}x the step time the best rate so far implies, at least {MIN_ABANDON_S:g} s"
 
 
@@ -59,7 +65,7 @@ def predicted_peak(evidence: Evidence, candidate: Candidate) -> float | None:
 
 def derive(evidence: Evidence, space: SearchSpace | None, *, memory_limit: int | None = None,
            memory_margin: float = 0.10, whole_dtype_pruning: bool = True,
-           fast: Mapping[Dtype, bool] | None = None) -> Constraints:
+           fast: Mapping[Dtype, bool] | None = None, train_steps: int | None = None) -> Constraints:
     # the space's points and whatever else was measured (the edge phase bisects between them)
     seen = [c.canonical() for c in evidence.configs]
     candidates = list(dict.fromkeys((space.candidates() if space is not None else []) + seen))
@@ -79,8 +85,9 @@ def derive(evidence: Evidence, space: SearchSpace | None, *, memory_limit: int |
     for r in evidence.records:
         c, status = r.candidate, r.result.status
         if status.is_resource_failure:
-            for other in candidates:
-                if other.dtype is c.dtype and other.batch_size >= c.batch_size:
+            for other in candidates:  # a lever's failure (a compile that hangs) is that lever's alone
+                if other.dtype is c.dtype and other.batch_size >= c.batch_size and (
+                        not c.canonical().levers or other.canonical().levers == c.canonical().levers):
                     rule(other, f"{c.dtype} failed with {status} at batch {c.batch_size} (trial {r.number})")
         elif status is Status.PRUNED and not clean_at(c.dtype, c.batch_size):
             for other in candidates:  # the scaler settings do not change the speed
@@ -98,6 +105,11 @@ def derive(evidence: Evidence, space: SearchSpace | None, *, memory_limit: int |
                              f"{(first.result.error or '').removeprefix('stopped early: ')} ({PRUNE_RULE})"
                              + (f"; {len(pruned)} of its trials were stopped" if len(pruned) > 1 else ""))
 
+    if train_steps is not None:
+        for c in candidates:
+            if registry.one_time(c.levers) and (why := _not_worth_it(evidence, c, train_steps)):
+                rule(c, why)
+
     if memory_limit:
         for c in candidates:
             config = evidence.config(c)
@@ -111,3 +123,23 @@ def derive(evidence: Evidence, space: SearchSpace | None, *, memory_limit: int |
                 rule(c, f"predicted peak memory {predicted / GIB:.1f} GiB exceeds {memory_limit / GIB:.1f} GiB "
                         f"(device memory less a {memory_margin:.0%} margin)")
     return Constraints(ruled, dtypes_out)
+
+
+def _not_worth_it(evidence: Evidence, c: Candidate, train_steps: int) -> str | None:
+    """Why a configuration with a one-time cost does not pay over the planned run, or None."""
+    if evidence.config(c) is None:
+        return None  # not measured yet: nothing known against it
+    costs = evidence.break_even(c)
+    if costs is None:
+        return f"its one-time cost cannot be weighed: {c.plain.label} has no clean measurement"
+    cost, saved, steps = costs
+    config, plain = evidence.config(c), evidence.config(c.plain)
+    assert config is not None and plain is not None and config.score and plain.score
+    samples = config.records[0].result.spec.samples_per_step
+    run_s = train_steps * samples / config.score + cost
+    gain = (train_steps * samples / plain.score) / run_s - 1
+    if gain > LEVER_MARGIN:
+        return None
+    paid = f"pays for itself after {steps:,.0f} steps" if steps else "never pays for itself (no faster per step)"
+    return (f"{registry.label(registry.one_time(c.levers))} costs {cost:.1f} s once and {paid}: over the planned "
+            f"{train_steps:,} steps (--train-steps) it trains {gain:+.1%} against {c.plain.label}")

@@ -90,6 +90,17 @@ class ConfigEvidence:
         return max(peaks) if peaks else None
 
     @property
+    def one_time_s(self) -> float | None:
+        """The levers' one-time cost (a compile), cold: the largest its trials measured."""
+        costs = [r.result.one_time_s for r in self.records if r.result.one_time_s is not None]
+        return max(costs) if costs else None
+
+    @property
+    def one_time_warm_s(self) -> float | None:
+        costs = [r.result.one_time_warm_s for r in self.records if r.result.one_time_warm_s is not None]
+        return min(costs) if costs else None
+
+    @property
     def tflops(self) -> float | None:
         values = [r.result.tflops for r in self.records if r.feasible and r.result.tflops]
         return statistics.median(values) if values else None
@@ -172,6 +183,17 @@ class Evidence:
             if best is not None:
                 out[dtype] = best
         return out
+
+    def break_even(self, candidate: Candidate) -> tuple[float, float, float | None] | None:
+        """A configuration with a one-time cost against itself without its levers: (one-time
+        seconds, seconds saved per optimizer step, optimizer steps until the cost is paid back:
+        None when it never is). None: one of the two has no score or no cost was measured."""
+        config, plain = self.config(candidate), self.config(candidate.plain)
+        if config is None or plain is None or config.one_time_s is None or not config.score or not plain.score:
+            return None
+        samples = config.records[0].result.spec.samples_per_step
+        saved = samples / plain.score - samples / config.score
+        return config.one_time_s, saved, (config.one_time_s / saved if saved > 0 else None)
 
     def twin(self, candidate: Candidate) -> ConfigEvidence | None:
         """fp32 at the same batch size, if measured."""

@@ -22,6 +22,11 @@ So, after the fp32 baseline at the middle batch size:
   fill up): a lead that only shows at the top of the space is found in one trial instead of a
   climb of one doubling at a time, which a small budget never finishes.
 
+Levers explored on the leaders (levers/: torch.compile, the CPU's bf16 matmuls) are too costly
+to try everywhere: once the search has found the leaders, lever_trials puts each lever's first
+value on the best plain configuration of every dtype within LEVER_REACH of the best, and each
+further value only where the one before it beat the plain configuration.
+
 Before any of these, a configuration whose throughput does not fit its neighbours' is measured
 again (recheck). next_step returns None when the plan is done; the search strategy (search.py) fills what budget
 is left. GradScaler's settings do not change the speed: fp16 is measured at one setting
@@ -46,6 +51,9 @@ CONTENTION = 0.5  # a dtype whose best explored is at least this share of the le
 # this much longer than a bigger one's) is measured again: a CPU loses 10-30% per doubling past its
 # peak, and one 3x outlier must not stop a climb
 RECHECK_FACTOR = 1.5
+# a dtype whose best plain configuration is this close to the best gets the levers tried on it:
+# the largest gain a lever was measured to give (torch.compile of the conv net on an AMX Xeon: 1.51x)
+LEVER_REACH = 1.6
 
 
 @dataclass(frozen=True)
@@ -182,3 +190,32 @@ def next_step(evidence: Evidence, constraints: Constraints, space: SearchSpace, 
         if (candidate := scout(space, constraints, dtype, at)) is not None:
             return Step(candidate, Role.SEARCH)
     return None
+
+
+def lever_trials(evidence: Evidence, constraints: Constraints, space: SearchSpace) -> list[Candidate]:
+    """The configurations with a lever to measure next (the module docstring says which)."""
+    plain = [e for e in evidence.configs.values()
+             if not e.candidate.levers and not e.candidate.fp32_modules and e.explore_score
+             and constraints.allows(e.candidate)]
+    if not plain:
+        return []
+    best = max(e.explore_score or 0.0 for e in plain)
+    leaders: dict[Dtype, ConfigEvidence] = {}
+    for e in sorted(plain, key=lambda e: -(e.explore_score or 0.0)):
+        if (e.explore_score or 0.0) * LEVER_REACH >= best:
+            leaders.setdefault(e.candidate.dtype, e)
+    out = []
+    for name, values in space.lever_values("leaders").items():
+        for lead in leaders.values():
+            for value in values[1:]:
+                candidate = dataclasses.replace(lead.candidate, levers=((name, value),)).canonical()
+                if not candidate.levers:
+                    break  # the lever does not apply to this dtype
+                measured = evidence.config(candidate)
+                if measured is None:
+                    if constraints.allows(candidate):
+                        out.append(candidate)
+                    break
+                if not measured.explore_score or measured.explore_score <= (lead.explore_score or 0.0):
+                    break  # no gain at this value: the costlier ones are not tried
+    return out

@@ -10,7 +10,6 @@ from __future__ import annotations
 import warnings
 from typing import Protocol
 
-from ..dtypes import Dtype
 from .space import Candidate, SearchSpace
 
 
@@ -39,8 +38,9 @@ class GridStrategy:
 
 
 class BayesStrategy:
-    """scikit-optimize's ask/tell Optimizer over the points that change speed (dtype, batch size,
-    comm); minimises -score. Tells are buffered and fitted at the next ask: one fit per proposal."""
+    """scikit-optimize's ask/tell Optimizer over the points that change speed, one categorical
+    dimension per SearchSpace.dimensions() (dtype, batch size, comm, the levers searched on the
+    grid); minimises -score. Tells are buffered and fitted at the next ask: one fit per proposal."""
 
     name = "bayes"
 
@@ -49,11 +49,8 @@ class BayesStrategy:
         from skopt.space import Categorical
 
         self._space = space
-        dims = [
-            Categorical([d.value for d in space.dtypes], name="dtype"),
-            Categorical(list(space.batch_sizes), name="batch_size"),
-            Categorical(list(space.comms or ("",)), name="comm"),  # under --parallel: what gradients are reduced in
-        ]
+        dims = [Categorical(list(choices), name=name) for name, choices in space.dimensions()]
+        self._names = [name for name, _ in space.dimensions()]
         # Extra trees handle categorical dimensions well and fit in milliseconds.
         self._opt = Optimizer(dims, base_estimator="ET", n_initial_points=initial_points,
                               acq_func="EI", random_state=seed)
@@ -68,18 +65,19 @@ class BayesStrategy:
                 xs, ys = zip(*self._pending, strict=True)
                 self._pending = []
                 self._opt.tell(list(xs), list(ys))
-            dtype, bs, comm = self._opt.ask()
-        # skopt hands back numpy scalars; the rest of the program wants plain Python values
-        return self._space.point(Dtype(str(dtype)), int(bs), str(comm))
+            values = self._opt.ask()
+        # skopt hands back numpy scalars; point_of makes them plain Python values
+        return self._space.point_of(dict(zip(self._names, values, strict=True)))
 
     def tell(self, candidate: Candidate, score: float | None) -> None:
         if score is not None and self._scale is None:
             self._scale = score
         # infeasible: worse than any feasible (the first score seen sets the scale)
         y = 0.0 if score is None or self._scale is None else -score / self._scale
-        if candidate.comm not in (self._space.comms or ("",)) or candidate.batch_size not in self._space.batch_sizes:
-            return  # a point outside the grid (an edge bisection): not a point of the dimensions
-        self._pending.append(([candidate.dtype.value, candidate.batch_size, candidate.comm], y))
+        point = self._space.coordinates(candidate)
+        if point is None:
+            return  # a point outside the grid (an edge bisection, a lever tried on a leader)
+        self._pending.append((point, y))
 
 
 def make_strategy(name: str, space: SearchSpace, seed: int) -> SearchStrategy:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .. import levers
 from ..distributed.policy import DEFAULT_COLLECTIVE_TIMEOUT_S, Parallel
 from ..errors import BadInputError
 from ..jsonio import check_fields
@@ -16,15 +17,21 @@ from .decision import NOT_WORSE_MARGIN
 FLAGS = {"workload": "MODEL", "device": "--device", "strategy": "--strategy", "seed": "--seed",
          "max_trials": "--max-trials", "time_budget_s": "--time-budget", "trial_timeout_s": "--timeout",
          "tolerance": "--tolerance", "steps": "--steps", "batch_sizes": "--batch-sizes",
-         "global_batch": "--global-batch", "parallel": "--parallel", "collective_timeout_s": "--collective-timeout"}
+         "global_batch": "--global-batch", "parallel": "--parallel", "collective_timeout_s": "--collective-timeout",
+         "train_steps": "--train-steps", "skip_levers": "--skip-lever"}
 RESUMABLE = ("time_budget_s", "max_trials", "trial_timeout_s")
+# The planned run a one-time cost (a compile) is weighed against: optimizer steps. A short
+# fine-tune; a longer run pays a compile off sooner, and --train-steps says so.
+DEFAULT_TRAIN_STEPS = 5000
+MAX_TRAIN_STEPS = 10**9
 # Sane ranges: a typo (1e9 seconds, a million steps) must not lock the machine for days.
 LIMITS = {"max_trials": (0, MAX_TRIALS), "time_budget_s": (0, MAX_TIME_BUDGET_S),
           "trial_timeout_s": (0, MAX_TRIAL_TIMEOUT_S), "steps": (0, MAX_STEPS), "tolerance": (0, 10.0),
           "max_skip_rate": (0, 1.0), "memory_margin": (0, 0.9), "margin": (0, 1.0), "warmup_steps": (0, MAX_STEPS),
-          "stability_steps": (0, MAX_STEPS)}
+          "stability_steps": (0, MAX_STEPS), "train_steps": (0, MAX_TRAIN_STEPS)}
 CLOSED_BELOW = ("memory_margin", "margin", "warmup_steps", "max_skip_rate")  # 0 is a valid setting of these
-INTEGERS = ("max_trials", "steps", "warmup_steps", "stability_steps")
+INTEGERS = ("max_trials", "steps", "warmup_steps", "stability_steps", "train_steps")
+
 LIMIT_WHY = {"time_budget_s": "at most a week", "trial_timeout_s": "at most a day per trial"}
 
 
@@ -48,12 +55,16 @@ class TuneSettings:
     stability_steps: int = 40
     parallel: str | None = None  # under torchrun: ddp or fsdp2 (distributed/)
     collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S
+    train_steps: int = DEFAULT_TRAIN_STEPS  # the planned run: what a lever's one-time cost is weighed against
+    skip_levers: tuple[str, ...] = ()  # levers (amp_advisor.levers) not to try: --skip-lever compile
 
     def __post_init__(self) -> None:
         if self.strategy not in ("bayes", "grid"):
             raise BadInputError(f"--strategy {self.strategy!r}: expected bayes or grid")
         if self.parallel is not None:
             Parallel.parse(self.parallel)
+        for name in self.skip_levers:
+            levers.get(name)  # a BadInputError naming the known levers
         if not 0 < self.collective_timeout_s <= MAX_TRIAL_TIMEOUT_S:
             raise BadInputError(f"--collective-timeout {self.collective_timeout_s!r}: expected seconds > 0 and "
                                 f"<= {MAX_TRIAL_TIMEOUT_S:g}")
@@ -69,6 +80,7 @@ class TuneSettings:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["batch_sizes"] = list(self.batch_sizes) if self.batch_sizes else None
+        out["skip_levers"] = list(self.skip_levers)
         return out
 
     @classmethod
@@ -78,6 +90,7 @@ class TuneSettings:
             check_fields(cls, data, "settings")
             if data.get("batch_sizes"):
                 data["batch_sizes"] = tuple(data["batch_sizes"])
+            data["skip_levers"] = tuple(data.get("skip_levers") or ())
             return cls(**data)
         except (TypeError, ValueError) as exc:
             raise BadInputError(f"run.json: not a run's settings ({exc})") from None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
 
+from .. import levers as registry
 from ..distributed.policy import FULL_COMM, Parallel, comms_for, dtype_rule
 from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, FP16_MAX, Dtype
 from ..errors import BadInputError
@@ -37,20 +39,31 @@ class Candidate:
     growth_interval: int = 0
     fp32_modules: tuple[str, ...] = ()  # fp32 islands the X-ray advised (a repair of a numerics failure)
     comm: str = ""  # under --parallel: what gradients are reduced in (distributed/policy.py); "" on one process
+    levers: registry.Pairs = ()  # the levers' values (levers/), defaults left out: levers.canonical
 
     def canonical(self) -> Candidate:
         """Equal configurations made equal: the scaler settings only matter for fp16; fp32 reduces
-        its gradients in fp32 (it is the yardstick: "fp32 everywhere")."""
+        its gradients in fp32 (it is the yardstick: "fp32 everywhere"); a lever's default value,
+        or one where it does not apply to the dtype, is no value."""
+        chosen = registry.canonical(self.levers, self.dtype)
         if self.dtype.needs_grad_scaler:
-            return self
+            return self if chosen == self.levers else dataclasses.replace(self, levers=chosen)
         comm = FULL_COMM if self.dtype is Dtype.FP32 and self.comm else self.comm
-        return Candidate(self.dtype, self.batch_size, fp32_modules=self.fp32_modules, comm=comm)
+        return Candidate(self.dtype, self.batch_size, fp32_modules=self.fp32_modules, comm=comm, levers=chosen)
 
     @property
     def fp32_twin(self) -> Candidate:
-        """fp32 at the same micro-batch (gradients reduced in fp32 too): what a speedup "at the same
-        batch size" is measured against."""
+        """fp32 at the same micro-batch (gradients reduced in fp32 too, no lever): what a speedup
+        "at the same batch size" is measured against."""
         return Candidate(Dtype.FP32, self.batch_size, comm=self.comm).canonical()
+
+    @property
+    def plain(self) -> Candidate:
+        """The same configuration without its levers: what a lever's gain is measured against."""
+        return dataclasses.replace(self, levers=()).canonical()
+
+    def with_lever(self, name: str, value: str) -> Candidate:
+        return dataclasses.replace(self, levers=(*dict(self.levers, **{name: value}).items(),)).canonical()
 
     @property
     def label(self) -> str:
@@ -61,6 +74,8 @@ class Candidate:
             text += f" +fp32[{','.join(self.fp32_modules)}]"
         if self.comm:
             text += f" reduce={self.comm}"
+        if self.levers:
+            text += " " + registry.label(self.levers)
         return text
 
     def to_dict(self) -> dict:
@@ -70,12 +85,15 @@ class Candidate:
             out["fp32_modules"] = list(self.fp32_modules)
         if self.comm:
             out["comm"] = self.comm
+        if self.levers:
+            out["levers"] = [list(pair) for pair in self.levers]  # [name, value] pairs, as the field holds them
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> Candidate:
         return cls(Dtype(data["dtype"]), int(data["batch_size"]), float(data["init_scale"]),
-                   int(data["growth_interval"]), tuple(data.get("fp32_modules", ())), str(data.get("comm", "")))
+                   int(data["growth_interval"]), tuple(data.get("fp32_modules", ())), str(data.get("comm", "")),
+                   tuple(sorted((str(k), str(v)) for k, v in data.get("levers") or ())))
 
 
 @dataclass(frozen=True)
@@ -92,6 +110,38 @@ class SearchSpace:
     global_batch: int | None = None
     comms: tuple[str, ...] = ()  # under --parallel: what gradients may be reduced in, fp32 first
     world_size: int = 1
+    # each lever's values worth trying on this device, its default first (levers.offered)
+    levers: tuple[tuple[Any, ...], ...] = ()  # (name, (values...)) pairs
+
+    def lever_values(self, explore: str | None = None) -> dict[str, tuple[str, ...]]:
+        """The space's levers and their values; `explore`: only those explored so ("grid", "leaders")."""
+        return {name: values for name, values in self.levers
+                if explore is None or registry.get(name).explore == explore}
+
+    def dimensions(self) -> list[tuple[str, tuple]]:
+        """What the search strategy searches: dtype, batch size, comm, and the grid levers; each a
+        name and its choices (a point of them is made a Candidate by point_of)."""
+        return [("dtype", tuple(d.value for d in self.dtypes)), ("batch_size", self.batch_sizes),
+                ("comm", self.comms or ("",)), *self.lever_values("grid").items()]
+
+    def point_of(self, values: dict) -> Candidate:
+        """The candidate at a point of dimensions() (values by dimension name)."""
+        chosen = tuple((name, str(values[name])) for name in self.lever_values("grid") if name in values)
+        return self.point(Dtype(str(values["dtype"])), int(values["batch_size"]), str(values["comm"]), chosen)
+
+    def coordinates(self, candidate: Candidate) -> list | None:
+        """A candidate as a point of dimensions(), or None where it is not one (an edge bisection,
+        a lever explored on the leaders)."""
+        chosen = dict(candidate.levers)
+        grid = self.lever_values("grid")
+        if set(chosen) - set(grid):
+            return None
+        point = [candidate.dtype.value, candidate.batch_size, candidate.comm,
+                 *(chosen.get(name, values[0]) for name, values in grid.items())]
+        for (_, choices), value in zip(self.dimensions(), point, strict=True):
+            if value not in choices:
+                return None
+        return point
 
     def allows(self, batch_size: int) -> bool:
         if batch_size < 1:
@@ -134,13 +184,14 @@ class SearchSpace:
         stability run), so the search measures fp16 at one setting."""
         return self.init_scales[len(self.init_scales) // 2]
 
-    def point(self, dtype: Dtype, batch_size: int, comm: str | None = None) -> Candidate:
-        """The configuration the search measures for (dtype, batch, comm): fp16 at fp16_scale and
-        torch's default growth interval."""
+    def point(self, dtype: Dtype, batch_size: int, comm: str | None = None, chosen: registry.Pairs = ()) -> Candidate:
+        """The configuration the search measures for (dtype, batch, comm, levers): fp16 at
+        fp16_scale and torch's default growth interval."""
         comm = self.base_comm if comm is None else comm
         if dtype.needs_grad_scaler:
-            return Candidate(dtype, batch_size, self.fp16_scale, DEFAULT_GROWTH_INTERVAL, comm=comm)
-        return Candidate(dtype, batch_size, comm=comm).canonical()
+            return Candidate(dtype, batch_size, self.fp16_scale, DEFAULT_GROWTH_INTERVAL, comm=comm,
+                             levers=chosen).canonical()
+        return Candidate(dtype, batch_size, comm=comm, levers=chosen).canonical()
 
     def with_init_scale_seed(self, seed: float) -> SearchSpace:
         """fp16's init_scale choices around the seed (from the baseline's largest gradient)."""
@@ -148,17 +199,20 @@ class SearchSpace:
         return dataclasses.replace(self, init_scales=scales)
 
     def candidates(self) -> list[Candidate]:
-        """Every point that changes speed: dtype x batch size x comm, fp16 at one scaler setting
-        (point()). The comms multiply every reduced precision's (fp32, the yardstick, reduces in
-        fp32: a compressed all-reduce is a reduced precision, judged against it)."""
-        out = [self.point(dtype, bs, comm) for dtype in self.dtypes for bs in self.batch_sizes
-               for comm in self.comms or ("",)]
+        """Every point that changes speed: dtype x batch size x comm x the grid levers, fp16 at one
+        scaler setting (point()). The comms multiply every reduced precision's (fp32, the yardstick,
+        reduces in fp32: a compressed all-reduce is a reduced precision, judged against it). The
+        levers explored on the leaders are not points of the grid."""
+        names = [name for name, _ in self.dimensions()]
+        out = [self.point_of(dict(zip(names, values, strict=True)))
+               for values in itertools.product(*(choices for _, choices in self.dimensions()))]
         return list(dict.fromkeys(out))  # fp32's comms are one: canonical() says so
 
     def to_dict(self) -> dict:
         return {"dtypes": [d.value for d in self.dtypes], "batch_sizes": list(self.batch_sizes),
                 "init_scales": list(self.init_scales), "growth_intervals": list(self.growth_intervals),
-                "global_batch": self.global_batch, "comms": list(self.comms), "world_size": self.world_size}
+                "global_batch": self.global_batch, "comms": list(self.comms), "world_size": self.world_size,
+                "levers": [[name, list(values)] for name, values in self.levers]}
 
     @classmethod
     def from_dict(cls, data: dict) -> SearchSpace:
@@ -167,7 +221,8 @@ class SearchSpace:
                 raise ValueError(f"the saved search space has no {key.replace('_', ' ')}")
         return cls(tuple(Dtype(d) for d in data["dtypes"]), tuple(data["batch_sizes"]),
                    tuple(float(s) for s in data["init_scales"]), tuple(data["growth_intervals"]),
-                   data.get("global_batch"), tuple(data.get("comms") or ()), int(data.get("world_size") or 1))
+                   data.get("global_batch"), tuple(data.get("comms") or ()), int(data.get("world_size") or 1),
+                   tuple((str(k), tuple(map(str, v))) for k, v in data.get("levers") or ()))
 
 
 def seeded_init_scale(max_abs_grad: float | None) -> float:
@@ -193,9 +248,11 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
 
 def build_space(device_profile, *, batch_sizes: tuple[int, ...] | None = None, global_batch: int | None = None,
                 init_scale_seed: float = DEFAULT_INIT_SCALE, parallel: Parallel | None = None,
-                world_size: int = 1, backend: str = "gloo") -> tuple[SearchSpace, list[str]]:
+                world_size: int = 1, backend: str = "gloo",
+                skip_levers: tuple[str, ...] = ()) -> tuple[SearchSpace, list[str]]:
     """The space on one device; under `parallel`, batch sizes per rank across `world_size` ranks,
-    the dtypes the strategy admits and the comms `backend` can run."""
+    the dtypes the strategy admits and the comms `backend` can run; the levers' values for the
+    device, less `skip_levers`."""
     notes = []
     dtypes = tuple(d for d in TUNABLE_DTYPES if device_profile.dtypes[d].supported)
     for d in TUNABLE_DTYPES:
@@ -223,5 +280,7 @@ def build_space(device_profile, *, batch_sizes: tuple[int, ...] | None = None, g
         notes.append(f"global batch {global_batch}{ranks}: micro-batches {dividing} with gradient accumulation "
                      "to match")
         sizes = dividing
-    space = SearchSpace(dtypes, sizes, (), DEFAULT_GROWTH_INTERVALS, global_batch, comms, world_size)
+    offered = tuple((name, values) for name, values in registry.offered(device_profile).items()
+                    if name not in skip_levers)
+    space = SearchSpace(dtypes, sizes, (), DEFAULT_GROWTH_INTERVALS, global_batch, comms, world_size, offered)
     return space.with_init_scale_seed(init_scale_seed), notes

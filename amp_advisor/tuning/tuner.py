@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import levers
 from ..diagnosis import DEFAULT_STEPS as DIAGNOSE_STEPS
 from ..diagnosis import DiagnoseSpec
 from ..distributed.policy import Parallel, backend_for
@@ -68,6 +69,7 @@ from .settings import TuneSettings
 from .space import Candidate, SearchSpace, build_space, seeded_init_scale
 from .store import RunStore
 
+MAX_LEVER_TRIALS = 8  # the levers phase: its trials at most (each may compile for seconds to minutes)
 MAX_REPEATED_ASKS = 10  # the strategy keeps proposing measured points: it has converged
 TRIAL_MEASURE_S = 2.5  # aim for this much measured time per trial: enough steps, not more
 CONFIRM_MEASURE_S = 0.75  # ... per confirmation round: more, shorter rounds average the machine's drift better
@@ -145,7 +147,7 @@ class Tuner:
         return derive(self.evidence, self.space, memory_limit=self.memory_limit,
                       memory_margin=self.settings.memory_margin,
                       whole_dtype_pruning=self.settings.strategy != "grid",
-                      fast={d: v.fast for d, v in self.profile.dtypes.items()})
+                      fast={d: v.fast for d, v in self.profile.dtypes.items()}, train_steps=self.settings.train_steps)
 
     def _elapsed(self) -> float:
         return self.clock() - self._started
@@ -181,19 +183,23 @@ class Tuner:
         abandon_after = None
         allows = self.constraints.allows
         best = evidence.best(dtype=candidate.dtype, allowed=allows) or evidence.best(allowed=allows)
-        if abandon and best is not None and (best_score := best.explore_score):
+        one_time = bool(levers.one_time(candidate.levers))  # its first step holds a compile: never pruned
+        if abandon and not one_time and best is not None and (best_score := best.explore_score):
             abandon_after = max(PRUNE_FACTOR * samples / best_score, MIN_ABANDON_S)
         tf32_fast = self.profile.dtypes[Dtype.TF32].fast
+        allowance = self.first_step_allowance(samples)
         return TrialSpec(
-            first_step_timeout_s=self.first_step_allowance(samples),
+            first_step_timeout_s=allowance and allowance + levers.first_step_allowance_s(candidate.levers),
             workload=self.settings.workload, dtype=candidate.dtype, batch_size=candidate.batch_size,
             device=self.settings.device, steps=steps, warmup_steps=warmup,
             init_scale=candidate.init_scale or self.space.init_scales[len(self.space.init_scales) // 2],
             growth_interval=candidate.growth_interval or self.space.growth_intervals[-1],
-            grad_accum=accum, compare_fp32=not remeasure and candidate.dtype is not Dtype.FP32,
+            grad_accum=accum,
+            compare_fp32=not remeasure and (candidate.dtype is not Dtype.FP32 or bool(candidate.levers)),
             compare_steps=COMPARE_STEPS, seed=self.settings.seed, timeout_s=self.settings.trial_timeout_s,
             abandon_after_s=abandon_after, tf32=uses_tf32(candidate.dtype, tf32_fast), grad_stats=not remeasure,
             fp32_modules=candidate.fp32_modules, parallel=self.settings.parallel, comm=candidate.comm,
+            levers=candidate.levers,
         )
 
     def first_step_allowance(self, samples: int) -> float | None:
@@ -288,6 +294,7 @@ class Tuner:
             self._finish_climb()
             self._recheck()
             self._edge()
+            self._levers()
             self._repair()
             self._confirm()
             decision = decide(self.evidence, self.constraints, self.settings.margin)
@@ -446,6 +453,16 @@ class Tuner:
             else:
                 high = middle
 
+    # -------------------------------------------------------------------------------- levers
+    def _levers(self) -> None:
+        """The levers explored on the leaders (plan.lever_trials), until none is left to try."""
+        for _ in range(MAX_LEVER_TRIALS):
+            todo = plan.lever_trials(self.evidence, self.constraints, self.space)
+            if not todo or self._out_of_time():
+                return
+            self._phase("levers", len(todo))
+            self._run(todo[0], Role.REFINE, abandon=False)
+
     # -------------------------------------------------------------------------------- confirm
     def confirmation_pool(self) -> list[Candidate]:
         """The contenders (decision.contenders), and fp32 at the leader's batch size so far, so
@@ -457,6 +474,8 @@ class Tuner:
         open_leader = len({c.dtype for c in pool}) < len(pool)
         if pool and not open_leader and pool[0].dtype is not Dtype.FP32 and constraints.allows(pool[0].fp32_twin):
             pool.append(pool[0].fp32_twin)
+        if pool and pool[0].levers and evidence.measured(pool[0].plain):
+            pool.append(pool[0].plain)  # a lever's gain is judged against its plain configuration, in the same rounds
         return list(dict.fromkeys(pool))
 
     def _rounds(self, pool: list[Candidate], first_round: int, rounds: int) -> None:
@@ -570,10 +589,23 @@ class Tuner:
             why += "; " + stability_note
         if chosen.fp32_modules:
             why += "; " + self._islands_cost(chosen)
+        why += self._levers_note(chosen)
         busy = machine_busy(self.evidence, os.cpu_count() if self.profile.kind == "cpu" else None)
         if busy:
             self.notes.append(busy)
         return self._recommendation(decision, decision.chosen, scaler, why, busy)
+
+    def _levers_note(self, chosen: Candidate) -> str:
+        """What the levers tried say: the chosen one's cost and break-even, or why none was chosen."""
+        notes = []
+        if (costs := self.evidence.break_even(chosen)) is not None:
+            cost, saved, steps = costs
+            notes.append(f"{levers.label(levers.one_time(chosen.levers))}: {cost:.1f} s once (cold cache), saves "
+                         f"{saved * 1e3:.1f} ms a step: pays for itself after {steps or math.inf:,.0f} of the planned "
+                         f"{self.settings.train_steps:,} steps")
+        tried = [c for c in self.evidence.configs if c.levers and c.plain == chosen.plain and c != chosen.canonical()]
+        notes += [f"{c.label}: {why}" for c in tried if (why := self.constraints.reason(c))]
+        return "".join(f"; {note}" for note in notes)
 
     def _stability(self, candidate: Candidate) -> tuple[GradScalerConfig, str]:
         """A longer fp16 run at the chosen scaler settings; lower the scale once if it skips too often."""
@@ -600,6 +632,7 @@ class Tuner:
         config = self.evidence.configs[chosen.candidate.canonical()]
         tf32 = any(r.result.tf32 for r in config.records)  # what was measured is what is recommended
         figures = {"recommended": chosen, "fp32_best": decision.fp32_best, "fp32_same_batch": decision.fp32_same_batch}
+        costs = self.evidence.break_even(chosen.candidate)
         return Recommendation(
             dtype=chosen.candidate.dtype,
             batch_size=chosen.candidate.batch_size,
@@ -610,7 +643,10 @@ class Tuner:
             hardware={**fingerprint_of(self.profile), "torch": _torch_version()},
             measured=Measured(samples_per_s=chosen.samples_per_s, speedup_vs_fp32=decision.speedup_vs_fp32,
                               peak_memory_bytes=config.peak_memory_bytes,
-                              speedup_vs_best_fp32=decision.speedup_vs_best_fp32),
+                              speedup_vs_best_fp32=decision.speedup_vs_best_fp32,
+                              one_time_s=config.one_time_s, one_time_warm_s=config.one_time_warm_s,
+                              break_even_steps=math.ceil(costs[2]) if costs and costs[2] else None,
+                              train_steps=self.settings.train_steps if costs else None),
             why=why,
             workload=self.settings.workload,
             created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -620,6 +656,7 @@ class Tuner:
             machine_busy=busy,
             fp32_modules=chosen.candidate.fp32_modules,
             distributed=self._distributed(chosen.candidate),
+            levers=dict(chosen.candidate.levers),
         )
 
     def _distributed(self, chosen: Candidate) -> Distributed | None:
@@ -633,7 +670,8 @@ def space_options(settings: TuneSettings, world_size: int = 1) -> dict[str, Any]
     """build_space's options for a run's settings (on `world_size` ranks under --parallel)."""
     parallel = Parallel.parse(settings.parallel) if settings.parallel else None
     return {"batch_sizes": settings.batch_sizes, "global_batch": settings.global_batch, "parallel": parallel,
-            "world_size": world_size if parallel else 1, "backend": backend_for(settings.device)}
+            "world_size": world_size if parallel else 1, "backend": backend_for(settings.device),
+            "skip_levers": settings.skip_levers}
 
 
 def _load_average() -> float | None:
