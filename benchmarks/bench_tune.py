@@ -7,15 +7,22 @@ so numbers taken minutes apart do not compare). A dtype whose throughput at the 
 below 1/4 of fp32's there (bf16/fp16 emulated on an AVX2 CPU: ~60x slower) is measured at that batch
 only: no batch size makes up a 4x gap on a CPU, and a full sweep of it would take many minutes.
 
+The oracle also compiles the same model (torch.compile, static shapes, each configuration cold
+from a fresh inductor cache, the compiled backward outside autocast) at every point it measures,
+in the same interleaved rounds; a compile's time is its first step less a measured one.
+
 1. Quality: per workload, `amp-advisor tune` (the CLI, Bayesian strategy, defaults) then the oracle.
-   quality = oracle samples/s of the recommended configuration / the oracle's best. Target: >= 0.95.
-   The trials and the whole command's wall time are printed beside it, and the points that change
-   speed (dtype x batch size: the oracle's sweep).
-2. Cost: the whole `amp-advisor tune --example transformer` command. Target: <= 60 s on 2 cores.
-3. Reduced precision where it wins: wherever the oracle's best reduced precision (tf32, bf16 or
+   quality = oracle samples/s over the planned run (the recommendation's --train-steps, a compile's
+   time included) of the recommended configuration / the oracle's best over dtype x batch x
+   compile. Target: >= 0.95. The trials and the whole command's wall time are printed beside it.
+2. Cost: the whole `amp-advisor tune --example transformer` command. Target: <= 60 s on 2 cores;
+   and <= 2x the same tune with --skip-lever compile.
+3. Compile where it pays: where the oracle's best compiled configuration is >= 5% faster over the
+   planned run than its best eager one, compile is recommended; where it is slower, it is not.
+4. Reduced precision where it wins: wherever the oracle's best reduced precision (tf32, bf16 or
    fp16) beats its best fp32 by more than 5%, a reduced precision must be recommended.
-4. Never worse: the oracle's figure for the recommendation vs its figure for fp32 at the same batch.
-5. Faults (--faults): workloads that run out of memory, hang or abort above batch 16, and one whose
+5. Never worse: the oracle's figure for the recommendation vs its figure for fp32 at the same batch.
+6. Faults (--faults): workloads that run out of memory, hang or abort above batch 16, and one whose
    fp16 overflows: tune completes, records the failures, and recommends a configuration that
    avoids them.
 
@@ -91,16 +98,20 @@ def load_module(path: Path):
     return module
 
 
-def oracle_step(module, dtype: str, batch: int, wrap=None, device: str = "cpu"):
+def oracle_step(module, dtype: str, batch: int, wrap=None, device: str = "cpu", compile_mode: str | None = None):
     """One optimizer step of plain torch.amp training, as a user would write it; `wrap(model,
     dtype)` returns the model as the user wraps it (bench_tune_distributed.py: DDP or FSDP2).
-    On a GPU, tf32 is fp32 with TF32 matmuls and convolutions, and fp32 has them off."""
+    On a GPU, tf32 is fp32 with TF32 matmuls and convolutions, and fp32 has them off.
+    `compile_mode`: the model under torch.compile(mode=..., dynamic=False), as the PyTorch docs
+    write it, with the compiled backward outside autocast."""
     torch.manual_seed(0)
     dev = torch.device(device)
     model = module.build_model().train().to(dev)
     if wrap is not None:
         model = wrap(model, dtype)
     params = list(model.parameters())
+    if compile_mode is not None:
+        model = torch.compile(model, mode=compile_mode, dynamic=False)
     opt = module.build_optimizer(params) if hasattr(module, "build_optimizer") else torch.optim.AdamW(params, lr=1e-3)
     batches = [module.make_batch(batch, dev) for _ in range(4)]
     user_loss = getattr(module, "loss_fn", None)
@@ -146,54 +157,93 @@ def first_step(step) -> float:
     return time.perf_counter() - started
 
 
+def fresh_compile_cache() -> None:
+    """A new inductor cache directory and no compiled graphs: the next compile is cold, as a
+    user's first run of a new model is."""
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="oracle-inductor-")
+    torch._dynamo.reset()
+
+
 def oracle(path: Path, dtypes: list[str], batches: list[int], rounds: int, min_run_time: float,
-           device: str = "cpu", every_round: dict | None = None) -> dict:
-    """samples/s per (dtype, batch): the median over interleaved rounds (ABBA order). A
-    configuration that runs out of memory is left out. `every_round` gets each round's figures."""
+           device: str = "cpu", every_round: dict | None = None, compile_modes: tuple[str, ...] = (),
+           extra: tuple = ()) -> dict:
+    """samples/s per (dtype, batch, compile mode or "off"): the median over interleaved rounds
+    (ABBA order). A configuration that runs out of memory (or whose compile fails) is left out.
+    Each compiled configuration is compiled cold (fresh_compile_cache) with static shapes; its
+    first step less a measured one is its compile time (COMPILE_S). `extra`: (dtype, batch, mode)
+    keys measured besides (the recommendation). `every_round` gets each round's figures."""
     module = load_module(path)
     smallest = min(batches)
     steps = {}
+    torch._dynamo.config.recompile_limit = 1024  # one compiled model per configuration, all kept
+    torch._dynamo.config.fail_on_recompile_limit_hit = True  # never a silent fall back to eager
 
-    def build(dtype: str, b: int) -> None:
+    def build(dtype: str, b: int, mode: str = "off") -> None:
         try:
-            step = oracle_step(module, dtype, b, device=device)
-            FIRST_STEP[(path.stem, dtype, b)] = first_step(step)
-            steps[(dtype, b)] = step
+            if mode != "off":
+                fresh_compile_cache()
+            with torch._functorch.config.patch(backward_pass_autocast="off"):
+                step = oracle_step(module, dtype, b, device=device, compile_mode=None if mode == "off" else mode)
+                FIRST_STEP[(path.stem, dtype, b, mode)] = first_step(step)
+            steps[(dtype, b, mode)] = step
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
+        except Exception as exc:  # noqa: BLE001 -- a compile that fails is left out, and said
+            print(f"  oracle: {path.stem} {dtype} bs={b} compile={mode} failed: {type(exc).__name__}: "
+                  f"{str(exc)[:200]}", flush=True)
 
     for dtype in dtypes:
         build(dtype, smallest)
     first = {key: smallest / measure(step, min_run_time) for key, step in steps.items()}
-    fp32_rate = first.get(("fp32", smallest))
+    fp32_rate = first.get(("fp32", smallest, "off"))
+    hopeless = {d for d in dtypes
+                if fp32_rate and d != "fp32" and first.get((d, smallest, "off"), 0.0) < HOPELESS * fp32_rate}
     for dtype in dtypes:
-        if fp32_rate and dtype != "fp32" and first.get((dtype, smallest), 0.0) < HOPELESS * fp32_rate:
+        if dtype in hopeless:
             continue  # emulated: its one measurement stands
         for b in batches:
             if b != smallest:
                 build(dtype, b)
+            for mode in compile_modes:
+                build(dtype, b, mode)
+    for dtype, b, mode in extra:
+        if (dtype, b, mode) not in steps:
+            build(dtype, b, mode)
     rates: dict = {key: [] for key in steps}
     keys = list(steps)
-    for r in range(rounds):
-        for key in (keys if r % 2 == 0 else keys[::-1]):
-            rates[key].append(key[1] / measure(steps[key], min_run_time))
+    with torch._functorch.config.patch(backward_pass_autocast="off"):
+        for r in range(rounds):
+            for key in (keys if r % 2 == 0 else keys[::-1]):
+                rates[key].append(key[1] / measure(steps[key], min_run_time))
     if every_round is not None:
         every_round.update(rates)
     out = {key: statistics.median(v) for key, v in rates.items()}
     for key, rate in first.items():
         if key not in out:
             out[key] = rate
+    for key, rate in out.items():
+        if key[2] != "off":
+            COMPILE_S[(path.stem, *key)] = max(0.0, FIRST_STEP[(path.stem, *key)] - key[1] / rate)
     return out
+
+
+COMPILE_S: dict = {}  # (workload, dtype, batch, mode) -> the cold compile time (s)
+
+
+def run_rate(name: str, key: tuple, rate: float, train_steps: int) -> float:
+    """samples/s over a planned run of `train_steps` steps, its compile time included."""
+    seconds = train_steps * key[1] / rate + COMPILE_S.get((name, *key), 0.0)
+    return train_steps * key[1] / seconds
 
 
 def write_landscape(directory: Path, name: str, path: Path, measured: dict, every_round: dict, rounds: int,
                     min_run_time: float, device: str) -> Path:
     """The oracle's sweep in the measured-landscape format (../shared/landscapes/README.md), for
     the tuner's simulator (tests/simulator/measured/)."""
-    points = [{"dtype": d, "batch_size": b, "compiled": False,
-               "samples_per_s_rounds": [round(v, 2) for v in every_round.get((d, b), [rate])],
-               "samples_per_s": rate, "first_step_s": round(FIRST_STEP.get((path.stem, d, b), 0.0), 4)}
-              for (d, b), rate in sorted(measured.items())]
+    points = [{"dtype": d, "batch_size": b, "compiled": mode != "off",
+               "samples_per_s_rounds": [round(v, 2) for v in every_round.get((d, b, mode), [rate])],
+               "samples_per_s": rate, "first_step_s": round(FIRST_STEP.get((path.stem, d, b, mode), 0.0), 4)}
+              for (d, b, mode), rate in sorted(measured.items()) if mode in ("off", "default")]
     gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") else None
     where = {"gpu": gpu} if gpu else {"cpu": cpu_name(), "flags": sorted(cpu_flags() & ISA_FLAGS)}
     data = {"workload": str(path.relative_to(ROOT)), **where,
@@ -235,7 +285,7 @@ def grid_size(space: dict) -> int:
 def faults(root: Path) -> None:
     from amp_advisor.lifecycle import tune as run_tune
 
-    print("\n5. faults: tune on workloads that fail above batch 16 "
+    print("\n6. faults: tune on workloads that fail above batch 16 "
           "(batch sizes 8,16,32,64; grid; 15 s trial timeout)\n")
     print(f"{'workload':16s} {'trials':>6s} {'wall s':>6s} {'failures recorded':30s} {'recommendation':16s}  verdict")
     for name in ("oom_above_8", "hang_above_16", "abort_above_16", "fp16_overflow"):
@@ -263,12 +313,22 @@ def machine(device: str) -> str:
     return cpu_name()
 
 
+def rec_key(rec: dict) -> tuple:
+    return rec["dtype"], rec["batch_size"], rec.get("levers", {}).get("compile", "off")
+
+
+def shown(key: tuple) -> str:
+    return f"{key[0]} bs={key[1]}" + ("" if key[2] == "off" else f" compiled {key[2]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default="transformer,convnet,mlp,hf_bert,hf_gpt2")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU (the tuner gets --device too)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved oracle rounds")
     parser.add_argument("--min-run-time", type=float, default=0.5, help="Timer.blocked_autorange per measurement (s)")
+    parser.add_argument("--compile-modes", default="default",
+                        help="torch.compile modes the oracle measures at every point (comma-separated; '' for none)")
     parser.add_argument("--keep", type=Path, help="keep the run directories here")
     parser.add_argument("--landscapes", type=Path, help="write each oracle sweep here as a measured landscape")
     parser.add_argument("--faults", action="store_true", help="also tune the faulty workloads (about 5 minutes)")
@@ -279,13 +339,17 @@ def main() -> None:
             faults(args.keep or Path(tmp))
         return
     print(f"machine: {machine(args.device)}\n")
-    rows = []
+    modes = tuple(m for m in args.compile_modes.split(",") if m)
+    rows, eager_walls = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
         for name in [w for w in args.workloads.split(",") if w]:
             path = WORKLOADS[name]
             out = root / f"{name}-{time.strftime('%H%M%S')}"
             rec, run, trials, wall = tune(name, path, out, extra=("--device", args.device))
+            if name == "transformer":  # the cost of the compile lever: the same tune without it
+                eager_walls[name] = tune(name, path, root / f"{name}-eager-{time.strftime('%H%M%S')}",
+                                         extra=("--device", args.device, "--skip-lever", "compile"))[3]
             tuned = next((t["result"]["parameters"] for t in trials if t["result"].get("parameters")), None)
             own = sum(p.numel() for p in load_module(path).build_model().parameters())
             if tuned is not None and tuned != own:  # e.g. --hf gpt2 and the oracle's copy of it
@@ -294,35 +358,67 @@ def main() -> None:
             batches = sorted(set(space["batch_sizes"]) | {rec["batch_size"]})  # an edge bisection's size too
             every_round: dict = {}
             measured = oracle(path, space["dtypes"], batches, args.rounds, args.min_run_time, args.device,
-                              every_round)
-            rows.append((name, rec, run, trials, wall, space, measured))
+                              every_round, compile_modes=modes, extra=(rec_key(rec),))
+            steps = int(rec["measured"].get("train_steps") or run["settings"].get("train_steps") or 5000)
+            rows.append((name, rec, trials, wall, space, measured, steps))
             print(f"  {name}: tuned in {wall:.0f} s, oracle measured {len(measured)} configurations", flush=True)
             if args.landscapes:
                 written = write_landscape(args.landscapes, name, path, measured, every_round, args.rounds,
                                           args.min_run_time, args.device)
                 print(f"  {name}: landscape written to {written}", flush=True)
+    report(rows, eager_walls)
+    if args.faults:
+        with tempfile.TemporaryDirectory() as tmp:
+            faults(args.keep or Path(tmp))
 
-    print("\n1. quality: the oracle's samples/s of the recommendation / the oracle's best; the trials and the whole "
+
+def report(rows: list, eager_walls: dict) -> None:
+    print("\n1. quality: the oracle's samples/s over the planned run (--train-steps; a compile's time included) "
+          "of the recommendation / the oracle's best, over dtype x batch x compile; the trials and the whole "
           "command's wall time\n")
-    print(f"{'workload':12s} {'recommends':12s} {'oracle':>8s} {'oracle best':16s} {'best':>8s} {'quality':>7s} "
+    print(f"{'workload':12s} {'recommends':30s} {'oracle':>8s} {'oracle best':30s} {'best':>8s} {'quality':>7s} "
           f"{'trials':>6s} {'points':>6s} {'wall s':>6s}  verdict")
-    for name, rec, _run, trials, wall, space, measured in rows:
-        key = (rec["dtype"], rec["batch_size"])
-        best_key = max(measured, key=measured.get)
-        quality = measured.get(key, float("nan")) / measured[best_key]
-        print(f"{name:12s} {f'{key[0]} bs={key[1]}':12s} {measured.get(key, float('nan')):8.1f} "
-              f"{f'{best_key[0]} bs={best_key[1]}':16s} {measured[best_key]:8.1f} {quality:7.3f} {len(trials):6d} "
-              f"{grid_size(space):6d} {wall:6.0f}  {'meets' if quality >= 0.95 else 'MISSES'} (>= 0.95)")
-    for name, _rec, _run, _trials, wall, *_ in rows:
+    for name, rec, trials, wall, _space, measured, steps in rows:
+        over = {k: run_rate(name, k, v, steps) for k, v in measured.items()}
+        key, best_key = rec_key(rec), max(over, key=over.get)
+        quality = over.get(key, float("nan")) / over[best_key]
+        print(f"{name:12s} {shown(key):30s} {over.get(key, float('nan')):8.1f} {shown(best_key):30s} "
+              f"{over[best_key]:8.1f} {quality:7.3f} {len(trials):6d} {len(measured):6d} {wall:6.0f}  "
+              f"{'meets' if quality >= 0.95 else 'MISSES'} (>= 0.95)")
+    for name, _rec, _trials, wall, *_ in rows:
         if name == "transformer":
             print(f"\n2. cost: `amp-advisor tune --example transformer`, the whole command: {wall:.0f} s  "
                   f"{'meets' if wall <= 60 else 'MISSES'} (<= 60 s)")
+            if name in eager_walls:
+                ratio = wall / eager_walls[name]
+                print(f"   against the same tune with --skip-lever compile ({eager_walls[name]:.0f} s): {ratio:.2f}x  "
+                      f"{'meets' if ratio <= 2 else 'MISSES'} (<= 2x)")
 
-    print("\n3. reduced precision where it wins: each dtype's best in the oracle vs its best fp32 (the verdicts)\n")
+    print("\n3. compile where it pays: per workload, the oracle's best compiled configuration against its best "
+          "eager one, over the planned run (its compile time included)\n")
+    print(f"{'workload':12s} {'best eager':16s} {'best compiled':30s} {'compile s':>9s} {'ratio':>6s} "
+          f"{'recommended':30s}  verdict")
+    for name, rec, _trials, _wall, _space, measured, steps in rows:
+        over = {k: run_rate(name, k, v, steps) for k, v in measured.items()}
+        eager = [k for k in over if k[2] == "off"]
+        compiled = [k for k in over if k[2] != "off"]
+        if not eager or not compiled:
+            continue
+        e, c = max(eager, key=over.get), max(compiled, key=over.get)
+        ratio = over[c] / over[e]
+        chose = rec_key(rec)[2] != "off"
+        verdict = ("meets (>= 5% faster: compiled)" if ratio >= 1.05 and chose else
+                   "MISSES (>= 5% faster, eager recommended)" if ratio >= 1.05 else
+                   "MISSES (slower, compiled recommended)" if ratio < 1.0 and chose else
+                   "meets (slower: eager)" if ratio < 1.0 else "either (within 5%)")
+        print(f"{name:12s} {shown(e):16s} {shown(c):30s} {COMPILE_S.get((name, *c), 0.0):9.1f} {ratio:6.2f} "
+              f"{shown(rec_key(rec)):30s}  {verdict}")
+
+    print("\n4. reduced precision where it wins: each dtype's best in the oracle vs its best fp32 (eager)\n")
     print(f"{'workload':12s} {'dtype':5s} {'oracle best':16s} {'vs fp32':>7s} {'recommended':12s}  verdict")
-    for name, rec, _run, _trials, _wall, space, measured in rows:
-        best = {d: max(((k, v) for k, v in measured.items() if k[0] == d), key=lambda kv: kv[1], default=None)
-                for d in space["dtypes"]}
+    for name, rec, _trials, _wall, space, measured, _steps in rows:
+        best = {d: max(((k, v) for k, v in measured.items() if k[0] == d and k[2] == "off"), key=lambda kv: kv[1],
+                       default=None) for d in space["dtypes"]}
         if not best.get("fp32"):
             continue
         fp32 = best["fp32"][1]
@@ -337,37 +433,35 @@ def main() -> None:
                 ok = rec["dtype"] != "fp32" if needed else True
                 verdict = ("meets (it wins by > 5%: a reduced precision recommended)" if needed and ok else
                            "MISSES (it wins by > 5%, fp32 recommended)" if needed else "n/a (no dtype wins by > 5%)")
-            print(f"{name:12s} {dtype:5s} {f'{kv[0][0]} bs={kv[0][1]} {kv[1]:.0f}':16s} {ratio:7.2f} "
+            print(f"{name:12s} {dtype:5s} {f'bs={kv[0][1]} {kv[1]:.0f}':16s} {ratio:7.2f} "
                   f"{rec['dtype']:12s}  {verdict}")
 
-    print("\n4. never worse: the oracle's recommendation vs fp32 at the same batch size\n")
-    print(f"{'workload':12s} {'recommends':12s} {'oracle':>8s} {'fp32 same bs':>12s} {'ratio':>6s} "
+    print("\n5. never worse: the oracle's recommendation vs eager fp32 at the same batch size\n")
+    print(f"{'workload':12s} {'recommends':30s} {'oracle':>8s} {'fp32 same bs':>12s} {'ratio':>6s} "
           f"{'tune said':>9s}  verdict")
-    for name, rec, _run, _trials, _wall, _space, measured in rows:
-        key = (rec["dtype"], rec["batch_size"])
-        twin = measured.get(("fp32", rec["batch_size"]))
+    for name, rec, _trials, _wall, _space, measured, _steps in rows:
+        key = rec_key(rec)
+        twin = measured.get(("fp32", rec["batch_size"], "off"))
         ratio = measured.get(key, float("nan")) / twin if twin else float("nan")
         said = rec["measured"].get("speedup_vs_fp32")
-        print(f"{name:12s} {f'{key[0]} bs={key[1]}':12s} {measured.get(key, float('nan')):8.1f} "
-              f"{twin or float('nan'):12.1f} "
+        print(f"{name:12s} {shown(key):30s} {measured.get(key, float('nan')):8.1f} {twin or float('nan'):12.1f} "
               f"{ratio:6.2f} {said or float('nan'):9.2f}  "
               f"{'meets' if ratio >= 0.98 else 'MISSES'} (not slower by > 2%)")
 
-    print("\noracle: samples/s per configuration (median of its interleaved rounds); * the recommendation\n")
-    for name, rec, _run, _trials, _wall, _space, measured in rows:
-        for dtype in dict.fromkeys(k[0] for k in measured):
-            cells = [f"bs={b} {rate:.0f}{'*' if (dtype, b) == (rec['dtype'], rec['batch_size']) else ''}"
-                     for (d, b), rate in sorted(measured.items()) if d == dtype]
-            print(f"  {name:12s} {dtype:5s} " + "  ".join(cells))
+    print("\noracle: samples/s per configuration (median of its interleaved rounds; compiled: [compile s]); "
+          "* the recommendation\n")
+    for name, rec, _trials, _wall, _space, measured, _steps in rows:
+        for dtype, mode in dict.fromkeys((k[0], k[2]) for k in sorted(measured)):
+            cells = [f"bs={b} {rate:.0f}{'*' if (d, b, m) == rec_key(rec) else ''}"
+                     + (f" [{COMPILE_S[(name, d, b, m)]:.0f}s]" if m != "off" else "")
+                     for (d, b, m), rate in sorted(measured.items()) if (d, m) == (dtype, mode)]
+            print(f"  {name:12s} {dtype:5s} {mode:10s} " + "  ".join(cells))
 
     print("\nwhy, as the runs say it:")
     for name, rec, *_ in rows:
-        print(f"  {name}: {rec['dtype']} bs={rec['batch_size']} -- {rec['why']}")
+        print(f"  {name}: {shown(rec_key(rec))} -- {rec['why']}")
         if rec.get("machine_busy"):
             print(f"    busy: {rec['machine_busy']}")
-    if args.faults:
-        with tempfile.TemporaryDirectory() as tmp:
-            faults(args.keep or Path(tmp))
 
 
 if __name__ == "__main__":

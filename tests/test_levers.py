@@ -87,6 +87,11 @@ def toy():
     levers.unregister(lever.name)
 
 
+def others(name):
+    """The registered levers but `name`: left out of a run that tests `name` alone."""
+    return tuple(n for n in levers.names() if n != name)
+
+
 @pytest.fixture
 def costly():
     lever = levers.register(Costly())
@@ -187,6 +192,7 @@ def test_a_lever_on_the_leaders_is_tried_on_them_and_its_costlier_value_only_whe
     rates = {Dtype.FP32: 800.0, Dtype.BF16: 1000.0, Dtype.FP16: 100.0}
     machine = LeverMachine(rates, {("costly", "fast"): 1.4, ("costly", "faster"): 1.5}, cost_s=2.0)
     result, _ = run_tuner(tmp_path, machine, profile=fake_cpu_profile(), device="cpu", batch_sizes=(8, 16, 32),
+                          skip_levers=others("costly"),
                           train_steps=10_000)
     tried = [s for s in machine.specs if s.levers]
     assert {dict(s.levers)["costly"] for s in tried} == {"fast", "faster"}
@@ -202,6 +208,7 @@ def test_below_its_break_even_a_one_time_cost_is_not_recommended(costly, tmp_pat
     rates = {Dtype.FP32: 800.0, Dtype.BF16: 1000.0, Dtype.FP16: 100.0}
     machine = LeverMachine(rates, {("costly", "fast"): 1.1}, cost_s=60.0)
     result, _ = run_tuner(tmp_path, machine, profile=fake_cpu_profile(), device="cpu", batch_sizes=(8, 16, 32),
+                          skip_levers=others("costly"),
                           train_steps=100)
     rec = result.recommendation
     assert rec.levers == {} and rec.dtype is Dtype.BF16
@@ -211,7 +218,8 @@ def test_below_its_break_even_a_one_time_cost_is_not_recommended(costly, tmp_pat
 def test_a_lever_that_slows_the_model_down_is_not_recommended_and_not_tried_further(costly, tmp_path):
     rates = {Dtype.FP32: 800.0, Dtype.BF16: 1000.0, Dtype.FP16: 100.0}
     machine = LeverMachine(rates, {("costly", "fast"): 0.8, ("costly", "faster"): 2.0}, cost_s=1.0)
-    result, _ = run_tuner(tmp_path, machine, profile=fake_cpu_profile(), device="cpu", batch_sizes=(8, 16, 32))
+    result, _ = run_tuner(tmp_path, machine, profile=fake_cpu_profile(), device="cpu", batch_sizes=(8, 16, 32),
+                          skip_levers=others("costly"))
     assert not any(dict(s.levers).get("costly") == "faster" for s in machine.specs)
     assert result.recommendation.levers == {}
 
@@ -221,7 +229,8 @@ def test_the_report_shows_each_lever_against_the_same_configuration_without_it(c
 
     rates = {Dtype.FP32: 800.0, Dtype.BF16: 1000.0, Dtype.FP16: 100.0}
     machine = LeverMachine(rates, {("costly", "fast"): 1.4, ("costly", "faster"): 1.5}, cost_s=2.0)
-    result, store = run_tuner(tmp_path, machine, profile=fake_cpu_profile(), device="cpu", batch_sizes=(8, 16, 32))
+    result, store = run_tuner(tmp_path, machine, profile=fake_cpu_profile(), device="cpu", batch_sizes=(8, 16, 32),
+                          skip_levers=others("costly"))
     store.write_state("complete", trials=result.trials_run, stopped_because=result.stopped_because,
                       wall_s=result.wall_s, notes=result.notes)
     result.recommendation.save(store.dir / "recommendation.json")

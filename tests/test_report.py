@@ -20,8 +20,9 @@ from amp_advisor.tuning.store import RunStore
 from tests.fakes import GPU_RATES, SyntheticWorker, run_tuner
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SECTIONS = ("Recommendation", "Workload", "Hardware", "Speed and memory", "Numerics", "Search and its cost", "Trials",
-            "Caveats and notes")
+SECTIONS = ("Recommendation", "Workload", "Hardware", "Speed and memory", "Numerics",
+            "Levers: each against the same configuration without it", "Search and its cost", "Trials",
+            "Caveats and notes")  # the levers section: the run tried torch.compile on its leader
 
 
 @pytest.fixture(scope="module")

@@ -101,16 +101,6 @@ def test_lightning_builds_the_trainer(rec, tmp_path, monkeypatch):
         assert scaler.get_growth_interval() == rec.scaler.growth_interval
 
 
-@pytest.fixture
-def fresh_accelerate_state():
-    accelerate = pytest.importorskip("accelerate")
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)  # one Accelerator per process otherwise
-    yield accelerate
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
 @pytest.mark.parametrize("rec", CPU_RECS, ids=IDS)
 def test_accelerate_builds_the_accelerator(rec, fresh_accelerate_state):
     code = snippets.accelerate(rec)

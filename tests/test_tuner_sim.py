@@ -3,6 +3,7 @@ and AVX2-EPYC sweeps, parametric CPUs and GPUs, and adversarial landscapes. Dete
 asserts the decision's simulated quality (true speed of the recommendation / true best), never a
 wall-clock time. benchmarks/bench_tuner_sim.py runs the same over hundreds of pairs."""
 
+import dataclasses
 import statistics
 from pathlib import Path
 
@@ -153,8 +154,10 @@ def test_a_close_call_gets_rounds_of_its_own_and_fp32_behind_climbs_smaller_firs
     spread. Four rounds of the whole pool put bs=16 first (quality 0.931); the close call now gets
     rounds of its own (the two batch sizes and the leader's fp32 twin), up to six, and bs=8 wins
     them. fp32, 0.65x bf16, climbs toward smaller batches (where its chance against a lead that
-    grows with the batch lies), not to bs=64."""
-    outcome = simulate(families.measured(_own_measured("cpu-avx512bf16-transformer.json"), 12), 12)
+    grows with the batch lies), not to bs=64. (No compiled sweep of this machine: compile is left
+    out, as with --skip-lever compile, so the rounds are the close call's alone.)"""
+    outcome = simulate(families.measured(_own_measured("cpu-avx512bf16-transformer.json"), 12), 12,
+                       skip_levers=("compile",))
     assert outcome.recommended == "bf16 bs=8" and outcome.quality == pytest.approx(1.0)
     fp32_climbs = [line for line in outcome.log if " refine " in line and " fp32 " in line]
     assert fp32_climbs and all("fp32 bs=16" in line for line in fp32_climbs)
@@ -170,3 +173,30 @@ def test_on_a_gpu_the_best_reduced_precision_is_measured_at_the_top_before_any_c
     outcome = simulate(families.best_only_at_largest(49), 49, max_trials=6)
     assert outcome.recommended == "bf16 bs=512" and outcome.quality == pytest.approx(1.0)
     assert any(" search " in line and "bf16 bs=512" in line for line in outcome.log[:7])
+
+
+# ---------------------------------------------------------------------------------- torch.compile
+def test_the_conv_net_is_recommended_compiled_and_the_transformer_eager():
+    """The AMX Xeon's compiled sweeps (../shared/landscapes/*-compile.json): compiled bf16 trains the
+    conv net 1.3x faster than eager bf16 and pays its compile back within the planned run; on the
+    transformer compile is slower, and eager is recommended. The costlier mode
+    (max-autotune-no-cudagraphs: the same speed here, 3x the compile) is not chosen."""
+    conv = simulate(families.measured(_own_measured("xeon-amx-2c-convnet.json"), 0), 0)
+    assert conv.recommended == "bf16 bs=64 compile=default" and conv.quality == pytest.approx(1.0)
+    transformer = simulate(families.measured(_own_measured("xeon-amx-2c-transformer.json"), 0), 0)
+    assert transformer.recommended == "bf16 bs=32" and transformer.quality == pytest.approx(1.0)
+    assert any("compiled (default)" in line for line in transformer.log)  # measured, then judged slower
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_compile_that_costs_more_than_the_run_saves_is_not_recommended(seed):
+    outcome = simulate(families.compile_costly(seed), seed)
+    assert "compile" not in outcome.recommended and outcome.quality == pytest.approx(1.0)
+
+
+def test_a_compile_below_its_break_even_is_not_recommended_on_a_short_run():
+    """The conv net's 1.3x compiled step, over a run of 50 steps: the compile never pays back."""
+    land = dataclasses.replace(families.measured(_own_measured("xeon-amx-2c-convnet.json"), 0), train_steps=50)
+    outcome = simulate(land, 0, train_steps=50)
+    assert outcome.recommended is not None and "compile" not in outcome.recommended
+    assert outcome.quality == pytest.approx(1.0)

@@ -126,20 +126,32 @@ def derive(evidence: Evidence, space: SearchSpace | None, *, memory_limit: int |
 
 
 def _not_worth_it(evidence: Evidence, c: Candidate, train_steps: int) -> str | None:
-    """Why a configuration with a one-time cost does not pay over the planned run, or None."""
-    if evidence.config(c) is None:
+    """Why a configuration with a one-time cost does not pay over the planned run, or None: it
+    must beat by LEVER_MARGIN, over the run, itself without its levers and every measured sibling
+    (the same configuration with other lever values) whose one-time cost is smaller."""
+    config = evidence.config(c)
+    if config is None:
         return None  # not measured yet: nothing known against it
     costs = evidence.break_even(c)
     if costs is None:
         return f"its one-time cost cannot be weighed: {c.plain.label} has no clean measurement"
     cost, saved, steps = costs
-    config, plain = evidence.config(c), evidence.config(c.plain)
-    assert config is not None and plain is not None and config.score and plain.score
+    plain = evidence.config(c.plain)
+    assert plain is not None and config.score and plain.score
     samples = config.records[0].result.spec.samples_per_step
     run_s = train_steps * samples / config.score + cost
     gain = (train_steps * samples / plain.score) / run_s - 1
-    if gain > LEVER_MARGIN:
-        return None
-    paid = f"pays for itself after {steps:,.0f} steps" if steps else "never pays for itself (no faster per step)"
-    return (f"{registry.label(registry.one_time(c.levers))} costs {cost:.1f} s once and {paid}: over the planned "
-            f"{train_steps:,} steps (--train-steps) it trains {gain:+.1%} against {c.plain.label}")
+    if gain <= LEVER_MARGIN:
+        paid = f"pays for itself after {steps:,.0f} steps" if steps else "never pays for itself (no faster per step)"
+        return (f"{registry.label(registry.one_time(c.levers))} costs {cost:.1f} s once and {paid}: over the planned "
+                f"{train_steps:,} steps (--train-steps) it trains {gain:+.1%} against {c.plain.label}")
+    for other in evidence.configs.values():
+        if (other.candidate == c or other.candidate.plain != c.plain or not other.score
+                or other.one_time_s is None or other.one_time_s >= cost):
+            continue
+        other_s = train_steps * samples / other.score + other.one_time_s
+        gain = other_s / run_s - 1
+        if gain <= LEVER_MARGIN:
+            return (f"it costs {cost - other.one_time_s:.1f} s more once than {other.candidate.label}, and over the "
+                    f"planned {train_steps:,} steps (--train-steps) trains {gain:+.1%} against it")
+    return None

@@ -137,10 +137,11 @@ def inconsistent(evidence: Evidence) -> list[Candidate]:
     RECHECK_FACTOR x slower per sample. Each is measured again once: probably a slow moment of
     the machine, and a climb must not stop on it."""
     out = []
-    by_dtype: dict[tuple[Dtype, str], list[ConfigEvidence]] = {}
+    by_dtype: dict[tuple[Dtype, str, tuple], list[ConfigEvidence]] = {}
     for config in evidence.configs.values():
         if config.explore_score and not any(r.role is Role.RECHECK for r in config.records):
-            by_dtype.setdefault((config.candidate.dtype, config.candidate.comm), []).append(config)
+            c = config.candidate
+            by_dtype.setdefault((c.dtype, c.comm, c.levers), []).append(config)
     for configs in by_dtype.values():
         configs.sort(key=lambda c: c.candidate.batch_size)
         for small, big in zip(configs, configs[1:], strict=False):  # each with the next
@@ -192,8 +193,10 @@ def next_step(evidence: Evidence, constraints: Constraints, space: SearchSpace, 
     return None
 
 
-def lever_trials(evidence: Evidence, constraints: Constraints, space: SearchSpace) -> list[Candidate]:
-    """The configurations with a lever to measure next (the module docstring says which)."""
+def lever_trials(evidence: Evidence, constraints: Constraints, space: SearchSpace) -> list[Step]:
+    """The configurations with a lever to measure next (the module docstring says which): a
+    REFINE for one not measured yet, a RECHECK for one that measured no faster than its plain
+    configuration once (one slow moment of a noisy machine must not dismiss a lever)."""
     plain = [e for e in evidence.configs.values()
              if not e.candidate.levers and not e.candidate.fp32_modules and e.explore_score
              and constraints.allows(e.candidate)]
@@ -214,8 +217,10 @@ def lever_trials(evidence: Evidence, constraints: Constraints, space: SearchSpac
                 measured = evidence.config(candidate)
                 if measured is None:
                     if constraints.allows(candidate):
-                        out.append(candidate)
+                        out.append(Step(candidate, Role.REFINE))
                     break
                 if not measured.explore_score or measured.explore_score <= (lead.explore_score or 0.0):
+                    if measured.explore_score and not any(r.role is Role.RECHECK for r in measured.records):
+                        out.append(Step(candidate, Role.RECHECK))
                     break  # no gain at this value: the costlier ones are not tried
     return out

@@ -461,7 +461,7 @@ class Tuner:
             if not todo or self._out_of_time():
                 return
             self._phase("levers", len(todo))
-            self._run(todo[0], Role.REFINE, abandon=False)
+            self._run(todo[0].candidate, todo[0].role, abandon=False)
 
     # -------------------------------------------------------------------------------- confirm
     def confirmation_pool(self) -> list[Candidate]:

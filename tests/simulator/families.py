@@ -11,6 +11,10 @@
   (fp16 tensor cores, bf16 emulated); A100/H100/H200 (tf32, bf16, fp16; AMP vs TF32 1.8-2.6x at
   large batches, NVIDIA's published A100 ratios for BERT and ResNet-50 span that), with the
   memory limit in the middle of the space most of the time;
+- compiled: a measured sweep with a compiled sibling (`<name>-compile.json`: eager and
+  torch.compile at the same batches, interleaved) gets its compiled points as the measured ratio
+  to eager, at the eager point of the main sweep; the compile time is the cold one
+  (COLD_COMPILE_S: the sweeps' first steps ran on a warm inductor cache);
 - adversarial: the best dtype wins only at the largest batch; fp32 wins at small batches and loses
   at large ones; two dtypes within 2%; out of memory one size above the middle; fp16 overflows at
   large batches; bf16 fails on numerics everywhere; a 30% noise spread.
@@ -20,6 +24,7 @@ Every generator takes a seed and draws everything from it: a suite is reproducib
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -28,7 +33,7 @@ from pathlib import Path
 
 from amp_advisor.dtypes import Dtype
 
-from .landscape import GIB, Landscape, Point
+from .landscape import COMPILED, GIB, Landscape, Point
 from .noise import Noise
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "landscapes"
@@ -37,6 +42,8 @@ CPU_SIZES = (4, 8, 16, 32, 64, 128)
 GPU_SIZES = (8, 16, 32, 64, 128, 256, 512)
 CPU_MEMORY = 24 * GIB
 GPU_MEMORY = {"V100": 16 * GIB, "T4": 16 * GIB, "A100": 80 * GIB, "H100": 80 * GIB, "H200": 140 * GIB}
+# Cold compile times of the issue's table (an AMX Xeon, 2 cores, a fresh inductor cache), s
+COLD_COMPILE_S = {"convnet": {Dtype.FP32: 7.5, Dtype.BF16: 5.5}, "transformer": {Dtype.FP32: 23.7, Dtype.BF16: 8.7}}
 DEVICE_OF_FLAGS = (("amx_bf16", "cpu-amx"), ("avx512_bf16", "cpu-avx512-bf16"), ("avx2", "cpu-avx2"))
 GPU_OF_NAME = (("H200", "H200"), ("H100", "H100"), ("A100", "A100"), ("V100", "V100"), ("T4", "T4"))
 
@@ -95,7 +102,29 @@ def measured(path: Path, seed: int, batch_sizes: tuple[int, ...] | None = None) 
                                        spread=spread)
     name = path.stem + (f"@{','.join(map(str, batch_sizes))}" if batch_sizes else "")
     return Landscape(name, "measured", device, points, memory, build_s=rng.uniform(0.3, 1.5) * (3 if gpu else 1),
-                     max_grad=10 ** rng.uniform(-2, 0.5), noise=_base_noise(rng), batch_sizes=batch_sizes)
+                     max_grad=10 ** rng.uniform(-2, 0.5), noise=_base_noise(rng), batch_sizes=batch_sizes,
+                     lever_points=_compiled(path, points))
+
+
+def _compiled(path: Path, points: dict[tuple[Dtype, int], Point]) -> dict[tuple[Dtype, int, tuple], Point]:
+    """The compiled points of `path`'s compiled sibling, as its compiled/eager ratio applied to
+    the main sweep's eager point; first_step_s = the cold compile time."""
+    sibling = path.with_name(f"{path.stem}-compile.json")
+    if not sibling.is_file():
+        return {}
+    data = json.loads(sibling.read_text())
+    sweep = {(Dtype(p["dtype"]), int(p["batch_size"]), bool(p["compiled"])): p for p in data["points"]}
+    cold = next((v for k, v in COLD_COMPILE_S.items() if k in path.stem), {})
+    out = {}
+    for (dtype, batch, compiled), p in sweep.items():
+        eager = sweep.get((dtype, batch, False))
+        if compiled and eager and (dtype, batch) in points:
+            ratio = p["samples_per_s"] / eager["samples_per_s"]
+            plain = points[(dtype, batch)]
+            cold_s = max(p["first_step_s"], cold.get(dtype, 0.0))
+            out[(dtype, batch, COMPILED)] = Point(plain.samples_per_s * ratio, cold_s, plain.peak_memory_bytes,
+                                                  plain.loss_rel_diff, spread=plain.spread)
+    return out
 
 
 SPREAD_CAP = 0.08  # log std: what a sweep's rounds spread beyond this is slow patches, modelled as such
@@ -315,8 +344,34 @@ def noisy(seed: int) -> Landscape:
     return parametric(device, seed, family="adversarial", noise=noise, name=f"noisy-{device}-{seed}")
 
 
+def compile_costly(seed: int) -> Landscape:
+    """torch.compile trains 1.3x faster per step and takes minutes to compile: over the planned run
+    it costs more than it saves (below its break-even), so eager is the right answer."""
+    land = parametric("cpu-amx", seed, family="adversarial", name=f"compile-costly-{seed}")
+    batch = land.sizes(Dtype.BF16)
+    rate = {b: land.point(Dtype.BF16, b).samples_per_s for b in batch}
+    # the compile saves (1 - 1/1.3) of a step; it would pay for itself after 4x the planned run
+    compiled = {(Dtype.BF16, b, COMPILED): Point(1.3 * rate[b], 4 * land.train_steps * (b / rate[b]) * (1 - 1 / 1.3),
+                                                 land.point(Dtype.BF16, b).peak_memory_bytes) for b in batch}
+    return dataclasses.replace(land, lever_points=compiled)
+
+
+def compile_wins(seed: int) -> Landscape:
+    """The conv net's case on a machine nobody here has: torch.compile trains every dtype 1.2-1.5x
+    faster per step (more at small batches, where eager's overhead weighs most), for 4-10 s of
+    compile: the compiled leader is the answer, and eager leaves that much on the table."""
+    rng = random.Random(f"compile-wins/{seed}")
+    land = parametric(rng.choice(("cpu-avx512-bf16", "cpu-amx", "H100")), seed, family="adversarial",
+                      name=f"compile-wins-{seed}")
+    sizes = sorted({b for _, b in land.points})
+    gains = _gain(rng.uniform(1.4, 1.5), rng.uniform(1.2, 1.3), 1.0, tuple(sizes))
+    compiled = {(d, b, COMPILED): Point(gains(b) * p.samples_per_s, rng.uniform(4, 10), p.peak_memory_bytes,
+                                        p.loss_rel_diff, p.nonfinite) for (d, b), p in land.points.items()}
+    return dataclasses.replace(land, lever_points=compiled)
+
+
 ADVERSARIAL = (best_only_at_largest, fp32_wins_small, close_pair, oom_above_middle, fp16_overflows_large,
-               bf16_drifts, noisy)
+               bf16_drifts, noisy, compile_costly, compile_wins)
 
 
 # ---------------------------------------------------------------------------------- suites

@@ -7,9 +7,16 @@ init_scale) and the noise the machine makes (noise.py). A batch size between two
 (the tuner bisects an out-of-memory edge) is interpolated: throughput log-linearly, memory
 linearly.
 
-The truth is what a recommendation is scored against: quality = the true samples/s of the
-recommendation / the true best over the configurations of the space whose numerics pass and that
-fit in memory (less the tuner's safety margin).
+Levers (amp_advisor/levers/): torch.compile's speed-up and one-time compile cost per (dtype,
+batch) where a compiled sweep measured them (`lever_points`, "default" mode; the nearest measured
+batch's ratio to eager elsewhere); a mode the sweep did not measure runs as "default" with
+AUTOTUNE_FACTOR x its compile time; where nothing was measured, compile is neutral (eager's speed,
+NEUTRAL_COMPILE_S to compile), as is every other lever (the CPU's bf16 matmuls).
+
+The truth is what a recommendation is scored against: quality = the true rate of the
+recommendation over the planned run (train_steps optimizer steps, a one-time cost included) / the
+best such rate over the configurations of the space, with or without levers, whose numerics pass
+and that fit in memory (less the tuner's safety margin).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from amp_advisor.dtypes import Dtype
+from amp_advisor.tuning.settings import DEFAULT_TRAIN_STEPS
 
 from .noise import Noise
 
@@ -27,6 +35,9 @@ GIB = 2**30
 TOLERANCE = 0.05  # the tuner's default loss tolerance vs fp32 (TuneSettings.tolerance)
 MEMORY_MARGIN = 0.10  # the tuner's default safety margin (TuneSettings.memory_margin)
 ISLAND_COST = 0.05  # an fp32 island costs this share of the speed (a repaired configuration)
+NEUTRAL_COMPILE_S = 10.0  # compile time where no sweep measured it (its speed: eager's)
+AUTOTUNE_FACTOR = 3.0  # a compile mode the sweeps did not measure: "default"'s speed, this x its compile time
+COMPILED = (("compile", "default"),)
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,9 @@ class Landscape:
     max_grad: float = 1.0  # fp32's largest gradient
     noise: Noise = field(default_factory=Noise)
     batch_sizes: tuple[int, ...] | None = None  # the run's --batch-sizes; None: the device's defaults
+    # (dtype, batch, COMPILED) -> the compiled point: its rate, and first_step_s = the cold compile
+    lever_points: dict[tuple[Dtype, int, tuple], Point] = field(default_factory=dict)
+    train_steps: int = DEFAULT_TRAIN_STEPS  # the planned run (the tuner's default --train-steps)
 
     # ------------------------------------------------------------------------------ the truth
     @functools.cached_property
@@ -102,18 +116,41 @@ class Landscape:
     def valid(self, dtype: Dtype, batch: int, islands: bool = False) -> bool:
         return self.fits(dtype, batch) and self.numerics_pass(dtype, batch, islands)
 
-    def true_rate(self, dtype: Dtype, batch: int, islands: bool = False) -> float:
-        return self.point(dtype, batch).samples_per_s * ((1 - ISLAND_COST) if islands else 1.0)
+    def true_rate(self, dtype: Dtype, batch: int, islands: bool = False, levers: tuple = ()) -> float:
+        """Samples/s once running (a one-time cost apart)."""
+        gain, _ = self.lever_effect(dtype, batch, levers)
+        return self.point(dtype, batch).samples_per_s * ((1 - ISLAND_COST) if islands else 1.0) * gain
 
-    def best(self, dtypes: tuple[Dtype, ...], sizes: tuple[int, ...]) -> tuple[Dtype, int, float]:
-        """The true best over the space's configurations whose numerics pass and that fit."""
-        pool = [(self.true_rate(d, b), d, b) for d in dtypes for b in sizes
+    def lever_effect(self, dtype: Dtype, batch: int, levers: tuple) -> tuple[float, float]:
+        """(speed-up over eager, one-time cost in seconds) of a configuration's levers."""
+        mode = dict(levers).get("compile")
+        if mode is None:
+            return 1.0, 0.0
+        measured = sorted(b for d, b, _ in self.lever_points if d is dtype)
+        if measured:
+            near = min(measured, key=lambda b: (abs(math.log(b / batch)), b))
+            compiled = self.lever_points[(dtype, near, COMPILED)]
+            gain, cost = compiled.samples_per_s / self.point(dtype, near).samples_per_s, compiled.first_step_s
+        else:
+            gain, cost = 1.0, NEUTRAL_COMPILE_S
+        return gain, cost * (1.0 if mode == "default" else AUTOTUNE_FACTOR)
+
+    def run_rate(self, dtype: Dtype, batch: int, islands: bool = False, levers: tuple = ()) -> float:
+        """Samples/s over the planned run of train_steps optimizer steps, its one-time cost included."""
+        rate = self.true_rate(dtype, batch, islands, levers)
+        _, cost = self.lever_effect(dtype, batch, levers)
+        run_s = self.train_steps * batch / rate + cost
+        return self.train_steps * batch / run_s
+
+    def best(self, dtypes: tuple[Dtype, ...], sizes: tuple[int, ...]) -> tuple[Dtype, int, tuple, float]:
+        """The true best over the space's configurations, compiled or not, whose numerics pass and that fit."""
+        pool = [(self.run_rate(d, b, levers=lv), d, b, lv) for d in dtypes for b in sizes
                 if (d, b) in self.points or self.sizes(d) and self.sizes(d)[0] <= b <= self.sizes(d)[-1]
-                if self.valid(d, b)]
+                if self.valid(d, b) for lv in ((), COMPILED)]
         if not pool:
             raise ValueError(f"{self.name}: no configuration of the space is valid")
-        rate, d, b = max(pool, key=lambda p: p[0])
-        return d, b, rate
+        rate, d, b, lv = max(pool, key=lambda p: p[0])
+        return d, b, lv, rate
 
     def with_noise(self, noise: Noise) -> Landscape:
         return replace(self, noise=noise)

@@ -94,10 +94,11 @@ class SimulatedMachine:
         point = land.point(dtype, batch)
         samples = spec.samples_per_step
         islands = bool(spec.fp32_modules)
-        true_rate = land.true_rate(dtype, batch, islands)
+        true_rate = land.true_rate(dtype, batch, islands, tuple(spec.levers))
+        _, one_time = land.lever_effect(dtype, batch, tuple(spec.levers))
         rate = true_rate * self.noise.factor(self.clock.now, fresh, point.spread)
         step_s = samples / rate
-        first_s = point.first_step_s * spec.grad_accum * (true_rate / rate)
+        first_s = point.first_step_s * spec.grad_accum * (true_rate / rate) + one_time
         build = land.build_s
         if not land.runs(dtype, batch):
             if self.gpu:
@@ -140,6 +141,8 @@ class SimulatedMachine:
             grad_stats=(GradStats(spec.init_scale if dtype is Dtype.FP16 else 1.0, 1000, 0.0, 0.0, 0.0,
                                   self.landscape.max_grad, {0: 1000}) if spec.grad_stats else None),
             wall_s=wall, tf32=spec.tf32_on(self.landscape.device not in ("V100", "T4") and self.gpu),
+            one_time_s=one_time if spec.levers and one_time else None,
+            one_time_warm_s=one_time / 20 if spec.levers and one_time else None,
         )
 
     def _numerics(self, spec: TrialSpec, point, islands: bool, curve: tuple[float, ...], total: int):

@@ -60,23 +60,29 @@ def simulate(landscape: Landscape, seed: int, *, settings_name: str = "default",
     finally:
         if keep is None:
             shutil.rmtree(root, ignore_errors=True)
-    best_dtype, best_batch, best_rate = landscape.best(space.dtypes, space.batch_sizes)
+    best_dtype, best_batch, best_levers, best_rate = landscape.best(space.dtypes, space.batch_sizes)
     rec = result.recommendation
-    shown = f"{best_dtype} bs={best_batch} ({best_rate:.1f}/s)"
+    shown = f"{best_dtype} bs={best_batch}{_levers_text(best_levers)} ({best_rate:.1f}/s)"
     log = tuple(_line(landscape, r) for r in result.records) + tuple(f"note: {n}" for n in result.notes)
     if rec is None:
         return Outcome(landscape.name, landscape.family, landscape.device, seed, settings_name, None, shown, 0.0,
                        result.trials_run, clock.now, "no recommendation, although a configuration is valid", log)
     islands = bool(rec.fp32_modules)
-    quality = landscape.true_rate(rec.dtype, rec.batch_size, islands) / best_rate
+    chosen = tuple(sorted(rec.levers.items()))
+    quality = landscape.run_rate(rec.dtype, rec.batch_size, islands, chosen) / best_rate
     return Outcome(landscape.name, landscape.family, landscape.device, seed, settings_name,
-                   f"{rec.dtype} bs={rec.batch_size}" + (" +islands" if islands else ""), shown, quality,
+                   f"{rec.dtype} bs={rec.batch_size}" + _levers_text(chosen) + (" +islands" if islands else ""),
+                   shown, quality,
                    result.trials_run, clock.now, _invalid(landscape, result, rec, islands), log)
+
+
+def _levers_text(levers: tuple) -> str:
+    return "".join(f" {name}={value}" for name, value in levers)
 
 
 def _line(landscape: Landscape, r) -> str:
     c = r.candidate
-    true = landscape.true_rate(c.dtype, c.batch_size, bool(c.fp32_modules))
+    true = landscape.true_rate(c.dtype, c.batch_size, bool(c.fp32_modules), c.levers)
     measured = f"{r.result.samples_per_s:.1f}" if r.result.samples_per_s else "-"
     where = f" round {r.round}" if r.round is not None else ""
     return (f"{r.number:3d} {r.role.value:9s}{where:9s} {c.label:34s} {r.result.status.value:9s} "
