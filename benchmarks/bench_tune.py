@@ -10,6 +10,9 @@ only: no batch size makes up a 4x gap on a CPU, and a full sweep of it would tak
 The oracle also compiles the same model (torch.compile, static shapes, each configuration cold
 from a fresh inductor cache, the compiled backward outside autocast) at every point it measures,
 in the same interleaved rounds; a compile's time is its first step less a measured one.
+Where the run's space offers the CPU's bf16 matmuls for fp32 (the "matmul" lever), the oracle
+measures fp32 so too ("fp32+bf16mm", its own mkldnn switch at every step), eager only: inductor
+does not compile under a per-backend matmul precision.
 
 1. Quality: per workload, `amp-advisor tune` (the CLI, Bayesian strategy, defaults) then the oracle.
    quality = oracle samples/s over the planned run (the recommendation's --train-steps, a compile's
@@ -61,6 +64,9 @@ WORKLOADS = {
 }
 TUNE_ARGS = {"hf_gpt2": ["--hf", "gpt2"]}  # tuned as a user would name it, not through the oracle's file
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}  # the oracle's own dtype table
+# fp32 weights and math with oneDNN's bf16 dot products (the tuner's "matmul" lever, on a CPU): the
+# oracle's own name for it, set by its own switch at every step
+FP32_BF16_MATMULS = "fp32+bf16mm"
 HOPELESS = 0.25  # below this fraction of fp32 at the smallest batch: measured there only
 
 
@@ -129,6 +135,8 @@ def oracle_step(module, dtype: str, batch: int, wrap=None, device: str = "cpu", 
         if dev.type == "cuda":  # the oracle's own switch: every step sets what its dtype means
             torch.backends.cuda.matmul.allow_tf32 = tf32
             torch.backends.cudnn.allow_tf32 = tf32
+        else:
+            torch.backends.mkldnn.matmul.fp32_precision = "bf16" if dtype == FP32_BF16_MATMULS else "ieee"
         b = batches[next(counter) % len(batches)]
         with torch.autocast(dev.type, dtype=AUTOCAST.get(dtype, torch.float32), enabled=dtype in AUTOCAST):
             loss = loss_of(b)
@@ -204,8 +212,8 @@ def oracle(path: Path, dtypes: list[str], batches: list[int], rounds: int, min_r
         for b in batches:
             if b != smallest:
                 build(dtype, b)
-            for mode in compile_modes:
-                build(dtype, b, mode)
+            for mode in compile_modes if dtype != FP32_BF16_MATMULS else ():
+                build(dtype, b, mode)  # bf16 matmuls: inductor cannot compile under them (it reads one precision)
     for dtype, b, mode in extra:
         if (dtype, b, mode) not in steps:
             build(dtype, b, mode)
@@ -314,7 +322,15 @@ def machine(device: str) -> str:
 
 
 def rec_key(rec: dict) -> tuple:
-    return rec["dtype"], rec["batch_size"], rec.get("levers", {}).get("compile", "off")
+    levers = rec.get("levers") or {}
+    dtype = FP32_BF16_MATMULS if levers.get("matmul", "off") != "off" else rec["dtype"]
+    return dtype, rec["batch_size"], levers.get("compile", "off")
+
+
+def oracle_dtypes(space: dict) -> list[str]:
+    """The tuner's dtypes, and fp32 with bf16 matmuls where its space offers the matmul lever."""
+    offered = dict((name, values) for name, values in space.get("levers") or ())
+    return [*space["dtypes"], *([FP32_BF16_MATMULS] if len(offered.get("matmul", ())) > 1 else [])]
 
 
 def shown(key: tuple) -> str:
@@ -357,7 +373,7 @@ def main() -> None:
             space = run["context"]["space"]
             batches = sorted(set(space["batch_sizes"]) | {rec["batch_size"]})  # an edge bisection's size too
             every_round: dict = {}
-            measured = oracle(path, space["dtypes"], batches, args.rounds, args.min_run_time, args.device,
+            measured = oracle(path, oracle_dtypes(space), batches, args.rounds, args.min_run_time, args.device,
                               every_round, compile_modes=modes, extra=(rec_key(rec),))
             steps = int(rec["measured"].get("train_steps") or run["settings"].get("train_steps") or 5000)
             rows.append((name, rec, trials, wall, space, measured, steps))
