@@ -54,6 +54,9 @@ RECHECK_FACTOR = 1.5
 # a dtype whose best plain configuration is this close to the best gets the levers tried on it:
 # the largest gain a lever was measured to give (torch.compile of the conv net on an AMX Xeon: 1.51x)
 LEVER_REACH = 1.6
+# where a lever paid at a dtype's leading batch, it is tried at that dtype's other batch sizes this
+# close to the leading one too: a compile's gain varies with the batch (the conv net: 1.09-1.15x)
+LEVER_NEIGHBOURS = 0.9
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,7 @@ def lever_trials(evidence: Evidence, constraints: Constraints, space: SearchSpac
             leaders.setdefault(e.candidate.dtype, e)
     out = []
     for name, values in space.lever_values("leaders").items():
-        for lead in leaders.values():
+        for lead in _lever_leads(evidence, plain, leaders, name):
             for value in values[1:]:
                 candidate = dataclasses.replace(lead.candidate, levers=((name, value),)).canonical()
                 if not candidate.levers:
@@ -224,3 +227,20 @@ def lever_trials(evidence: Evidence, constraints: Constraints, space: SearchSpac
                         out.append(Step(candidate, Role.RECHECK))
                     break  # no gain at this value: the costlier ones are not tried
     return out
+
+
+def _lever_leads(evidence: Evidence, plain: list[ConfigEvidence], leaders: dict[Dtype, ConfigEvidence],
+                 name: str) -> list[ConfigEvidence]:
+    """The leaders, and where lever `name` measured faster than a leader without it, that dtype's
+    other plain configurations within LEVER_NEIGHBOURS of it (best first)."""
+    out = list(leaders.values())
+    for dtype, lead in leaders.items():
+        paid = [e for e in evidence.configs.values()
+                if e.candidate.plain == lead.candidate and dict(e.candidate.levers).get(name)
+                and (e.explore_score or 0.0) > (lead.explore_score or 0.0)]
+        if paid:
+            out += [e for e in sorted(plain, key=lambda e: -(e.explore_score or 0.0))
+                    if e.candidate.dtype is dtype and e is not lead
+                    and (e.explore_score or 0.0) >= LEVER_NEIGHBOURS * (lead.explore_score or 0.0)]
+    return out
+
