@@ -139,8 +139,11 @@ def _not_worth_it(evidence: Evidence, c: Candidate, train_steps: int) -> str | N
     plain = evidence.config(c.plain)
     assert plain is not None and config.score and plain.score
     samples = config.records[0].result.spec.samples_per_step
-    run_s = train_steps * samples / config.score + cost
-    gain = (train_steps * samples / plain.score) / run_s - 1
+
+    def run_s(score: float, one_time_s: float) -> float:  # the planned run's seconds
+        return train_steps * samples / score + one_time_s
+
+    gain = run_s(plain.score, 0.0) / run_s(config.score, cost) - 1
     if gain <= LEVER_MARGIN:
         paid = f"pays for itself after {steps:,.0f} steps" if steps else "never pays for itself (no faster per step)"
         return (f"{registry.label(registry.one_time(c.levers))} costs {cost:.1f} s once and {paid}: over the planned "
@@ -149,8 +152,7 @@ def _not_worth_it(evidence: Evidence, c: Candidate, train_steps: int) -> str | N
         if (other.candidate == c or other.candidate.plain != c.plain or not other.score
                 or other.one_time_s is None or other.one_time_s >= cost):
             continue
-        other_s = train_steps * samples / other.score + other.one_time_s
-        gain = other_s / run_s - 1
+        gain = run_s(other.score, other.one_time_s) / run_s(config.score, cost) - 1
         if gain <= LEVER_MARGIN:
             return (f"it costs {cost - other.one_time_s:.1f} s more once than {other.candidate.label}, and over the "
                     f"planned {train_steps:,} steps (--train-steps) trains {gain:+.1%} against it")

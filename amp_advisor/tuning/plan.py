@@ -140,12 +140,12 @@ def inconsistent(evidence: Evidence) -> list[Candidate]:
     RECHECK_FACTOR x slower per sample. Each is measured again once: probably a slow moment of
     the machine, and a climb must not stop on it."""
     out = []
-    by_dtype: dict[tuple[Dtype, str, tuple], list[ConfigEvidence]] = {}
+    groups: dict[tuple[Dtype, str, tuple], list[ConfigEvidence]] = {}  # by dtype, comm and levers
     for config in evidence.configs.values():
         if config.explore_score and not any(r.role is Role.RECHECK for r in config.records):
             c = config.candidate
-            by_dtype.setdefault((c.dtype, c.comm, c.levers), []).append(config)
-    for configs in by_dtype.values():
+            groups.setdefault((c.dtype, c.comm, c.levers), []).append(config)
+    for configs in groups.values():
         configs.sort(key=lambda c: c.candidate.batch_size)
         for small, big in zip(configs, configs[1:], strict=False):  # each with the next
             small_step = small.candidate.batch_size / (small.explore_score or 1.0)
@@ -235,12 +235,10 @@ def _lever_leads(evidence: Evidence, plain: list[ConfigEvidence], leaders: dict[
     other plain configurations within LEVER_NEIGHBOURS of it (best first)."""
     out = list(leaders.values())
     for dtype, lead in leaders.items():
-        paid = [e for e in evidence.configs.values()
-                if e.candidate.plain == lead.candidate and dict(e.candidate.levers).get(name)
-                and (e.explore_score or 0.0) > (lead.explore_score or 0.0)]
-        if paid:
+        lead_score = lead.explore_score or 0.0
+        if any(e.candidate.plain == lead.candidate and name in dict(e.candidate.levers)
+               and (e.explore_score or 0.0) > lead_score for e in evidence.configs.values()):
             out += [e for e in sorted(plain, key=lambda e: -(e.explore_score or 0.0))
                     if e.candidate.dtype is dtype and e is not lead
-                    and (e.explore_score or 0.0) >= LEVER_NEIGHBOURS * (lead.explore_score or 0.0)]
+                    and (e.explore_score or 0.0) >= LEVER_NEIGHBOURS * lead_score]
     return out
-
