@@ -30,9 +30,10 @@ from .jsonio import dumps
 from .levers import names as lever_names  # plain declarations: no torch
 from .limits import MAX_BATCH_SIZE, MAX_BENCH_SECONDS, MAX_INIT_SCALE, MAX_STEPS, MAX_TRIAL_TIMEOUT_S
 from .snippets import FORMATS as SNIPPET_FORMATS  # text only: cheap to import
+from .tuning.phases import FINISH_TRIALS, MIN_SEARCH_TRIALS, SEARCH_SHARE
+from .tuning.runner import COMPARE_STEPS
 from .tuning.settings import DEFAULT_TRAIN_STEPS, TuneSettings
 from .tuning.space import describe_default_batch_sizes  # the tuning modules import no torch: cheap
-from .tuning.tuner import COMPARE_STEPS, FINISH_TRIALS, MIN_SEARCH_TRIALS, SEARCH_SHARE
 
 LEVER_NAMES = lever_names()
 

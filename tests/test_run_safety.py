@@ -191,7 +191,8 @@ def test_a_hung_first_step_costs_the_allowance_the_spec_gives_not_ten_minutes():
 
 
 def test_first_step_allowances_come_from_the_calibration_and_finished_trials(tmp_path):
-    from amp_advisor.tuning.tuner import FIRST_STEP_FACTOR, FIRST_STEP_FLOOR_S, Tuner
+    from amp_advisor.tuning.runner import FIRST_STEP_FACTOR, FIRST_STEP_FLOOR_S
+    from amp_advisor.tuning.tuner import Tuner
 
     store = RunStore(tmp_path / "run")
     settings = TuneSettings(workload=str(WORKLOADS / "tiny.py"), device="cuda:0", batch_sizes=(16, 32, 64),

@@ -4,7 +4,7 @@ the Tuner's loop (tuner.py); the run directory is store.py. The lifecycle around
 report) is amp_advisor.lifecycle.tune.
 """
 
+from .conclude import TuneResult
 from .settings import TuneSettings
-from .tuner import TuneResult
 
 __all__ = ["TuneSettings", "TuneResult"]

@@ -8,7 +8,7 @@ from rich.text import Text
 
 from ..console import facts
 from ..dtypes import Dtype
-from .tuner import TuneResult
+from .conclude import TuneResult
 
 
 def render_summary(result: TuneResult) -> RenderableType:
