@@ -109,9 +109,9 @@ class MixedPrecision:
         `zero_grad=False` leaves zeroing the gradients to you.
         `fp32_modules`: modules to keep in fp32 inside autocast (qualified names as in
         model.named_modules(), module classes or class names); `prepare(model)` installs them.
-        `levers`: the tuning levers' values (amp_advisor.levers: {"compile": "default"} ...), as a
+        `levers`: the levers' values ({"compile": "default", "islands": "encoder.attn,head"}), as a
         recommendation carries them; what they set process-wide is set here, and `prepare(model)`
-        installs the rest on the model, in their declared order, after the islands.
+        installs the rest, in their declared order (levers.Stage), after the `fp32_modules`.
         `on_instability`: what to do when fp16/bf16 training goes persistently wrong (the GradScaler
         skipping `instability_steps` steps in a row or its scale collapsing below 1, or as many
         non-finite bf16 losses in a row): "raise" (TrainingInstabilityError, pointing at
@@ -138,19 +138,28 @@ class MixedPrecision:
             tf32_mode.enable()
         self._clip = torch.nn.utils.clip_grad_norm_
         self.fp32_modules = tuple(fp32_modules)
-        self.levers = lever_registry.canonical(levers, self.dtype)
-        lever_problems = lever_registry.problems(dict(self.levers), self.dtype, self.device_type)
-        if lever_problems:
-            raise BadInputError("MixedPrecision: " + "; ".join(lever_problems))
-        lever_registry.enable(self.levers)
+        self.levers = self._enabled_levers(levers)
         self.islands: list[str] = []  # the qualified names prepare() made fp32 islands
         self._synced_model: Any = None  # a DDP/FSDP2 model prepare() saw: its reduction follows accumulation
+        self._watch(on_instability, fallback_dtype, instability_steps)
+        self._start_statistics(init_scale)
+
+    def _watch(self, on_instability: str, fallback_dtype: str | Dtype | None, instability_steps: int) -> None:
+        """What is done when training goes persistently wrong (the constructor's `on_instability`)."""
         self.on_instability = on_instability
         self.instability_steps = instability_steps
         self._fallback_dtype = None if fallback_dtype is None else Dtype.parse(str(fallback_dtype))
         self.configured_dtype = self.dtype
         self._fallback: dict[str, Any] | None = None  # set when the helper fell back
-        self._start_statistics(init_scale)
+
+    def _enabled_levers(self, levers: Mapping[str, str] | Sequence[tuple[str, str]]) -> lever_registry.Pairs:
+        """The levers' values, checked for this dtype and device, and what they set process-wide set."""
+        chosen = lever_registry.canonical(levers, self.dtype)
+        lever_problems = lever_registry.problems(dict(chosen), self.dtype, self.device_type)
+        if lever_problems:
+            raise BadInputError("MixedPrecision: " + "; ".join(lever_problems))
+        lever_registry.enable(chosen)
+        return chosen
 
     def _start_statistics(self, init_scale: float) -> None:
         """The step counters and the statistics read from the device in batches (FLUSH_EVERY)."""
@@ -179,8 +188,7 @@ class MixedPrecision:
         s = rec.scaler
         kwargs = dict(grad_accumulation_steps=rec.grad_accumulation_steps, init_scale=s.init_scale,
                       growth_factor=s.growth_factor, backoff_factor=s.backoff_factor,
-                      growth_interval=s.growth_interval, tf32=rec.tf32, fp32_modules=rec.fp32_modules,
-                      levers=rec.levers)
+                      growth_interval=s.growth_interval, tf32=rec.tf32, levers=rec.levers)
         kwargs.update(overrides)
         return cls(rec.dtype, device_type or rec.device, **kwargs)
 
@@ -193,13 +201,16 @@ class MixedPrecision:
         holds). A DDP or FSDP2 model is remembered: on the accumulation micro-steps that do not
         step the optimizer, autocast() turns its gradient reduction off (DDP's no_sync, FSDP2's
         set_requires_gradient_sync), so only the last micro-batch communicates."""
-        if self.fp32_modules:
-            from .islands import keep_in_fp32
+        from .islands import installed, keep_in_fp32
 
-            self.islands = keep_in_fp32(model.module if _is_ddp(model) else model, self.fp32_modules)
+        own = model.module if _is_ddp(model) else model
+        if self.fp32_modules:
+            keep_in_fp32(own, self.fp32_modules)
         if _is_ddp(model) or hasattr(model, "set_requires_gradient_sync"):
             self._synced_model = model
-        return lever_registry.install(model, self.levers, self.device_type)
+        prepared = lever_registry.install(model, self.levers, self.device_type)  # the islands lever first
+        self.islands = installed(own)
+        return prepared
 
     def autocast(self):
         """The forward pass's context: autocast to bf16/fp16, nothing for fp32; on a prepared
