@@ -17,12 +17,15 @@ original directly.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .errors import BadInputError
 
 ISLAND_ATTRIBUTE = "_amp_advisor_fp32_island"  # set on a wrapped module: installing twice is a no-op
+# a named_modules() name ("0" in a Sequential, "encoder.layers.2.attn") or a class name
+MODULE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 
 
 class _Fp32Forward:
@@ -107,6 +110,11 @@ def keep_in_fp32(model: Any, modules: Iterable[Any]) -> list[str]:
             module.forward = _Fp32Forward(module.forward)
             setattr(module, ISLAND_ATTRIBUTE, True)
     return [name for name, _ in chosen]
+
+
+def installed(model: Any) -> list[str]:
+    """The qualified names of `model`'s modules that are fp32 islands."""
+    return [name for name, module in model.named_modules() if getattr(module, ISLAND_ATTRIBUTE, False)]
 
 
 def release(model: Any) -> None:

@@ -32,13 +32,14 @@ from .dtypes import (
 )
 from .errors import BadInputError
 from .jsonio import check_depth, check_fields, loads, read_document, write_atomic
+from .levers.islands import ISLANDS, island_names, islands_value
 from .limits import MAX_BATCH_SIZE
 
-RECOMMENDATION_SCHEMA_VERSION = 5
-# 1: before `evidence` and `machine_busy`; 2: before `fp32_modules`; 3: before `distributed`; 4: before `levers`.
-# Read with those absent.
-READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4, 5)
-MODULE_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")  # a named_modules() name or a class
+RECOMMENDATION_SCHEMA_VERSION = 6
+# 1: before `evidence` and `machine_busy`; 2: before `fp32_modules`; 3: before `distributed`; 4: before `levers`;
+# 5: the fp32 islands in `fp32_modules`, not yet the islands lever. Read with those absent (or moved).
+READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4, 5, 6)
+ISLANDS_FIELD_UNTIL = 5  # the last version with a `fp32_modules` field
 
 
 DEVICE_PATTERN = re.compile(r"cpu|mps|cuda(:[0-9]{1,3})?")
@@ -169,12 +170,15 @@ class Recommendation:
     # an EvidenceFigure as a dict, or None}
     evidence: Mapping[str, Any] | None = None
     machine_busy: str | None = None  # set when the machine drifted or was loaded while measuring
-    # modules kept in fp32 inside autocast (names as in named_modules()): MixedPrecision.prepare
-    fp32_modules: tuple[str, ...] = ()
     distributed: Distributed | None = None  # tuned under torchrun (tune --parallel); None: one process
     # the tuning levers' values, defaults left out ({"compile": "default"}): MixedPrecision applies them
     levers: Mapping[str, str] = field(default_factory=dict)
     schema_version: int = RECOMMENDATION_SCHEMA_VERSION
+
+    @property
+    def fp32_modules(self) -> tuple[str, ...]:
+        """Modules kept in fp32 inside autocast (names as in named_modules()): the islands lever."""
+        return island_names(self.levers.get(ISLANDS))
 
     @property
     def device_type(self) -> str:
@@ -224,7 +228,6 @@ class Recommendation:
         out["dtype"] = self.dtype.value
         out["hardware"] = dict(self.hardware)
         out["notes"] = list(self.notes)
-        out["fp32_modules"] = list(self.fp32_modules)
         out["levers"] = dict(self.levers)
         out["evidence"] = dict(self.evidence) if self.evidence is not None else None
         return out
@@ -247,9 +250,12 @@ class Recommendation:
             )
         try:
             known = {("grad_scaler" if f.name == "scaler" else f.name) for f in fields(cls)}
+            if version <= ISLANDS_FIELD_UNTIL:
+                known.add("fp32_modules")
             unknown = set(data) - known
             if unknown:
                 raise ValueError(f"unknown fields {sorted(unknown)}")
+            data = _islands_as_lever(data, version)
             as_fields = {("scaler" if k == "grad_scaler" else k): v for k, v in data.items()}
             check_fields(cls, as_fields, "recommendation", finite=True)
             _check_evidence(data.get("evidence"), "recommendation.evidence")
@@ -261,7 +267,6 @@ class Recommendation:
                     "measured": Measured(**data["measured"]),
                     "hardware": dict(data["hardware"]),
                     "notes": tuple(data.get("notes", ())),
-                    "fp32_modules": tuple(data.get("fp32_modules", ())),
                     "levers": dict(data.get("levers") or {}),
                     "evidence": dict(data["evidence"]) if data.get("evidence") is not None else None,
                     "distributed": Distributed(**data["distributed"]) if data.get("distributed") else None,
@@ -291,8 +296,6 @@ class Recommendation:
         if any(not isinstance(k, str) or not (v is None or isinstance(v, (str, int, float, bool)))
                for k, v in self.hardware.items()):
             problems.append("hardware must map names to plain values")
-        if any(not MODULE_NAME_PATTERN.fullmatch(name) for name in self.fp32_modules):
-            problems.append("fp32_modules must be module names as in named_modules() (dotted identifiers)")
         problems += lever_registry.problems(dict(self.levers), self.dtype, self.device_type)
         if self.measured.samples_per_s < 0:
             problems.append("measured.samples_per_s must be >= 0")
@@ -332,6 +335,23 @@ class Recommendation:
             shown = ", ".join(f"{k}: tuned {a!r}, here {b!r}" for k, (a, b) in differs.items())
             warnings.warn(f"this recommendation was tuned on other hardware ({shown}); re-run `amp-advisor tune`",
                           HardwareMismatchWarning, stacklevel=3)
+
+
+def _islands_as_lever(data: Mapping[str, Any], version: int) -> Mapping[str, Any]:
+    """A recommendation written before the islands were a lever (schema 2-5 `fp32_modules`), with
+    them moved into `levers`, where they are checked like any lever's value."""
+    if version > ISLANDS_FIELD_UNTIL or "fp32_modules" not in data:
+        return data
+    data = dict(data)
+    names = data.pop("fp32_modules")
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ValueError("fp32_modules: expected a list of module names")
+    levers = data.get("levers") or {}
+    if names:
+        if not isinstance(levers, Mapping):
+            raise ValueError("levers: expected an object of lever names and values")
+        data["levers"] = {**levers, ISLANDS: islands_value(names)}
+    return data
 
 
 def _parse_toml(text: str, origin: str) -> dict[str, Any]:

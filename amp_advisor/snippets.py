@@ -47,14 +47,16 @@ def torch_loop(rec: Recommendation) -> str:
     d = rec.distributed
     frag = levers.fragments(rec.levers, "torch", device_type)
     lines = ["import torch", *frag.imports, "", _header(rec), *_tf32_line(rec)]
+    before_wrap = levers.fragments(rec.levers, "torch", device_type, before=levers.Stage.WRAP)
+    since_wrap = levers.fragments(rec.levers, "torch", device_type, since=levers.Stage.WRAP)
     lines.append(f"BATCH_SIZE = {int(rec.batch_size)}  # per step of the loader" + (" (per rank)" if d else ""))
     if accum > 1:
         lines.append(f"ACCUM_STEPS = {int(accum)}  # optimizer step every ACCUM_STEPS batches")
     if rec.scaler.enabled:
         lines.append(f"scaler = torch.amp.GradScaler({literal(device_type)}, {_scaler_args(rec)})")
-    lines += _islands(rec)
+    lines += before_wrap.lines  # the levers in their stage order (the islands first), the wrapper between
     lines += _torch_distributed(rec)
-    lines += frag.lines  # the levers, in their stage order: after the islands and the wrapper
+    lines += since_wrap.lines
     lines += ["", "for step, batch in enumerate(loader):"]
     loss = "loss_fn(model, batch)" + (" / ACCUM_STEPS" if accum > 1 else "")
     forward = []
@@ -118,21 +120,6 @@ def _identifier(name: str) -> str:
     return name
 
 
-def _islands(rec: Recommendation, framework: str | None = None, model: str = "model") -> list[str]:
-    """The fp32 islands, applied to the user's `model` before training. No framework has a
-    setting for keeping single modules in fp32 inside autocast: amp_advisor's keep_in_fp32 wraps
-    their forward, so it holds whatever then trains the model."""
-    if not rec.fp32_modules:
-        return []
-    names = ", ".join(literal(name) for name in rec.fp32_modules)
-    lines = ["from amp_advisor import keep_in_fp32",
-             "# keep these modules in fp32 inside autocast (names as in the tuned model's named_modules())"]
-    if framework:
-        lines.append(f"# {framework} has no setting for this: the helper wraps the modules' forward, "
-                     "so it holds inside its training loop too")
-    return lines + [f"keep_in_fp32({model}, [{names}])"]
-
-
 def _tf32_line(rec: Recommendation) -> list[str]:
     return list(tf32.SOURCE_LINES) if rec.tf32 else []
 
@@ -162,9 +149,6 @@ def lightning(rec: Recommendation) -> str:
         lines.append("from lightning.pytorch.plugins.precision import MixedPrecision")
     lines += ["", _header(rec), *_tf32_line(rec),
               f"# DataLoader(..., batch_size={int(rec.batch_size)})"]
-    if rec.fp32_modules:
-        lines.append("# a LightningModule holding the tuned model as self.model: prefix each name with \"model.\"")
-    lines += _islands(rec, "Lightning", "lightning_module")
     lines += frag.lines
     accum = ", ".join([f"accumulate_grad_batches={int(rec.grad_accumulation_steps)}", *frag.args])
     strategy, trainer_comment = _lightning_strategy(rec, lines)
@@ -242,7 +226,6 @@ def accelerate(rec: Recommendation) -> str:
             args.append("fsdp_plugin=fsdp_plugin")
     if handlers:
         args.append(f"kwargs_handlers=[{', '.join(handlers)}]")
-    lines += _islands(rec, "Accelerate")  # before accelerator.prepare(model)
     lines += frag.lines
     lines.append(f"accelerator = Accelerator({', '.join(args + frag.args)})")
     return "\n".join(lines) + "\n"
@@ -282,7 +265,6 @@ def hf_trainer(rec: Recommendation) -> str:
         lines.append("# The Trainer runs through Accelerate, which turns fp16 off on a CPU: this trains in fp32.")
     if rec.scaler.enabled:
         lines.append(f"# TrainingArguments cannot set GradScaler; the tuned values were {_scaler_args(rec)}")
-    lines += _islands(rec, "The HF Trainer")  # before Trainer(model=model, ...)
     frag = levers.fragments(rec.levers, "hf-trainer", rec.device_type)
     lines[1:1] = frag.imports
     lines += frag.lines

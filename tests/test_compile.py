@@ -74,7 +74,8 @@ def test_the_recommendation_carries_the_mode_and_prepare_compiles(tmp_path):
 
 
 def test_the_torch_loop_compiles_after_the_islands_with_static_shapes():
-    rec = dataclasses.replace(_recommendation("max-autotune-no-cudagraphs"), fp32_modules=("0",))
+    rec = _recommendation("max-autotune-no-cudagraphs")
+    rec = dataclasses.replace(rec, levers={**rec.levers, "islands": "0"})
     text = snippets.torch_loop(rec)
     compiled = text.index('model = torch.compile(model, mode="max-autotune-no-cudagraphs", dynamic=False)')
     assert text.index("keep_in_fp32(model") < compiled < text.index("for step, batch in enumerate(loader):")

@@ -146,7 +146,7 @@ def test_islands_in_every_code_format_are_installed_on_the_model(fmt, model_name
     import torch
 
     monkeypatch.chdir(tmp_path)
-    rec = dataclasses.replace(rec_for(Dtype.BF16), fp32_modules=("1",))
+    rec = dataclasses.replace(rec_for(Dtype.BF16), levers={"islands": "1"})
     code = snippets.render(rec, fmt)
     if fmt == "torch":
         code = code[: code.index("for step, batch")]  # the loop needs the user's loader
@@ -158,17 +158,28 @@ def test_islands_in_every_code_format_are_installed_on_the_model(fmt, model_name
     assert "has no setting for this" in code or fmt == "torch"
 
 
-def test_fp32_modules_round_trip_and_refuse_code(tmp_path):
+def test_fp32_islands_round_trip_as_a_lever_and_refuse_code(tmp_path):
     import dataclasses
 
-    rec = dataclasses.replace(rec_for(Dtype.FP16), fp32_modules=("encoder.layers.2.attn", "head"))
-    assert Recommendation.load(rec.save(tmp_path / "r.json")).fp32_modules == rec.fp32_modules
+    rec = dataclasses.replace(rec_for(Dtype.FP16), levers={"islands": "encoder.layers.2.attn,head"})
+    back = Recommendation.load(rec.save(tmp_path / "r.json"))
+    assert back.fp32_modules == ("encoder.layers.2.attn", "head") and back.levers == rec.levers
+    hostile = 'head"]); import os; os.system("id") #'
     doc = rec.to_dict()
-    doc["fp32_modules"] = ['head"]); import os; os.system("id") #']
+    doc["levers"]["islands"] = hostile
     (tmp_path / "r.json").write_text(json.dumps(doc))
     result = CliRunner().invoke(cli, ["show", str(tmp_path / "r.json")])
-    assert result.exit_code == 2 and "fp32_modules must be module names" in result.stderr
-    doc = {**rec.to_dict(), "schema_version": 2}
-    del doc["fp32_modules"]  # written before islands existed: still read
+    assert result.exit_code == 2 and "levers.islands" in result.stderr and "expected module names" in result.stderr
+    # written before the islands were a lever (schema 5: a `fp32_modules` list): read into the lever, checked so too
+    old = {**rec.to_dict(), "schema_version": 5, "levers": {}, "fp32_modules": ["encoder.layers.2.attn", "head"]}
+    (tmp_path / "r.json").write_text(json.dumps(old))
+    assert Recommendation.load(tmp_path / "r.json").levers == {"islands": "encoder.layers.2.attn,head"}
+    (tmp_path / "r.json").write_text(json.dumps({**old, "fp32_modules": [hostile]}))
+    result = CliRunner().invoke(cli, ["show", str(tmp_path / "r.json")])
+    assert result.exit_code == 2 and "levers.islands" in result.stderr
+    (tmp_path / "r.json").write_text(json.dumps({**old, "fp32_modules": "head"}))
+    result = CliRunner().invoke(cli, ["show", str(tmp_path / "r.json")])
+    assert result.exit_code == 2 and "fp32_modules: expected a list of module names" in result.stderr
+    doc = {**rec.to_dict(), "schema_version": 2, "levers": {}}  # written before islands existed: still read
     (tmp_path / "r.json").write_text(json.dumps(doc))
     assert Recommendation.load(tmp_path / "r.json").fp32_modules == ()

@@ -63,13 +63,12 @@ class TrainingStep:
         self.amp = MixedPrecision(
             dtype if dtype.autocasts else Dtype.FP32, device.type,
             grad_accumulation_steps=spec.grad_accum, init_scale=spec.init_scale,
-            growth_interval=spec.growth_interval, fp32_modules=spec.fp32_modules,
-            levers=() if plain else spec.levers,
+            growth_interval=spec.growth_interval, levers=() if plain else spec.levers,
         )
         if spec.parallel:
             model = wrap(model, Parallel(spec.parallel), dtype, comm or spec.comm, device)
-        # the islands, if any (a BadInputError names a module that is not there), then the levers
-        # in their stage order (levers.Stage); a DDP/FSDP2 model reduces its gradients on the last
+        # the levers in their stage order (levers.Stage), the islands first (a BadInputError
+        # names a module that is not there); a DDP/FSDP2 model reduces its gradients on the last
         # micro-batch of an accumulation only
         self.model = self.amp.prepare(model)
         self.optimizer = workload.build_optimizer(model.parameters())

@@ -16,6 +16,7 @@ from ..distributed.policy import COMMS, FULL_COMM, Parallel, backend_for, comm_r
 from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_NAMES, Dtype, uses_tf32
 from ..errors import BadInputError
 from ..jsonio import MaybeFinite, check_fields, nan_for_null
+from ..levers.islands import ISLANDS, island_names, islands_value
 from ..limits import MAX_INIT_SCALE, MAX_TRIAL_TIMEOUT_S, out_of_range
 from ..numerics import GradStats
 
@@ -70,7 +71,6 @@ class TrialSpec:
     # TF32 matmuls for the fp32 parts: None = as dtypes.uses_tf32 says for the device (the worker
     # resolves it and the result records what ran); tf32 always has it on, fp32 never.
     tf32: bool | None = None
-    fp32_modules: tuple[str, ...] = ()  # fp32 islands (MixedPrecision.prepare) the trial runs with
     # Under torchrun (distributed/): the model wrapped in DDP or FSDP2 on every rank, its gradients
     # reduced in `comm` (distributed/policy.py); batch_size is per rank. None: one process.
     parallel: str | None = None
@@ -128,6 +128,11 @@ class TrialSpec:
         return self.tf32 if self.tf32 is not None else uses_tf32(self.dtype, tf32_fast)
 
     @property
+    def fp32_modules(self) -> tuple[str, ...]:
+        """The fp32 islands the trial runs with (the islands lever)."""
+        return island_names(dict(self.levers).get(ISLANDS))
+
+    @property
     def is_reference(self) -> bool:
         """fp32 everywhere (gradients reduced in fp32 too, under --parallel): its own fp32 reference."""
         return self.dtype is Dtype.FP32 and self.comm in ("", FULL_COMM) and not self.levers
@@ -141,8 +146,11 @@ class TrialSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrialSpec:
-        return cls(**{**data, "dtype": Dtype(data["dtype"]), "fp32_modules": tuple(data.get("fp32_modules", ())),
-                      "levers": data.get("levers") or {}})
+        data = dict(data)
+        levers = dict(data.get("levers") or {})
+        if old := data.pop("fp32_modules", None):  # written before islands were a lever (a resumed run's records)
+            levers[ISLANDS] = islands_value(tuple(old))
+        return cls(**{**data, "dtype": Dtype(data["dtype"]), "levers": levers})
 
 
 @dataclass(frozen=True)

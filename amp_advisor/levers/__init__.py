@@ -19,7 +19,7 @@ from .base import OFF, Fragment, Lever, Stage
 
 __all__ = ["OFF", "Fragment", "Lever", "Stage", "Pairs", "register", "unregister", "registered", "names", "get",
            "canonical", "problems", "label", "install", "scope", "enable", "fragments", "offered",
-           "first_step_allowance_s", "one_time", "observe", "reset"]
+           "first_step_allowance_s", "one_time", "observe", "reset", "repairs"]
 
 Pairs = tuple[tuple[str, str], ...]
 _REGISTRY: dict[str, Lever] = {}
@@ -75,9 +75,8 @@ def problems(levers: Mapping[str, Any], dtype: Dtype, device_type: str) -> list[
         lever = _REGISTRY.get(name)
         if lever is None:
             out.append(f"levers: unknown lever {str(name)[:40]!r} (known: {', '.join(sorted(_REGISTRY))})")
-        elif not isinstance(value, str) or value not in lever.valid(device_type):
-            out.append(f"levers.{name}: {str(value)[:40]!r} is not one of {', '.join(lever.valid(device_type))} "
-                       f"on {device_type}")
+        elif (why := lever.check(value, device_type)) is not None:
+            out.append(f"levers.{name}: {why}")
         elif not lever.applies(dtype) and value != lever.default:
             out.append(f"levers.{name}={value} does not apply to {dtype}")
     return out
@@ -112,16 +111,26 @@ def enable(levers: Mapping[str, str] | Iterable[tuple[str, str]]) -> None:
         lever.enable(value)
 
 
-def fragments(levers: Mapping[str, str] | Iterable[tuple[str, str]], framework: str, device_type: str) -> Fragment:
-    """Every lever's part of one framework's snippet, merged in stage order."""
+def fragments(levers: Mapping[str, str] | Iterable[tuple[str, str]], framework: str, device_type: str, *,
+              before: Stage | None = None, since: Stage | None = None) -> Fragment:
+    """Every lever's part of one framework's snippet, merged in stage order; only the levers of
+    the stages `before` a stage or `since` one, when asked (a snippet's wrapper goes between)."""
     merged = Fragment()
     for lever, value in _ordered(levers):
+        if (before is not None and lever.stage >= before) or (since is not None and lever.stage < since):
+            continue
         part = lever.fragment(framework, value, device_type)
         merged.imports += [line for line in part.imports if line not in merged.imports]
         merged.lines += part.lines
         merged.args += part.args
         merged.config.update(part.config)
     return merged
+
+
+def repairs(levers: Mapping[str, str] | Iterable[tuple[str, str]]) -> Pairs:
+    """The levers of a configuration that repair its numerics (explore "repair": fp32 islands),
+    which its plain form keeps; the others are its speed levers."""
+    return tuple(pair for pair in canonical(levers) if pair[0] in _REGISTRY and get(pair[0]).explore == "repair")
 
 
 def offered(device) -> dict[str, tuple[str, ...]]:

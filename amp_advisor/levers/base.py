@@ -11,8 +11,12 @@ A lever is a module of this package holding one `Lever` subclass, registered on 
 - `one_time_cost`: its first step holds a cost paid once per run (a compile), which the trial
   measures apart from the step time and the decision weighs against the planned run length;
 - `explore`: "grid", a dimension of the search (the strategy builds its dimensions from the
-  space); or "leaders", tried on the leading configurations once the search has found them
-  (what is too costly to try everywhere);
+  space); "leaders", tried on the leading configurations once the search has found them
+  (what is too costly to try everywhere); or "repair", never searched for speed: set where a
+  configuration failed on numerics, from what the X-ray advises (fp32 islands), and kept by a
+  configuration's `plain` form (the speed levers are what `plain` drops);
+- `check(value, device_type)`: what is wrong with a value from a spec or a loaded
+  recommendation (by default: it is not one of `valid`);
 - `fragment(framework, value)`: its part of each paste-ready snippet;
 - `label(value)` and `title`: how the trial log and the report name it.
 
@@ -74,6 +78,12 @@ class Lever:
     def valid(self, device_type: str) -> tuple[str, ...]:
         """Every value a spec or a recommendation may hold on a device type ("cpu", "cuda")."""
         raise NotImplementedError
+
+    def check(self, value: Any, device_type: str) -> str | None:
+        """Why `value` may not be used on `device_type`; None when it may."""
+        if not isinstance(value, str) or value not in self.valid(device_type):
+            return f"{str(value)[:40]!r} is not one of {', '.join(self.valid(device_type))} on {device_type}"
+        return None
 
     def applies(self, dtype: Dtype) -> bool:
         return True

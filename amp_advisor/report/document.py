@@ -365,6 +365,8 @@ def lever_rows(run: Run) -> list[tuple[str, str, str, float | None, float | None
     out = []
     evidence = run.evidence
     for lever in levers.registered():
+        if lever.explore == "repair":
+            continue  # the islands' cost is the recommendation's reason, not a speed lever's gain
         for config in evidence.configs.values():
             value = dict(config.candidate.levers).get(lever.name)
             if value is None:

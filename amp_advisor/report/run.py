@@ -148,8 +148,8 @@ class Run:
             # the stability run may have lowered init_scale; its first attempt is the searched candidate
             return stability[0].candidate
         return Candidate(rec.dtype, rec.batch_size, rec.scaler.init_scale if rec.dtype.needs_grad_scaler else 0.0,
-                         rec.scaler.growth_interval if rec.dtype.needs_grad_scaler else 0, rec.fp32_modules,
-                         rec.distributed.comm if rec.distributed else "")
+                         rec.scaler.growth_interval if rec.dtype.needs_grad_scaler else 0,
+                         rec.distributed.comm if rec.distributed else "", tuple(rec.levers.items())).canonical()
 
     def recommended_trial(self) -> TrialRecord | None:
         """The clean trial that best shows the recommendation: its stability run, else the last of

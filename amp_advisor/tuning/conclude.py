@@ -4,7 +4,6 @@ result. Pure functions: the tuner has run every trial they read."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import math
 from dataclasses import dataclass, field
@@ -57,7 +56,7 @@ def why(decision: Decision, evidence: Evidence, constraints: Constraints, space:
 def islands_cost(evidence: Evidence, chosen: Candidate) -> str:
     """What the chosen configuration's fp32 islands cost: against the same configuration
     without them, when that one ran long enough to be timed."""
-    plain = dataclasses.replace(chosen, fp32_modules=()).canonical()
+    plain = chosen.with_islands()
     without = [r.result.samples_per_s for r in evidence.of_dtype(chosen.dtype)
                if r.candidate.canonical() == plain and r.result.samples_per_s]
     with_ = evidence.configs[chosen.canonical()].score
@@ -112,7 +111,6 @@ def recommendation(decision: Decision, evidence: Evidence, space: SearchSpace, s
         evidence={"confirmed": decision.confirmed,
                   **{k: (f.to_dict() if f is not None else None) for k, f in figures.items()}},
         machine_busy=busy,
-        fp32_modules=c.fp32_modules,
         distributed=_distributed(settings, space, c),
         levers=dict(c.levers),
     )

@@ -4,7 +4,6 @@ and the reasons for each phase are the tuner's docstring (tuner.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 
@@ -14,6 +13,7 @@ from ..dtypes import Dtype
 from ..errors import BadInputError
 from ..harness.trial import Status
 from ..harness.worker import DiagnoseError
+from ..levers.islands import ISLANDS
 from ..recommendation import GradScalerConfig
 from . import plan, refine
 from .decision import CONFIRM_ROUNDS, close_group, needed_twins, paired, twin_wanted
@@ -212,6 +212,10 @@ def repair(trials: TrialRunner) -> None:
     settings = trials.settings
     saved = {d.dtype: d for d in trials.store.diagnoses()}  # a resumed run diagnosed some already
     for first in refine.repairs(trials.evidence, trials.space):
+        if ISLANDS in settings.skip_levers:
+            trials.notes.append(f"{first.candidate.dtype} failed on numerics (trial {first.number}: "
+                                f"{first.why_not}); not repaired with fp32 islands (--skip-lever {ISLANDS})")
+            continue
         dtype = first.candidate.dtype
         if trials.out_of_time():
             trials.notes.append("the time budget left no time to diagnose the numerics failures")
@@ -234,7 +238,7 @@ def repair(trials: TrialRunner) -> None:
         if not (islands := diagnosis.advised_islands()):
             trials.notes.append(f"{failed} found no module to keep in fp32")
             continue
-        repaired = dataclasses.replace(first.candidate, fp32_modules=islands)
+        repaired = first.candidate.with_islands(islands)
         trials.notes.append(f"{failed} advises keeping {', '.join(islands)} in fp32 "
                             f"({diagnosis.culprits()[0].evidence}); measured as {repaired.label}")
         trials.run(repaired, Role.REPAIR)

@@ -100,7 +100,7 @@ def in_contention(evidence: Evidence, rival: ConfigEvidence, lead: ConfigEvidenc
     """Whether `rival` (a dtype's best) may still beat the leader's dtype: within CONTENTION of it
     at the same batch size (like with like: the leader's dtype may have climbed to a batch the
     rival never ran at), or of the leader itself when that batch was not measured."""
-    same = dataclasses.replace(lead.candidate, batch_size=rival.candidate.batch_size, fp32_modules=())
+    same = dataclasses.replace(lead.candidate, batch_size=rival.candidate.batch_size).with_islands()
     there = evidence.config(same)
     yardstick = (there.explore_score if there is not None else None) or lead.explore_score or 0.0
     return (rival.explore_score or 0.0) >= CONTENTION * yardstick

@@ -44,7 +44,7 @@ def edge(evidence: Evidence, constraints: Constraints, space: SearchSpace) -> Ca
     if not ok or not failed or best.candidate.batch_size != max(ok):
         return None  # a bigger batch would not help, or nothing failed above it
     middle = space.between(max(ok), min(failed))
-    return None if middle is None else dataclasses.replace(best.candidate, batch_size=middle, fp32_modules=())
+    return None if middle is None else dataclasses.replace(best.candidate, batch_size=middle).with_islands()
 
 
 def repairs(evidence: Evidence, space: SearchSpace) -> list[TrialRecord]:
@@ -92,5 +92,5 @@ def last_round(records: list[TrialRecord]) -> int:
 def stability_run(records: list[TrialRecord], candidate: Candidate,
                   scale: float) -> tuple[Candidate, TrialRecord | None]:
     """The chosen fp16 configuration at `scale`, without islands, and its stability run when one ran."""
-    c = dataclasses.replace(candidate, init_scale=scale, fp32_modules=())
+    c = dataclasses.replace(candidate, init_scale=scale).with_islands()
     return c, next((r for r in records if r.role is Role.STABILITY and r.candidate == c), None)

@@ -115,8 +115,7 @@ class TrialRunner:
             compare_steps=COMPARE_STEPS, seed=self.settings.seed, timeout_s=self.settings.trial_timeout_s,
             abandon_after_s=self._abandon_after(candidate, samples) if abandon else None,
             tf32=uses_tf32(candidate.dtype, self.profile.dtypes[Dtype.TF32].fast), grad_stats=not remeasure,
-            fp32_modules=candidate.fp32_modules, parallel=self.settings.parallel, comm=candidate.comm,
-            levers=candidate.levers,
+            parallel=self.settings.parallel, comm=candidate.comm, levers=candidate.levers,
         )
 
     def _abandon_after(self, candidate: Candidate, samples: int) -> float | None:

@@ -12,6 +12,7 @@ from .. import levers as registry
 from ..distributed.policy import FULL_COMM, Parallel, comms_for, dtype_rule
 from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, FP16_MAX, Dtype
 from ..errors import BadInputError
+from ..levers.islands import ISLANDS, island_names, islands_value
 from ..limits import MAX_BATCH_SIZE
 
 TUNABLE_DTYPES = (Dtype.FP32, Dtype.TF32, Dtype.BF16, Dtype.FP16)
@@ -37,7 +38,6 @@ class Candidate:
     batch_size: int
     init_scale: float = 0.0  # fp16 only; 0 elsewhere, so equal configurations compare equal
     growth_interval: int = 0
-    fp32_modules: tuple[str, ...] = ()  # fp32 islands the X-ray advised (a repair of a numerics failure)
     comm: str = ""  # under --parallel: what gradients are reduced in (distributed/policy.py); "" on one process
     levers: registry.Pairs = ()  # the levers' values (levers/), defaults left out: levers.canonical
 
@@ -49,7 +49,12 @@ class Candidate:
         if self.dtype.needs_grad_scaler:
             return self if chosen == self.levers else dataclasses.replace(self, levers=chosen)
         comm = FULL_COMM if self.dtype is Dtype.FP32 and self.comm else self.comm
-        return Candidate(self.dtype, self.batch_size, fp32_modules=self.fp32_modules, comm=comm, levers=chosen)
+        return Candidate(self.dtype, self.batch_size, comm=comm, levers=chosen)
+
+    @property
+    def fp32_modules(self) -> tuple[str, ...]:
+        """The fp32 islands (the islands lever) the X-ray advised: a repair of a numerics failure."""
+        return island_names(dict(self.levers).get(ISLANDS))
 
     @property
     def fp32_twin(self) -> Candidate:
@@ -59,19 +64,22 @@ class Candidate:
 
     @property
     def plain(self) -> Candidate:
-        """The same configuration without its levers: what a lever's gain is measured against."""
-        return dataclasses.replace(self, levers=()).canonical()
+        """The same configuration without its speed levers (its islands kept: levers.repairs):
+        what a lever's gain is measured against."""
+        return dataclasses.replace(self, levers=registry.repairs(self.levers)).canonical()
 
     def with_lever(self, name: str, value: str) -> Candidate:
         return dataclasses.replace(self, levers=(*dict(self.levers, **{name: value}).items(),)).canonical()
+
+    def with_islands(self, names: tuple[str, ...] = ()) -> Candidate:
+        """The same configuration with these fp32 islands (none: without islands)."""
+        return self.with_lever(ISLANDS, islands_value(names))
 
     @property
     def label(self) -> str:
         text = f"{self.dtype} bs={self.batch_size}"
         if self.dtype.needs_grad_scaler:
             text += f" scale=2^{math.log2(self.init_scale):g} growth={self.growth_interval}"
-        if self.fp32_modules:
-            text += f" +fp32[{','.join(self.fp32_modules)}]"
         if self.comm:
             text += f" reduce={self.comm}"
         if self.levers:
@@ -81,8 +89,6 @@ class Candidate:
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"dtype": self.dtype.value, "batch_size": self.batch_size,
                                "init_scale": self.init_scale, "growth_interval": self.growth_interval}
-        if self.fp32_modules:
-            out["fp32_modules"] = list(self.fp32_modules)
         if self.comm:
             out["comm"] = self.comm
         if self.levers:
@@ -91,9 +97,11 @@ class Candidate:
 
     @classmethod
     def from_dict(cls, data: dict) -> Candidate:
+        pairs = dict((str(k), str(v)) for k, v in data.get("levers") or ())
+        if data.get("fp32_modules"):  # a run directory written before islands were a lever
+            pairs[ISLANDS] = islands_value(tuple(data["fp32_modules"]))
         return cls(Dtype(data["dtype"]), int(data["batch_size"]), float(data["init_scale"]),
-                   int(data["growth_interval"]), tuple(data.get("fp32_modules", ())), str(data.get("comm", "")),
-                   tuple(sorted((str(k), str(v)) for k, v in data.get("levers") or ())))
+                   int(data["growth_interval"]), str(data.get("comm", "")), tuple(sorted(pairs.items())))
 
 
 @dataclass(frozen=True)
