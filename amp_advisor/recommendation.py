@@ -32,7 +32,7 @@ from .dtypes import (
 )
 from .errors import BadInputError
 from .jsonio import check_depth, check_fields, loads, read_document, write_atomic
-from .levers.islands import ISLANDS, island_names, islands_value
+from .levers.islands import islands_of, with_old_islands
 from .limits import MAX_BATCH_SIZE
 
 RECOMMENDATION_SCHEMA_VERSION = 6
@@ -178,7 +178,7 @@ class Recommendation:
     @property
     def fp32_modules(self) -> tuple[str, ...]:
         """Modules kept in fp32 inside autocast (names as in named_modules()): the islands lever."""
-        return island_names(self.levers.get(ISLANDS))
+        return islands_of(self.levers)
 
     @property
     def device_type(self) -> str:
@@ -350,7 +350,7 @@ def _islands_as_lever(data: Mapping[str, Any], version: int) -> Mapping[str, Any
     if names:
         if not isinstance(levers, Mapping):
             raise ValueError("levers: expected an object of lever names and values")
-        data["levers"] = {**levers, ISLANDS: islands_value(names)}
+        data["levers"] = with_old_islands(levers, names)
     return data
 
 

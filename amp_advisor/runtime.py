@@ -37,6 +37,7 @@ from .dtypes import (
     torch_dtype,
 )
 from .errors import AdvisorError, BadInputError
+from .islands import installed, keep_in_fp32
 from .jsonio import write_atomic
 from .limits import MAX_GRAD_NORM, MAX_GROWTH_FACTOR, MAX_INIT_SCALE, out_of_range
 
@@ -201,8 +202,6 @@ class MixedPrecision:
         holds). A DDP or FSDP2 model is remembered: on the accumulation micro-steps that do not
         step the optimizer, autocast() turns its gradient reduction off (DDP's no_sync, FSDP2's
         set_requires_gradient_sync), so only the last micro-batch communicates."""
-        from .islands import installed, keep_in_fp32
-
         own = model.module if _is_ddp(model) else model
         if self.fp32_modules:
             keep_in_fp32(own, self.fp32_modules)

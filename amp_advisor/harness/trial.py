@@ -16,7 +16,7 @@ from ..distributed.policy import COMMS, FULL_COMM, Parallel, backend_for, comm_r
 from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, TRAINING_DTYPE_NAMES, Dtype, uses_tf32
 from ..errors import BadInputError
 from ..jsonio import MaybeFinite, check_fields, nan_for_null
-from ..levers.islands import ISLANDS, island_names, islands_value
+from ..levers.islands import islands_of, with_old_islands
 from ..limits import MAX_INIT_SCALE, MAX_TRIAL_TIMEOUT_S, out_of_range
 from ..numerics import GradStats
 
@@ -130,7 +130,7 @@ class TrialSpec:
     @property
     def fp32_modules(self) -> tuple[str, ...]:
         """The fp32 islands the trial runs with (the islands lever)."""
-        return island_names(dict(self.levers).get(ISLANDS))
+        return islands_of(self.levers)
 
     @property
     def is_reference(self) -> bool:
@@ -147,9 +147,8 @@ class TrialSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrialSpec:
         data = dict(data)
-        levers = dict(data.get("levers") or {})
-        if old := data.pop("fp32_modules", None):  # written before islands were a lever (a resumed run's records)
-            levers[ISLANDS] = islands_value(tuple(old))
+        # a resumed run's records from before the islands were a lever hold them in fp32_modules
+        levers = with_old_islands(data.get("levers") or {}, data.pop("fp32_modules", None))
         return cls(**{**data, "dtype": Dtype(data["dtype"]), "levers": levers})
 
 

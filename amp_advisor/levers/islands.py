@@ -9,7 +9,7 @@ the other levers, the wrapper and the compiler see the islands in place."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .. import islands
@@ -30,6 +30,20 @@ def islands_value(names: Iterable[str]) -> str:
 def island_names(value: str | None) -> tuple[str, ...]:
     """The module names a value holds (none for OFF or no value)."""
     return () if value in (None, OFF) else tuple(str(value).split(SEPARATOR))
+
+
+def islands_of(levers: Mapping[str, str] | Iterable[tuple[str, str]]) -> tuple[str, ...]:
+    """The module names a configuration's levers (a mapping or pairs) keep in fp32."""
+    return island_names(dict(levers).get(ISLANDS))
+
+
+def with_old_islands(levers: Mapping[str, str] | Iterable[tuple[str, str]],
+                     fp32_modules: Iterable[str] | None) -> dict[str, str]:
+    """The levers, with a `fp32_modules` list from before the islands were a lever moved in."""
+    out = dict(levers)
+    if names := tuple(fp32_modules or ()):
+        out[ISLANDS] = islands_value(names)
+    return out
 
 
 class Fp32Islands(Lever):

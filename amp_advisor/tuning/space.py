@@ -12,7 +12,7 @@ from .. import levers as registry
 from ..distributed.policy import FULL_COMM, Parallel, comms_for, dtype_rule
 from ..dtypes import DEFAULT_GROWTH_INTERVAL, DEFAULT_INIT_SCALE, FP16_MAX, Dtype
 from ..errors import BadInputError
-from ..levers.islands import ISLANDS, island_names, islands_value
+from ..levers.islands import ISLANDS, islands_of, islands_value, with_old_islands
 from ..limits import MAX_BATCH_SIZE
 
 TUNABLE_DTYPES = (Dtype.FP32, Dtype.TF32, Dtype.BF16, Dtype.FP16)
@@ -54,7 +54,7 @@ class Candidate:
     @property
     def fp32_modules(self) -> tuple[str, ...]:
         """The fp32 islands (the islands lever) the X-ray advised: a repair of a numerics failure."""
-        return island_names(dict(self.levers).get(ISLANDS))
+        return islands_of(self.levers)
 
     @property
     def fp32_twin(self) -> Candidate:
@@ -97,9 +97,8 @@ class Candidate:
 
     @classmethod
     def from_dict(cls, data: dict) -> Candidate:
-        pairs = dict((str(k), str(v)) for k, v in data.get("levers") or ())
-        if data.get("fp32_modules"):  # a run directory written before islands were a lever
-            pairs[ISLANDS] = islands_value(tuple(data["fp32_modules"]))
+        # a run directory written before the islands were a lever holds them in fp32_modules
+        pairs = with_old_islands(((str(k), str(v)) for k, v in data.get("levers") or ()), data.get("fp32_modules"))
         return cls(Dtype(data["dtype"]), int(data["batch_size"]), float(data["init_scale"]),
                    int(data["growth_interval"]), str(data.get("comm", "")), tuple(sorted(pairs.items())))
 
