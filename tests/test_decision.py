@@ -23,15 +23,17 @@ class Trials:
         self.records = []
 
     def add(self, role, dtype, bs, rate=None, *, round=None, status="ok", feasible=True, error=None, load=None,
-            peak=None):
-        spec = TrialSpec("model.py", dtype, bs, device="cpu")
+            peak=None, levers=(), one_time_s=None):
+        spec = TrialSpec("model.py", dtype, bs, device="cpu", levers=levers)
         if status == "ok":
             step = bs / rate
             result = TrialResult(spec, "ok", step_time_s=StepTimes(step, 0.0, step, step, (step,)), samples_per_s=rate,
-                                 peak_memory_bytes=peak, grad_stats=GradStats(1.0, 1, 0, 0, 0, 0.01, {}))
+                                 peak_memory_bytes=peak, grad_stats=GradStats(1.0, 1, 0, 0, 0, 0.01, {}),
+                                 one_time_s=one_time_s)
         else:
             result = failed(spec, status, error or status)
-        record = TrialRecord(len(self.records) + 1, role, Candidate(dtype, bs), result, feasible and status == "ok",
+        candidate = Candidate(dtype, bs, levers=levers)
+        record = TrialRecord(len(self.records) + 1, role, candidate, result, feasible and status == "ok",
                              None if feasible and status == "ok" else (error or status), round, load)
         self.records.append(record)
         return record
@@ -336,3 +338,21 @@ def test_one_shared_round_with_an_outlier_in_it_crowns_nobody():
     t.confirm(BF16, 32, 2482.0, round=3)
     t.confirm(FP32, 64, 2125.0, round=3)
     assert decide(*t.view()).candidate == Candidate(BF16, 64)
+
+
+def test_configurations_with_a_one_time_cost_are_ranked_over_the_planned_run():
+    """A simulated AMX machine: compiled bf16 bs=16 is the fastest per step, but its 10 s compile
+    weighs twice as much on its samples as on bs=32's: over a planned run of 10,000 steps the
+    compiled bs=32 trains faster, and is recommended. Without a planned run, per step decides."""
+    compiled = (("compile", "default"),)
+    t = Trials()
+    t.search(FP32, 32, 1200.0)
+    rates = {(16, ()): 1700.0, (32, ()): 1650.0, (16, compiled): 2400.0, (32, compiled): 2300.0}
+    for k in (1, 2):
+        t.confirm(FP32, 32, 1200.0, round=k)
+        for (bs, levers), rate in rates.items():
+            t.confirm(BF16, bs, rate, round=k, levers=levers, one_time_s=10.0 if levers else None)
+    evidence, constraints = t.view(train_steps=10_000)
+    assert decide(evidence, constraints).candidate == Candidate(BF16, 32, levers=compiled)
+    evidence, constraints = t.view()
+    assert decide(evidence, constraints).candidate == Candidate(BF16, 16, levers=compiled)

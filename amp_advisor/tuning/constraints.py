@@ -43,6 +43,9 @@ PRUNE_RULE = f"the limit is {PRUNE_FACTOR:g}x the step time the best rate so far
 class Constraints:
     ruled_out: Mapping[Candidate, str] = field(default_factory=dict)  # canonical candidate -> why
     dtypes_out: Mapping[Dtype, str] = field(default_factory=dict)  # whole dtypes -> why
+    # the planned run (--train-steps) a one-time cost is weighed against, where one was given:
+    # configurations are ranked by their speed over it (ConfigEvidence.over_run)
+    train_steps: int | None = None
 
     def reason(self, candidate: Candidate) -> str | None:
         return self.dtypes_out.get(candidate.dtype) or self.ruled_out.get(candidate.canonical())
@@ -122,7 +125,7 @@ def derive(evidence: Evidence, space: SearchSpace | None, *, memory_limit: int |
             if predicted and predicted > memory_limit and not measured:
                 rule(c, f"predicted peak memory {predicted / GIB:.1f} GiB exceeds {memory_limit / GIB:.1f} GiB "
                         f"(device memory less a {memory_margin:.0%} margin)")
-    return Constraints(ruled, dtypes_out)
+    return Constraints(ruled, dtypes_out, train_steps)
 
 
 def _not_worth_it(evidence: Evidence, c: Candidate, train_steps: int) -> str | None:
@@ -138,12 +141,8 @@ def _not_worth_it(evidence: Evidence, c: Candidate, train_steps: int) -> str | N
     cost, saved, steps = costs
     plain = evidence.config(c.plain)
     assert plain is not None and config.score and plain.score
-    samples = config.records[0].result.spec.samples_per_step
-
-    def run_s(score: float, one_time_s: float) -> float:  # the planned run's seconds
-        return train_steps * samples / score + one_time_s
-
-    gain = run_s(plain.score, 0.0) / run_s(config.score, cost) - 1
+    run_rate = config.over_run(config.score, train_steps)
+    gain = run_rate / plain.score - 1
     if gain <= LEVER_MARGIN:
         paid = f"pays for itself after {steps:,.0f} steps" if steps else "never pays for itself (no faster per step)"
         return (f"{registry.label(registry.one_time(c.levers))} costs {cost:.1f} s once and {paid}: over the planned "
@@ -152,7 +151,7 @@ def _not_worth_it(evidence: Evidence, c: Candidate, train_steps: int) -> str | N
         if (other.candidate == c or other.candidate.plain != c.plain or not other.score
                 or other.one_time_s is None or other.one_time_s >= cost):
             continue
-        gain = run_s(other.score, other.one_time_s) / run_s(config.score, cost) - 1
+        gain = run_rate / other.over_run(other.score, train_steps) - 1
         if gain <= LEVER_MARGIN:
             return (f"it costs {cost - other.one_time_s:.1f} s more once than {other.candidate.label}, and over the "
                     f"planned {train_steps:,} steps (--train-steps) trains {gain:+.1%} against it")

@@ -11,7 +11,8 @@
   those configurations alone, and the leader's fp32 twin.
 - Only confirmed configurations can win: the leader is the best over the main rounds (those in
   which every contender was measured), unless a configuration beat it over all the rounds the
-  two shared (standings).
+  two shared (standings). Speeds are ranked over the planned run (--train-steps), a lever's
+  one-time cost (a compile) paid once in it.
 - A reduced precision (tf32, bf16, fp16) is recommended when it beats the best fp32 configuration
   of the space (any batch size) by more than the margin, both measured in the same interleaved
   rounds. Otherwise the best fp32 configuration is recommended.
@@ -117,7 +118,7 @@ def ranked_in_main_rounds(evidence: Evidence, constraints: Constraints,
     """The best configuration (of a dtype) over the main confirmation rounds, those in which every
     contender was measured: rounds added later for the twins measure again but do not re-rank."""
     main = evidence.main_rounds()
-    scored = [(score, e) for e in evidence.configs.values()
+    scored = [(e.over_run(score, constraints.train_steps), e) for e in evidence.configs.values()
               if constraints.allows(e.candidate) and (dtype is None or e.candidate.dtype is dtype)
               and (score := evidence.in_rounds(e.candidate, main)) is not None]
     return max(scored, key=lambda se: se[0])[1] if scored else None
@@ -135,7 +136,8 @@ def paired(evidence: Evidence, a: Candidate, b: Candidate) -> Paired | None:
 def standings(evidence: Evidence, constraints: Constraints) -> list[tuple[float, ConfigEvidence]]:
     """Every configuration that met the main rounds' best in CONFIRM_ROUNDS rounds or more, by
     its speed relative to it over the rounds the two shared (all of them: the main rounds, and
-    the close call's rounds that measured them again), fastest first."""
+    the close call's rounds that measured them again) and over the planned run, one-time costs
+    paid (Constraints.train_steps), fastest first."""
     top = ranked_in_main_rounds(evidence, constraints)
     if top is None:
         return []
@@ -143,8 +145,9 @@ def standings(evidence: Evidence, constraints: Constraints) -> list[tuple[float,
     for e in evidence.configs.values():
         pair = paired(evidence, top.candidate, e.candidate) if e is not top and constraints.allows(e.candidate) \
             else None
-        if pair is not None and pair.ratio is not None:
-            ranked.append((pair.ratio, e))
+        if pair is not None and pair.a_score and pair.b_score:  # over the planned run: a compile's cost paid
+            steps = constraints.train_steps
+            ranked.append((e.over_run(pair.b_score, steps) / top.over_run(pair.a_score, steps), e))
     return sorted(ranked, key=lambda re: re[0], reverse=True)
 
 

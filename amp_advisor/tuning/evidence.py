@@ -95,6 +95,15 @@ class ConfigEvidence:
         costs = [r.result.one_time_s for r in self.records if r.result.one_time_s is not None]
         return max(costs) if costs else None
 
+    def over_run(self, rate: float, train_steps: int | None) -> float:
+        """`rate` (this configuration's samples/s in some rounds) over a planned run of
+        `train_steps` optimizer steps with its one-time cost paid once; `rate` itself without a
+        planned run or a cost."""
+        if not train_steps or not self.one_time_s or not self.records:
+            return rate
+        samples = train_steps * self.records[0].result.spec.samples_per_step
+        return samples / (samples / rate + self.one_time_s)
+
     @property
     def one_time_warm_s(self) -> float | None:
         costs = [r.result.one_time_warm_s for r in self.records if r.result.one_time_warm_s is not None]
