@@ -31,6 +31,33 @@ def test_the_modes_offered_are_the_devices_own():
         TrialSpec("w", Dtype.BF16, 4, levers={"compile": "reduce-overhead"})
 
 
+def test_each_compiled_trial_starts_from_a_fresh_inductor_cache_on_disk_and_in_memory():
+    """Cold means cold: a new cache directory for the trial (removed after, the user's setting
+    restored), and inductor's in-process caches emptied, so a module an earlier trial in the same
+    worker compiled is not loaded again from memory."""
+    import os
+
+    from torch._inductor import utils
+
+    calls = []
+
+    class Probe:
+        def cache_clear(self):
+            calls.append("cleared")
+
+    utils._registered_caches.append(Probe())
+    before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    try:
+        with COMPILE.scope("default"):
+            inside = os.environ["TORCHINDUCTOR_CACHE_DIR"]
+            assert os.path.isdir(inside) and inside != before
+            assert calls == ["cleared"]
+        assert not os.path.exists(inside) and os.environ.get("TORCHINDUCTOR_CACHE_DIR") == before
+        assert calls == ["cleared", "cleared"]
+    finally:
+        utils._registered_caches.pop()
+
+
 def _trial(workload, dtype=Dtype.BF16, **kw):
     spec = TrialSpec(str(WORKLOADS / workload), dtype, 8, steps=3, warmup_steps=1, compare_steps=4,
                      levers={"compile": "default"}, **kw)

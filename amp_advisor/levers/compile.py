@@ -1,7 +1,8 @@
 """torch.compile as a lever: the mode, or eager ("off").
 
 Measured apart from the step time (base.Lever.one_time_cost): the trial's first step holds the
-compile, cold, because the scope gives each trial a fresh inductor cache; the warm-cache figure
+compile, cold, because the scope gives each trial a fresh inductor cache, on disk and in memory
+(torch's own fresh_cache); the warm-cache figure
 is taken after resetting dynamo, from the cache the cold compile filled. Each trial compiles one
 batch size with static shapes (`dynamic=False`): a second batch size compiled in the same process
 without it gets a dynamic-shape graph, and that is not what a training run with a fixed batch gets.
@@ -17,9 +18,6 @@ Pitfalls handled here, once, for the trials, `MixedPrecision` and the snippets a
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -69,17 +67,18 @@ class Compile(Lever):
 
     @contextlib.contextmanager
     def scope(self, value: str) -> Iterator[None]:
-        """A fresh inductor cache and fresh dynamo state for the trial, restored afterwards."""
+        """A fresh inductor cache and fresh dynamo state for the trial, restored afterwards. The
+        cache is torch's own fresh_cache: a new on-disk directory (inductor's and triton's) and
+        inductor's in-process caches cleared before and after, so that a second trial in the same
+        worker compiles cold too (a module loaded by an earlier compile is not reused)."""
         import torch._dynamo
         from torch._dynamo.utils import counters
 
-        cache = tempfile.mkdtemp(prefix="amp-advisor-inductor-")
-        previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
         torch._dynamo.reset()
         counters.clear()
         functorch_config = _functorch_config()
         with contextlib.ExitStack() as stack:
+            stack.enter_context(_fresh_inductor_cache())
             stack.enter_context(torch._dynamo.config.patch(fail_on_recompile_limit_hit=True))
             if functorch_config is not None:
                 stack.enter_context(functorch_config.patch(backward_pass_autocast=BACKWARD_AUTOCAST_OFF))
@@ -87,11 +86,6 @@ class Compile(Lever):
                 yield
             finally:
                 torch._dynamo.reset()
-                if previous is None:
-                    os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
-                else:
-                    os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
-                shutil.rmtree(cache, ignore_errors=True)
 
     def enable(self, value: str) -> None:
         functorch_config = _functorch_config()
@@ -130,6 +124,14 @@ class Compile(Lever):
             return Fragment(config={"compile": {"enabled": True, "backend": "inductor",
                                                 "kwargs": {"mode": value, "dynamic": False}}})
         return Fragment()
+
+
+def _fresh_inductor_cache() -> contextlib.AbstractContextManager:
+    """torch's context for a clean inductor cache (fresh_cache; fresh_inductor_cache before 2.7)."""
+    from torch._inductor import utils
+
+    fresh = getattr(utils, "fresh_cache", None) or utils.fresh_inductor_cache
+    return fresh()
 
 
 register(Compile())
