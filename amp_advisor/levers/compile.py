@@ -2,10 +2,10 @@
 
 Measured apart from the step time (base.Lever.one_time_cost): the trial's first step holds the
 compile, cold, because the scope gives each trial a fresh inductor cache, on disk and in memory
-(torch's own fresh_cache); the warm-cache figure
-is taken after resetting dynamo, from the cache the cold compile filled. Each trial compiles one
-batch size with static shapes (`dynamic=False`): a second batch size compiled in the same process
-without it gets a dynamic-shape graph, and that is not what a training run with a fixed batch gets.
+(torch's own fresh_cache); the warm-cache figure is taken after resetting dynamo, from the cache
+the cold compile filled. Each trial compiles one batch size with static shapes (`dynamic=False`):
+a second batch size compiled in the same process without it gets a dynamic-shape graph, and that
+is not what a training run with a fixed batch gets.
 
 Pitfalls handled here, once, for the trials, `MixedPrecision` and the snippets alike:
 - autocast around a compiled region also runs the compiled backward under autocast, where fp16
